@@ -1,0 +1,104 @@
+"""Adapters that give every model the same small interface the runner measures.
+
+The runner only ever calls: `analytic(B, T)`, `prefill(B, T)`, `begin_decode()`, `step()`, `end()` for decode,
+and `train_step(B, T)` for training. Each adapter owns how its model keeps a cache or state; the runner owns
+timing and memory.
+
+"Decode at length T" means the steady-state cost of one decode step with T tokens of context. Caches that can
+be rewound (static KV cache, HF caches, the cat-grown cache) are put back to length T before every step so all
+timed steps see exactly T tokens; a RetNet state has no length, so it simply advances.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Analytic:
+    weights_bytes: int
+    cache_bytes: int          # KV cache or recurrent state at this point
+    bytes_per_step: int       # what one decode step must move through device memory
+    flops_per_token: float
+
+    @property
+    def mem_bytes(self) -> int:
+        return self.weights_bytes + self.cache_bytes
+
+
+def cuda_graph(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """Capture `fn` (static shapes, no host sync) into one CUDA graph after warming it up on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def random_ids(vocab: int, batch: int, seq_len: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, vocab, (batch, seq_len), generator=g).to(device)
+
+
+class Contestant:
+    """Base adapter. Subclasses set arch, impl, kernel, n_params, vocab and implement the hooks."""
+
+    arch: str = ""
+    impl: str = ""
+    kernel: str = ""
+    notes: str = ""
+    n_params: int = 0
+    vocab: int = 0
+    max_seq_len: int | None = None
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, use_graph: bool = True):
+        self.device, self.dtype = device, dtype
+        self.use_graph = use_graph and device.type == "cuda"
+        self._graph: torch.cuda.CUDAGraph | None = None
+
+    # --- analytic model -------------------------------------------------------------------------------------
+    def analytic(self, batch: int, seq_len: int) -> Analytic:
+        raise NotImplementedError
+
+    # --- decode ---------------------------------------------------------------------------------------------
+    def prefill(self, batch: int, seq_len: int) -> None:
+        """Build the cache/state holding `seq_len` tokens of a random prompt (timed as the prefill phase)."""
+        raise NotImplementedError
+
+    def _step(self) -> None:
+        """One greedy decode step for the whole batch; static shapes where a graph is used."""
+        raise NotImplementedError
+
+    def begin_decode(self) -> None:
+        if self.use_graph:
+            self._graph = cuda_graph(self._step)
+
+    def step(self) -> None:
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            self._step()
+
+    def end(self) -> None:
+        """Free the cache/state and graph of this point (weights stay for the next point)."""
+        self._graph = None
+
+    # --- training -------------------------------------------------------------------------------------------
+    def train_step(self, batch: int, seq_len: int) -> None:
+        raise NotImplementedError(f"{self.impl} has no training step")
+
+    def close(self) -> None:
+        """Free everything (weights too)."""
+        self.end()
+
+    @staticmethod
+    def _lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        # (B, T, V) -> next-token loss in fp32, as a training step would compute it
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1))

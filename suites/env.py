@@ -1,0 +1,72 @@
+"""What machine and software a run was measured on (written to env.json)."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from .schema import SCHEMA_VERSION
+
+_PACKAGES = {
+    "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",
+    "fla": "flash-linear-attention", "torchscale": "torchscale", "triton": "triton", "pynvml": "nvidia-ml-py",
+    "retnet_bench": "retnet-bench",
+}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_info(device: torch.device) -> dict:
+    info: dict = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
+                  "gpu_memory_gb": None}
+    if device.type != "cuda":
+        return info
+    props = torch.cuda.get_device_properties(device)
+    info.update(gpu_name=props.name, gpu_count=torch.cuda.device_count(), gpu_memory_gb=props.total_memory / 1e9,
+                sm_count=props.multi_processor_count, capability=f"{props.major}.{props.minor}")
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception as e:  # recorded, not fatal: torch numbers still stand
+        info["driver"] = f"unavailable ({type(e).__name__})"
+    return info
+
+
+def collect_env(device: torch.device) -> dict:
+    env = {
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_threads": torch.get_num_threads(),
+        "device": device.type,
+        "command": " ".join(sys.argv),
+    }
+    env.update(gpu_info(device))
+    env["versions"] = {k: _version(v) for k, v in _PACKAGES.items()}
+    return env

@@ -1,0 +1,41 @@
+"""Official-code peers (torchscale 0.3.0, flash-linear-attention) behind the same contestant interface."""
+from __future__ import annotations
+
+import torch
+
+from retnet_bench.baselines.peers import build_peer
+
+from .contestants import Analytic, Contestant
+
+
+class PeerContestant(Contestant):
+    def __init__(self, impl: str, preset: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
+        super().__init__(device, dtype, use_graph=False)  # the peers decode eagerly, as their code does
+        self.impl = impl
+        self.arch = "transformer" if impl == "torchscale-transformer" else "retnet"
+        self.kernel = "fla" if impl == "fla-retnet" else "torchscale"
+        torch.manual_seed(seed)
+        self.peer = build_peer(impl, preset, dtype, device)
+        self.n_params = self.peer.n_params
+        self.notes = self.peer.notes
+        self.batch = 0
+        if hasattr(self.peer, "warmup"):
+            self.peer.warmup()
+
+    def analytic(self, batch: int, seq_len: int) -> Analytic:
+        weights = self.n_params * torch.empty((), dtype=self.dtype).element_size()
+        cache = self.peer.state_bytes() if self.batch == batch else 0
+        return Analytic(weights, cache, weights + cache, 2.0 * self.n_params)
+
+    @torch.inference_mode()
+    def prefill(self, batch: int, seq_len: int) -> None:
+        self.batch = batch
+        self.peer.prefill_state(batch, seq_len)
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        self.peer.step()
+
+    def close(self) -> None:
+        super().close()
+        del self.peer

@@ -1,0 +1,181 @@
+"""Measurement trackers, one small class per quantity (latency, memory), reused by every phase.
+
+Timing rules: warm-up happens before a tracker starts; on CUDA each call is bracketed by CUDA events (no host
+sync inside the timed region except the final one); on CPU by perf_counter. Memory: NVML is sampled by a
+background thread (device-wide, what `nvidia-smi` shows), torch's allocator peaks are read at the end, and RSS is
+used on CPU.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+GB = 1e9
+
+
+@dataclass
+class Timing:
+    ms_median: float
+    ms_p10: float
+    ms_p90: float
+    n: int
+
+
+def summarize(ms: list[float]) -> Timing:
+    if not ms:
+        raise ValueError("no timed repeats")
+    qs = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else [ms[0]] * 9
+    return Timing(statistics.median(ms), qs[0], qs[-1], len(ms))
+
+
+class LatencyTracker:
+    """Times `fn` repeatedly: at least `min_steps` calls and at least `min_seconds`, at most `max_steps`.
+
+    On CUDA, events are recorded around each call and read after one sync at the end, so the host never
+    waits between steps (the GPU queue stays full, as in real decoding).
+    """
+
+    def __init__(self, device: torch.device, min_steps: int = 5, min_seconds: float = 2.0, max_steps: int = 200):
+        self.device, self.min_steps, self.min_seconds, self.max_steps = device, min_steps, min_seconds, max_steps
+
+    def time(self, fn: Callable[[], object]) -> Timing:
+        cuda = self.device.type == "cuda"
+        ms: list[float] = []
+        events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        start_wall = time.perf_counter()
+        n = 0
+        while n < self.max_steps and (n < self.min_steps or time.perf_counter() - start_wall < self.min_seconds):
+            if cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                events.append((a, b))
+                if len(events) % 8 == 0:  # let the wall clock see GPU progress without syncing each step
+                    events[-8][1].synchronize()
+            else:
+                t0 = time.perf_counter()
+                fn()
+                ms.append((time.perf_counter() - t0) * 1e3)
+            n += 1
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            ms = [a.elapsed_time(b) for a, b in events]
+        return summarize(ms)
+
+    def time_once(self, fn: Callable[[], object]) -> float:
+        """One call, synchronised on both sides (for long calls such as a prefill to 8k)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - t0) * 1e3
+
+
+class NvmlSampler:
+    """Background thread polling NVML's used device memory; `peak` is the max seen while running."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.005):
+        import pynvml  # provided by nvidia-ml-py
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def used(self) -> int:
+        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.used())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "NvmlSampler":
+        self.peak = self.used()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, self.used())
+
+
+def rss_peak_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class MemoryTracker:
+    """Memory of one sweep point: NVML peak (absolute and minus the idle baseline), torch peaks, RSS."""
+
+    def __init__(self, device: torch.device, idle_baseline_bytes: int | None = None, use_nvml: bool = True):
+        self.device = device
+        self.sampler: NvmlSampler | None = None
+        if device.type == "cuda" and use_nvml:
+            try:
+                self.sampler = NvmlSampler(device.index or 0)
+            except Exception:  # NVML missing or not permitted: torch numbers still come
+                self.sampler = None
+        self.idle_baseline = idle_baseline_bytes
+        if self.idle_baseline is None and self.sampler is not None:
+            self.idle_baseline = self.sampler.used()
+
+    def __enter__(self) -> "MemoryTracker":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self.sampler is not None:
+            self.sampler.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        if self.sampler is not None:
+            self.sampler.__exit__(*exc)
+
+    def result(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"mem_rss_peak_gb": rss_peak_bytes() / GB}
+        if self.device.type == "cuda":
+            out["mem_torch_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / GB
+            out["mem_torch_reserved_gb"] = torch.cuda.max_memory_reserved(self.device) / GB
+        if self.sampler is not None:
+            out["mem_nvml_peak_gb"] = self.sampler.peak / GB
+            out["mem_nvml_delta_gb"] = (self.sampler.peak - (self.idle_baseline or 0)) / GB
+        return out
+
+
+def measure_copy_bandwidth_gbps(device: torch.device, nbytes: int = 2 * 1024**3, repeats: int = 10) -> float | None:
+    """Device-to-device copy bandwidth in GB/s counting bytes read + written (the roofline's ceiling)."""
+    if device.type != "cuda":
+        return None
+    n = nbytes // 2
+    src = torch.empty(n, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    t = LatencyTracker(device, min_steps=repeats, min_seconds=0.0, max_steps=repeats).time(lambda: dst.copy_(src))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / (t.ms_median / 1e3) / GB
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
