@@ -1,0 +1,474 @@
+"""Noise-aware comparison of two benchmark runs: ``retnet-bench compare BASE HEAD``.
+
+A run is a folder ``results/<run-id>/`` holding ``rows.jsonl`` (one result row per line, docs/CONTRACTS.md) and
+``env.json``. Rows are matched by (suite, model, arch, impl, kernel, phase, batch_size, seq_len, dtype) plus
+chunk_size and capacity_budget_gb, which are null for most rows but tell a chunk-size sweep's points apart
+(null matches null).
+
+For each point that is ``ok`` in both runs, every metric present in both is judged:
+
+* direction: higher is better for tokens_per_s and achieved_gbps; lower for ms_median, ms_per_token and the
+  measured memory columns (mem_nvml_*, mem_torch_*, mem_rss_peak_gb).
+* ``regressed``: worse by more than the threshold (default 5%, per-metric overrides) AND the p10-p90 ranges of
+  the two runs do not overlap. Timing metrics take their range from ms_p10 / ms_p90; throughput metrics are
+  inverse times, so their range is the ms range mapped through value / ms. Memory has no range: it is a
+  point value, and worse by more than the threshold regresses.
+* ``noisy``: changed by more than the threshold either way, but the ranges overlap: not a regression.
+* ``improved``: better by more than the threshold with separated ranges. ``ok``: within the threshold.
+* ``changed-deterministic``: an analytic column (n_params, bytes_per_step, mem_analytic_gb, weights_gb,
+  flops_per_token) differs, i.e. the two runs did not measure the same thing. Reported, never a regression.
+
+Points whose status is not ``ok`` on either side are listed in ``not_compared`` with the reason; points in only
+one run are listed in ``missing`` (base only) and ``new`` (head only). None of these set the exit code.
+
+Dashboards in your own GPU CI (github-action-benchmark, tools ``customBiggerIsBetter`` /
+``customSmallerIsBetter``; each takes a JSON list of ``{name, unit, value, range?, extra?}``): write one file
+per direction with :func:`write_github` (or :func:`to_github`), gate on ``compare``'s exit code, and let the
+action only store and chart the head run, since its own alert knows nothing of p10-p90 noise::
+
+    - run: retnet-bench compare results/baseline results/$RUN --format github --out bench/  # exit 1 fails
+    - uses: benchmark-action/github-action-benchmark@v1
+      if: always()
+      with: {name: retnet-bench throughput, tool: customBiggerIsBetter,
+             output-file-path: bench/benchmark-bigger.json, fail-on-alert: false, auto-push: true,
+             github-token: "${{ secrets.GITHUB_TOKEN }}"}
+    - uses: benchmark-action/github-action-benchmark@v1
+      if: always()
+      with: {name: retnet-bench latency and memory, tool: customSmallerIsBetter,
+             output-file-path: bench/benchmark-smaller.json, fail-on-alert: false, auto-push: true,
+             github-token: "${{ secrets.GITHUB_TOKEN }}"}
+
+The two steps need different ``name`` inputs: the action keys its stored history by name. Run the GPU job on
+one fixed machine type; ``compare`` refuses runs from different GPUs unless told ``allow_mismatch``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
+MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb")
+_INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size")
+_NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
+_PASS_COLUMNS = ("run_id", "n_repeats", "gpu_name")  # carried into the GitHub entries' tooltip
+
+
+@dataclass(frozen=True)
+class Metric:
+    direction: Literal["higher", "lower", "exact"]
+    unit: str
+    # How the value follows the step time, which gives its p10-p90 range; None: a point value.
+    with_time: Literal["proportional", "inverse"] | None = None
+
+
+METRICS: dict[str, Metric] = {
+    "tokens_per_s": Metric("higher", "tokens/s", "inverse"),
+    "achieved_gbps": Metric("higher", "GB/s", "inverse"),
+    "ms_median": Metric("lower", "ms", "proportional"),
+    "ms_per_token": Metric("lower", "ms", "proportional"),
+    "mem_nvml_peak_gb": Metric("lower", "GB"),
+    "mem_nvml_delta_gb": Metric("lower", "GB"),
+    "mem_torch_peak_gb": Metric("lower", "GB"),
+    "mem_torch_reserved_gb": Metric("lower", "GB"),
+    "mem_rss_peak_gb": Metric("lower", "GB"),
+    "n_params": Metric("exact", "params"),
+    "bytes_per_step": Metric("exact", "bytes"),
+    "mem_analytic_gb": Metric("exact", "GB"),
+    "weights_gb": Metric("exact", "GB"),
+    "flops_per_token": Metric("exact", "FLOP"),
+}
+DETERMINISTIC_COLUMNS = tuple(name for name, m in METRICS.items() if m.direction == "exact")
+GITHUB_TOOLS = {"bigger": "customBiggerIsBetter", "smaller": "customSmallerIsBetter"}
+_STATUS_STYLE = {"regressed": "bold red", "improved": "green", "noisy": "yellow",
+                 "changed-deterministic": "magenta", "ok": "dim"}
+
+
+class CompareInputError(ValueError):
+    """Bad input to a comparison (missing run, unreadable rows, different GPU or schema); the CLI exits 2."""
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_run(run: Path | str, role: str = "run") -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """Read ``run/rows.jsonl`` and ``run/env.json`` (None when absent). Raises CompareInputError."""
+    run = Path(run)
+    if run.is_file() and run.name == "rows.jsonl":
+        run = run.parent
+    if not run.is_dir():
+        raise CompareInputError(f"{role} run not found: {run}")
+    rows_path = run / "rows.jsonl"
+    if not rows_path.is_file():
+        raise CompareInputError(f"{role} run {run} has no rows.jsonl")
+    try:
+        lines = rows_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CompareInputError(f"cannot read {rows_path}: {e}") from e
+    records = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CompareInputError(f"{rows_path}:{lineno}: not a JSON row ({e.msg})") from e
+        if not isinstance(record, dict):
+            raise CompareInputError(f"{rows_path}:{lineno}: a row must be a JSON object")
+        records.append(record)
+    if not records:
+        raise CompareInputError(f"{rows_path} holds no rows")
+    rows = _normalize(pd.DataFrame.from_records(records), rows_path)
+
+    env_path = run / "env.json"
+    env = None
+    if env_path.is_file():
+        try:
+            env = json.loads(env_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CompareInputError(f"cannot read {env_path}: {e}") from e
+        if not isinstance(env, dict):
+            raise CompareInputError(f"{env_path} must hold a JSON object")
+    return rows, env
+
+
+def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
+    """Check the key columns, give every column we read a value (null if absent) and numeric dtypes."""
+    lacking = [c for c in (*KEY_COLUMNS, "status") if c not in rows]
+    if lacking:
+        raise CompareInputError(f"{source} lacks column(s) {', '.join(lacking)}")
+    needed = (*MATCH_COLUMNS, *METRICS, "ms_p10", "ms_p90", "status", "error", *_PASS_COLUMNS)
+    rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *needed])))
+    for col in (*_NUMERIC_KEYS, *METRICS, "ms_p10", "ms_p90"):
+        kind = "Int64" if col in _INTEGER_KEYS else "float64"
+        try:
+            rows[col] = pd.to_numeric(rows[col]).astype(kind)
+        except (ValueError, TypeError) as e:
+            raise CompareInputError(f"{source}: column {col} does not hold {kind} values ({e})") from e
+    for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
+        rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
+    dup = rows.duplicated(subset=list(MATCH_COLUMNS), keep=False)
+    if dup.any():
+        raise CompareInputError(f"{source}: point {_label(rows[dup].iloc[0])} appears more than once")
+    rows["point"] = [_label(r) for _, r in rows.iterrows()]
+    return rows.reset_index(drop=True)
+
+
+def _label(row: pd.Series) -> str:
+    """Readable, stable point name: suite/model/arch/impl/kernel/phase/b<B>/T<T>/dtype[/chunk<C>][/budget<G>GB]."""
+    def num(v: object) -> str:
+        return "-" if v is None or pd.isna(v) else f"{float(v):g}"
+
+    parts = [str(row[c]) for c in ("suite", "model", "arch", "impl", "kernel", "phase")]
+    parts += [f"b{num(row['batch_size'])}", f"T{num(row['seq_len'])}", str(row["dtype"])]
+    if pd.notna(row["chunk_size"]):
+        parts.append(f"chunk{num(row['chunk_size'])}")
+    if pd.notna(row["capacity_budget_gb"]):
+        parts.append(f"budget{num(row['capacity_budget_gb'])}GB")
+    return "/".join(parts)
+
+
+def _long(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (ok point, metric with a value): value and its p10-p90 range (lo/hi, NaN for point values)."""
+    ok = rows[rows["status"] == "ok"]
+    # Ratios of the ms percentiles to the median carry the timing spread over to any time-derived metric.
+    r10 = ok["ms_p10"] / ok["ms_median"].where(ok["ms_median"] > 0)
+    r90 = ok["ms_p90"] / ok["ms_median"].where(ok["ms_median"] > 0)
+    frames = []
+    for name, metric in METRICS.items():
+        value = ok[name]
+        lo = hi = pd.Series(np.nan, index=ok.index)
+        if metric.with_time == "proportional":
+            lo, hi = value * r10, value * r90
+        elif metric.with_time == "inverse":
+            lo, hi = value / r90, value / r10
+        frame = ok[[*MATCH_COLUMNS, "point", *_PASS_COLUMNS]].assign(metric=name, value=value, lo=lo, hi=hi)
+        frames.append(frame[value.notna()])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------- comparing
+
+
+@dataclass
+class CompareResult:
+    """Outcome of :func:`compare_runs`. ``points``: one row per (matched ok point, metric)."""
+
+    base: Path
+    head: Path
+    points: pd.DataFrame
+    missing: pd.DataFrame  # points only in base
+    new: pd.DataFrame  # points only in head
+    not_compared: pd.DataFrame  # matched points not ok on either side, with reason
+    warnings: list[str] = field(default_factory=list)  # env mismatches accepted by allow_mismatch
+    head_metrics: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # head's ok values, long
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.points[self.points["status"] == "regressed"]
+
+    @property
+    def regressed(self) -> bool:
+        return not self.regressions.empty
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressed else 0
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.points["status"] == s).sum()) for s in _STATUS_STYLE}
+
+
+def compare_runs(base: Path, head: Path, threshold: float = 0.05,
+                 metric_thresholds: dict[str, float] | None = None,
+                 allow_mismatch: bool = False) -> CompareResult:
+    """Compare run folder ``head`` against ``base``; thresholds are fractions (0.05 = 5%).
+
+    ``metric_thresholds`` maps a metric name, or an fnmatch pattern such as ``"mem_*"``, to its own threshold
+    (an exact name wins over a pattern). Raises CompareInputError on bad input.
+    """
+    thresholds = _resolve_thresholds(threshold, metric_thresholds or {})
+    base_rows, base_env = load_run(base, "base")
+    head_rows, head_env = load_run(head, "head")
+    warnings = _check_envs(base_env, head_env, allow_mismatch)
+
+    keys = list(MATCH_COLUMNS)
+    side = ["point", "status", "error"]
+    joined = base_rows[keys + side].merge(head_rows[keys + side], on=keys + ["point"], how="outer",
+                                          suffixes=("_base", "_head"), indicator=True)
+    missing = joined[joined["_merge"] == "left_only"][keys + ["point", "status_base"]]
+    new = joined[joined["_merge"] == "right_only"][keys + ["point", "status_head"]]
+    both = joined[joined["_merge"] == "both"]
+    not_ok = both[(both["status_base"] != "ok") | (both["status_head"] != "ok")]
+    not_compared = not_ok[keys + ["point", "status_base", "status_head"]].assign(
+        reason=[_reason(r) for _, r in not_ok.iterrows()])
+
+    head_long = _long(head_rows)
+    long_cols = keys + ["point", "metric", "value", "lo", "hi"]
+    points = _long(base_rows)[long_cols].merge(head_long[long_cols], on=keys + ["point", "metric"],
+                                               suffixes=("_base", "_head"))
+    # Read point by point, in base's row order, metrics in METRICS order.
+    order = {point: i for i, point in enumerate(base_rows["point"])}
+    points = points.sort_values(["point", "metric"], key=lambda c: c.map(order if c.name == "point" else
+                                                                          list(METRICS).index), kind="stable")
+    points = _judge(points.reset_index(drop=True), thresholds)
+    return CompareResult(base=Path(base), head=Path(head), points=points,
+                         missing=missing.reset_index(drop=True).rename(columns={"status_base": "status"}),
+                         new=new.reset_index(drop=True).rename(columns={"status_head": "status"}),
+                         not_compared=not_compared.reset_index(drop=True), warnings=warnings,
+                         head_metrics=head_long)
+
+
+def _resolve_thresholds(default: float, overrides: dict[str, float]) -> dict[str, float]:
+    for name, value in {"threshold": default, **overrides}.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise CompareInputError(f"threshold for {name} must be a fraction >= 0 (0.05 = 5%), got {value!r}")
+    for pattern in overrides:
+        if not fnmatch.filter(METRICS, pattern):
+            raise CompareInputError(f"unknown metric in thresholds: {pattern!r} (known: {', '.join(METRICS)})")
+    resolved = {}
+    for name in METRICS:
+        patterns = [p for p in overrides if p != name and fnmatch.fnmatchcase(name, p)]
+        resolved[name] = overrides.get(name, overrides[patterns[0]] if patterns else default)
+    return resolved
+
+
+def _check_envs(base_env: dict | None, head_env: dict | None, allow_mismatch: bool) -> list[str]:
+    problems = [f"{role} run has no env.json" for role, env in (("base", base_env), ("head", head_env))
+                if env is None]
+    if base_env is not None and head_env is not None:
+        problems += [f"different {key}: base {base_env.get(key)!r}, head {head_env.get(key)!r}"
+                     for key in ("schema_version", "gpu_name") if base_env.get(key) != head_env.get(key)]
+    if problems and not allow_mismatch:
+        raise CompareInputError("; ".join(problems) + " (allow_mismatch / --allow-mismatch compares anyway)")
+    return problems
+
+
+def _reason(row: pd.Series) -> str:
+    parts = []
+    for role in ("base", "head"):
+        status, error = row[f"status_{role}"], row[f"error_{role}"]
+        if status != "ok":
+            parts.append(f"{role} {status}" + (f": {error}" if isinstance(error, str) and error else ""))
+    return "; ".join(parts)
+
+
+def _judge(points: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """Add direction, unit, change_pct, ranges_overlap, threshold_pct and status to the merged long table."""
+    metric = points["metric"]
+    direction = metric.map(lambda m: METRICS[m].direction)
+    base, head = points["value_base"], points["value_head"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (head - base) / base.abs() * 100
+    change = change.where(base != 0, np.where(head == base, 0.0, np.sign(head - base) * np.inf))
+    worse = change.where(direction == "lower", -change)  # > 0: worse, whichever direction is better
+    threshold_pct = metric.map(thresholds) * 100
+    ranged = points[["lo_base", "hi_base", "lo_head", "hi_head"]].notna().all(axis=1)
+    overlap = (points["lo_base"] <= points["hi_head"]) & (points["lo_head"] <= points["hi_base"])
+
+    status = np.select(
+        [direction == "exact", worse.abs() <= threshold_pct, ranged & overlap, worse > 0],
+        [np.where(head == base, "ok", "changed-deterministic"), "ok", "noisy", "regressed"],
+        default="improved")
+    return points.assign(direction=direction, unit=metric.map(lambda m: METRICS[m].unit),
+                         change_pct=change, ranges_overlap=overlap.where(ranged),
+                         threshold_pct=threshold_pct.where(direction != "exact"), status=status)
+
+
+def compare_deterministic(base: Path | pd.DataFrame, head: Path | pd.DataFrame,
+                          columns: Sequence[str] = DETERMINISTIC_COLUMNS) -> list[str]:
+    """Exact-match gate for analytic columns, e.g. a CPU smoke run against its committed reference.
+
+    Returns one line per mismatch: a point present on one side only, a point whose status differs, or a
+    column whose value differs (null counts as a value). Timings are not looked at. Empty list: all match.
+    """
+    frames = [_normalize(x.copy(), role) if isinstance(x, pd.DataFrame) else load_run(x, role)[0]
+              for x, role in ((base, "base"), (head, "head"))]
+    keys = list(MATCH_COLUMNS)
+    cols = list(dict.fromkeys(["status", *columns]))
+    for frame in frames:
+        for col in cols:
+            if col not in frame:
+                frame[col] = None
+    joined = frames[0][keys + ["point", *cols]].merge(frames[1][keys + ["point", *cols]], on=keys + ["point"],
+                                                     how="outer", suffixes=("_base", "_head"), indicator=True)
+    mismatches = []
+    for _, row in joined.iterrows():
+        if row["_merge"] != "both":
+            mismatches.append(f"{row['point']}: only in {'base' if row['_merge'] == 'left_only' else 'head'}")
+            continue
+        for col in cols:
+            b, h = row[f"{col}_base"], row[f"{col}_head"]
+            if not (b == h or (pd.isna(b) and pd.isna(h))):
+                mismatches.append(f"{row['point']}: {col} base {b!r} != head {h!r}")
+    return mismatches
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _fmt(value: object) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    v = float(value)
+    if math.isinf(v):
+        return "+inf" if v > 0 else "-inf"
+    return f"{v:,.0f}" if abs(v) >= 1e6 and v.is_integer() else f"{v:.4g}"
+
+
+def render_rich(result: CompareResult) -> Group:
+    """Rich renderables (print with ``rich.console.Console().print``): summary, points, missing/new, not compared.
+
+    Deterministic columns are shown only where they changed.
+    """
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+    verdict = Text("REGRESSION" if result.regressed else "no regression",
+                   style="bold red" if result.regressed else "bold green")
+    parts: list[Any] = [Text.assemble(verdict, f"  {result.base} -> {result.head}: {counts or 'no points'}")]
+    parts += [Text(f"warning: {w}", style="yellow") for w in result.warnings]
+
+    table = Table(title="Compared points", show_lines=False)
+    for col in ("point", "metric", "base", "head", "change", "base p10-p90", "head p10-p90", "status"):
+        table.add_column(col, justify="right" if col in ("base", "head", "change") else "left")
+    shown = result.points[(result.points["direction"] != "exact") | (result.points["status"] != "ok")]
+    for _, r in shown.iterrows():
+        rng = {s: "-" if pd.isna(r[f"lo_{s}"]) else f"{_fmt(r[f'lo_{s}'])}-{_fmt(r[f'hi_{s}'])}"
+               for s in ("base", "head")}
+        change = "-" if pd.isna(r["change_pct"]) else f"{r['change_pct']:+.1f}%"
+        table.add_row(r["point"], f"{r['metric']} ({r['unit']})", _fmt(r["value_base"]), _fmt(r["value_head"]),
+                      change, rng["base"], rng["head"], Text(r["status"], style=_STATUS_STYLE[r["status"]]))
+    parts.append(table)
+
+    if len(result.missing) or len(result.new):
+        unmatched = Table(title="Unmatched points")
+        unmatched.add_column("point")
+        unmatched.add_column("only in")
+        for frame, where in ((result.missing, "base"), (result.new, "head")):
+            for point in frame["point"]:
+                unmatched.add_row(point, where)
+        parts.append(unmatched)
+    if len(result.not_compared):
+        skipped = Table(title="Not compared (status not ok)")
+        skipped.add_column("point")
+        skipped.add_column("reason")
+        for _, r in result.not_compared.iterrows():
+            skipped.add_row(r["point"], r["reason"])
+        parts.append(skipped)
+    return Group(*parts)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return json.loads(frame.to_json(orient="records"))  # NaN and +-inf become null
+
+
+def to_json(result: CompareResult) -> str:
+    """The whole comparison as one JSON document (non-finite numbers as null)."""
+    points = result.points.drop(columns=["lo_base", "hi_base", "lo_head", "hi_head"]).assign(
+        base_p10_p90=result.points[["lo_base", "hi_base"]].values.tolist(),
+        head_p10_p90=result.points[["lo_head", "hi_head"]].values.tolist())
+    document = {
+        "base": str(result.base), "head": str(result.head), "regressed": result.regressed,
+        "exit_code": result.exit_code, "counts": result.counts(), "warnings": result.warnings,
+        "points": _records(points), "missing": _records(result.missing), "new": _records(result.new),
+        "not_compared": _records(result.not_compared),
+    }
+    return json.dumps(document, indent=2)
+
+
+def to_github(result: CompareResult, direction: Literal["bigger", "smaller"]) -> str:
+    """github-action-benchmark input for tool ``customBiggerIsBetter`` ("bigger") or ``customSmallerIsBetter``.
+
+    A JSON list of ``{"name", "unit", "value", "range", "extra"}``, one per (ok head point, metric) whose better
+    direction matches: the head run's values (matched and new points), since the action keeps its own history.
+    Deterministic columns are left out. See the module docstring for wiring it into CI.
+    """
+    if direction not in GITHUB_TOOLS:
+        raise ValueError(f"direction must be 'bigger' or 'smaller', got {direction!r}")
+    wanted = "higher" if direction == "bigger" else "lower"
+    entries = []
+    for _, r in result.head_metrics.iterrows():
+        metric = METRICS[r["metric"]]
+        if metric.direction != wanted:
+            continue
+        entry = {"name": f"{r['point']}/{r['metric']}", "unit": metric.unit, "value": float(r["value"])}
+        if pd.notna(r["lo"]) and pd.notna(r["hi"]):
+            entry["range"] = f"{_fmt(r['lo'])} to {_fmt(r['hi'])} (p10-p90)"
+        entry["extra"] = "\n".join(f"{c}: {r[c]}" for c in _PASS_COLUMNS if pd.notna(r[c]))
+        entries.append(entry)
+    return json.dumps(entries, indent=2)
+
+
+def write_github(result: CompareResult, directory: Path) -> dict[str, Path]:
+    """Write ``benchmark-bigger.json`` and ``benchmark-smaller.json`` into ``directory``; returns tool -> path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for direction, tool in GITHUB_TOOLS.items():
+        path = directory / f"benchmark-{direction}.json"
+        path.write_text(to_github(result, direction) + "\n", encoding="utf-8")  # type: ignore[arg-type]
+        written[tool] = path
+    return written
+
+
+def parse_threshold(text: str | float) -> float:
+    """CLI helper: ``"5%"`` or ``"0.05"`` -> 0.05. A bare number >= 1 is refused as ambiguous."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise CompareInputError(f"threshold {text!r}: write a percentage like 5% or a fraction like 0.05") from None
+    if not raw.endswith("%") and value >= 1:
+        raise CompareInputError(f"threshold {text!r} is ambiguous: write {raw}% or {value / 100:g}")
+    if not (math.isfinite(value) and value >= 0):
+        raise CompareInputError(f"threshold {text!r} must be >= 0")
+    return value

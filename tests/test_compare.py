@@ -1,0 +1,232 @@
+"""retnet_bench.reports.compare on synthetic run folders (no torch, no models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from retnet_bench.reports.compare import (
+    CompareInputError, compare_deterministic, compare_runs, parse_threshold, render_rich, to_github, to_json,
+    write_github,
+)
+
+
+def decode_row(ms: float = 10.0, spread: float = 0.1, batch: int = 8, **overrides) -> dict:
+    """A full decode row at step time ``ms`` with p10/p90 at ms -/+ spread; throughput follows from ms."""
+    row = dict(
+        run_id="r", suite="decode", model="tiny", arch="retnet", impl="retnet-recurrent", kernel="torch",
+        phase="decode", batch_size=batch, seq_len=1024, chunk_size=None, dtype="bfloat16", status="ok", error=None,
+        ms_median=ms, ms_p10=ms - spread, ms_p90=ms + spread, n_repeats=50, tokens_per_s=batch / ms * 1e3,
+        ms_per_token=ms, mem_nvml_peak_gb=10.0, mem_nvml_delta_gb=9.0, mem_torch_peak_gb=8.0,
+        mem_torch_reserved_gb=8.5, mem_rss_peak_gb=None, mem_analytic_gb=7.5, weights_gb=7.0,
+        bytes_per_step=7.5e9, flops_per_token=2.6e9, achieved_gbps=7.5e9 / (ms * 1e-3) / 1e9, pct_peak_bw=None,
+        n_params=1_340_000_000, capacity_budget_gb=None, device="cuda", gpu_name="NVIDIA H200", notes=None,
+        timestamp="2025-01-01T00:00:00",
+    )
+    row.update(overrides)
+    return row
+
+
+def write_run(folder: Path, rows: list[dict], gpu_name: str | None = "NVIDIA H200", schema_version: int = 1,
+              env: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if env:
+        (folder / "env.json").write_text(json.dumps({"schema_version": schema_version, "gpu_name": gpu_name}))
+    return folder
+
+
+def pair(tmp_path: Path, base_rows: list[dict], head_rows: list[dict], **head_env) -> tuple[Path, Path]:
+    return write_run(tmp_path / "base", base_rows), write_run(tmp_path / "head", head_rows, **head_env)
+
+
+def status_of(result, metric: str, point_substring: str = "") -> str:
+    p = result.points
+    sel = p[(p["metric"] == metric) & p["point"].str.contains(point_substring, regex=False)]
+    assert len(sel) == 1, sel
+    return sel["status"].iloc[0]
+
+
+def test_throughput_drop_with_separated_ranges_regresses(tmp_path):
+    base, head = pair(tmp_path, [decode_row(ms=10.0)], [decode_row(ms=12.5)])  # tokens/s -20%
+    result = compare_runs(base, head)
+    assert result.regressed and result.exit_code == 1
+    assert status_of(result, "tokens_per_s") == "regressed"
+    assert status_of(result, "ms_median") == "regressed"
+    row = result.points[result.points["metric"] == "tokens_per_s"].iloc[0]
+    assert row["change_pct"] == pytest.approx(-20.0)
+    assert row["lo_head"] == pytest.approx(8 / 12.6 * 1e3) and row["hi_head"] == pytest.approx(8 / 12.4 * 1e3)
+    assert status_of(result, "mem_nvml_peak_gb") == "ok"
+
+
+def test_small_change_is_ok(tmp_path):
+    base, head = pair(tmp_path, [decode_row(ms=10.0)], [decode_row(ms=10.2)])  # 2% slower, ranges separated
+    result = compare_runs(base, head)
+    assert result.exit_code == 0
+    assert set(result.points["status"]) == {"ok"}
+
+
+def test_large_drop_with_overlapping_ranges_is_noisy(tmp_path):
+    base, head = pair(tmp_path, [decode_row(ms=10.0, spread=3.0)], [decode_row(ms=12.5, spread=3.0)])
+    result = compare_runs(base, head)
+    assert result.exit_code == 0
+    assert status_of(result, "tokens_per_s") == "noisy"
+    assert status_of(result, "ms_median") == "noisy"
+    assert bool(result.points.loc[result.points["metric"] == "tokens_per_s", "ranges_overlap"].iloc[0]) is True
+
+
+def test_improvement_is_not_a_regression(tmp_path):
+    base, head = pair(tmp_path, [decode_row(ms=10.0)], [decode_row(ms=8.0)])
+    result = compare_runs(base, head)
+    assert result.exit_code == 0
+    assert status_of(result, "tokens_per_s") == "improved" and status_of(result, "ms_median") == "improved"
+
+
+def test_memory_growth_regresses_and_per_metric_threshold(tmp_path):
+    base, head = pair(tmp_path, [decode_row()], [decode_row(mem_nvml_peak_gb=11.0)])  # +10%, no range
+    result = compare_runs(base, head)
+    assert result.exit_code == 1 and status_of(result, "mem_nvml_peak_gb") == "regressed"
+    assert compare_runs(base, head, metric_thresholds={"mem_nvml_peak_gb": 0.2}).exit_code == 0
+    assert compare_runs(base, head, metric_thresholds={"mem_*": 0.2}).exit_code == 0
+
+    base2, head2 = pair(tmp_path / "small", [decode_row()], [decode_row(mem_nvml_peak_gb=10.3)])  # +3%
+    assert compare_runs(base2, head2).exit_code == 0
+    tight = compare_runs(base2, head2, metric_thresholds={"mem_nvml_peak_gb": 0.02})
+    assert tight.exit_code == 1 and status_of(tight, "mem_nvml_peak_gb") == "regressed"
+
+
+def test_memory_shrink_is_improved(tmp_path):
+    base, head = pair(tmp_path, [decode_row()], [decode_row(mem_torch_peak_gb=6.0)])
+    result = compare_runs(base, head)
+    assert result.exit_code == 0 and status_of(result, "mem_torch_peak_gb") == "improved"
+
+
+@pytest.mark.parametrize("head_env", [{"gpu_name": "NVIDIA A100"}, {"schema_version": 2}, {"env": False}])
+def test_env_mismatch_is_an_input_error_unless_allowed(tmp_path, head_env):
+    base, head = pair(tmp_path, [decode_row()], [decode_row()], **head_env)
+    with pytest.raises(CompareInputError) as info:
+        compare_runs(base, head)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+    result = compare_runs(base, head, allow_mismatch=True)
+    assert result.exit_code == 0 and len(result.warnings) == 1
+
+
+def test_bad_input_raises_input_error(tmp_path):
+    good = write_run(tmp_path / "good", [decode_row()])
+    with pytest.raises(CompareInputError, match="not found"):
+        compare_runs(good, tmp_path / "nope")
+    broken = write_run(tmp_path / "broken", [decode_row()])
+    (broken / "rows.jsonl").write_text(json.dumps(decode_row()) + "\n{not json\n")
+    with pytest.raises(CompareInputError, match=r"rows.jsonl:2"):
+        compare_runs(good, broken)
+    dup = write_run(tmp_path / "dup", [decode_row(), decode_row(ms=11.0)])
+    with pytest.raises(CompareInputError, match="more than once"):
+        compare_runs(good, dup)
+    with pytest.raises(CompareInputError, match="unknown metric"):
+        compare_runs(good, good, metric_thresholds={"mem_nvm_peak_gb": 0.02})
+    with pytest.raises(CompareInputError):
+        compare_runs(good, good, threshold=-0.1)
+
+
+def test_missing_and_new_points_are_listed(tmp_path):
+    base, head = pair(tmp_path, [decode_row(batch=1), decode_row(batch=8)], [decode_row(batch=8),
+                                                                             decode_row(batch=32)])
+    result = compare_runs(base, head)
+    assert list(result.missing["batch_size"]) == [1] and list(result.new["batch_size"]) == [32]
+    assert set(result.points["batch_size"]) == {8}
+    assert result.exit_code == 0
+
+
+def test_non_ok_rows_are_listed_not_compared(tmp_path):
+    oom = decode_row(batch=64, status="oom", error="CUDA out of memory", ms_median=None, tokens_per_s=None)
+    base, head = pair(tmp_path, [decode_row(batch=8), decode_row(batch=64, ms=1.0)], [decode_row(batch=8), oom])
+    result = compare_runs(base, head)
+    assert len(result.not_compared) == 1
+    reason = result.not_compared["reason"].iloc[0]
+    assert "head oom" in reason and "CUDA out of memory" in reason
+    assert set(result.points["batch_size"]) == {8}
+    assert result.exit_code == 0  # b64 would be a huge regression if it had been compared
+
+
+def test_chunk_sweep_points_are_matched_by_chunk_size(tmp_path):
+    rows = [decode_row(chunk_size=64, ms=10.0), decode_row(chunk_size=128, ms=20.0)]
+    head_rows = [decode_row(chunk_size=64, ms=10.0), decode_row(chunk_size=128, ms=30.0)]
+    result = compare_runs(*pair(tmp_path, rows, head_rows))
+    assert status_of(result, "ms_median", "chunk64") == "ok"
+    assert status_of(result, "ms_median", "chunk128") == "regressed"
+
+
+def test_changed_deterministic_column_is_flagged_not_regressed(tmp_path):
+    base, head = pair(tmp_path, [decode_row()], [decode_row(n_params=1_340_000_001)])
+    result = compare_runs(base, head)
+    assert status_of(result, "n_params") == "changed-deterministic"
+    assert status_of(result, "bytes_per_step") == "ok"
+    assert result.exit_code == 0
+
+
+def test_github_json_has_an_entry_per_compared_point(tmp_path):
+    base_rows = [decode_row(batch=b) for b in (1, 8)] + [decode_row(batch=4, ms=5.0)]
+    head_rows = [decode_row(batch=b, ms=11.0) for b in (1, 8)] + [decode_row(batch=16)]
+    result = compare_runs(*pair(tmp_path, base_rows, head_rows))
+    bigger, smaller = json.loads(to_github(result, "bigger")), json.loads(to_github(result, "smaller"))
+    for entry in bigger + smaller:
+        assert isinstance(entry["name"], str) and isinstance(entry["unit"], str)
+        assert isinstance(entry["value"], float)
+    by_name = {e["name"]: e for e in bigger + smaller}
+    assert len(by_name) == len(bigger) + len(smaller)  # names are unique
+    measured = result.points[result.points["direction"] != "exact"]
+    assert len(measured) > 0
+    for _, p in measured.iterrows():
+        entry = by_name[f"{p['point']}/{p['metric']}"]
+        assert entry["value"] == pytest.approx(p["value_head"]) and entry["unit"] == p["unit"]
+        assert entry in (bigger if p["direction"] == "higher" else smaller)
+    assert {e["name"].rsplit("/", 1)[1] for e in bigger} == {"tokens_per_s", "achieved_gbps"}
+    assert any("/b16/" in name for name in by_name)  # new head points are tracked too
+    assert not any(name.endswith("/n_params") for name in by_name)
+
+    written = write_github(result, tmp_path / "bench")
+    assert json.loads(written["customBiggerIsBetter"].read_text()) == bigger
+    with pytest.raises(ValueError):
+        to_github(result, "sideways")
+
+
+def test_json_and_rich_outputs(tmp_path):
+    base, head = pair(tmp_path, [decode_row(), decode_row(batch=2)], [decode_row(ms=12.5), decode_row(batch=4)])
+    result = compare_runs(base, head)
+    doc = json.loads(to_json(result))
+    assert doc["regressed"] is True and doc["exit_code"] == 1
+    assert {p["status"] for p in doc["points"]} >= {"regressed", "ok"}
+    assert len(doc["points"]) == len(result.points) and len(doc["missing"]) == 1 and len(doc["new"]) == 1
+
+    console = Console(record=True, width=250)
+    console.print(render_rich(result))
+    text = console.export_text()
+    assert "REGRESSION" in text and "regressed" in text and "tokens_per_s" in text
+    assert "Unmatched points" in text
+
+
+def test_compare_deterministic(tmp_path):
+    reference = write_run(tmp_path / "ref", [decode_row(batch=1), decode_row(batch=8)])
+    same_but_slower = write_run(tmp_path / "a", [decode_row(batch=1, ms=50.0), decode_row(batch=8, ms=3.0)])
+    assert compare_deterministic(reference, same_but_slower) == []  # CPU timings never fail the gate
+
+    changed = write_run(tmp_path / "b", [decode_row(batch=1, bytes_per_step=7.6e9), decode_row(batch=8)])
+    mismatches = compare_deterministic(reference, changed)
+    assert len(mismatches) == 1 and "bytes_per_step" in mismatches[0] and "/b1/" in mismatches[0]
+
+    dropped = write_run(tmp_path / "c", [decode_row(batch=1, status="error", error="boom")])
+    mismatches = compare_deterministic(reference, dropped)
+    assert any("only in base" in m and "/b8/" in m for m in mismatches)
+    assert any("status" in m for m in mismatches)
+
+
+def test_parse_threshold():
+    assert parse_threshold("5%") == pytest.approx(0.05)
+    assert parse_threshold("0.02") == pytest.approx(0.02)
+    for bad in ("5", "abc", "-1%"):
+        with pytest.raises(CompareInputError):
+            parse_threshold(bad)
