@@ -391,11 +391,11 @@ def render_rich(result: CompareResult) -> Group:
 
     if len(result.missing) or len(result.new):
         unmatched = Table(title="Unmatched points")
-        unmatched.add_column("point")
-        unmatched.add_column("only in")
+        for col in ("point", "only in", "status"):
+            unmatched.add_column(col)
         for frame, where in ((result.missing, "base"), (result.new, "head")):
-            for point in frame["point"]:
-                unmatched.add_row(point, where)
+            for point, status in zip(frame["point"], frame["status"]):
+                unmatched.add_row(point, where, str(status))
         parts.append(unmatched)
     if len(result.not_compared):
         skipped = Table(title="Not compared (status not ok)")
