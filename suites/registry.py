@@ -68,6 +68,19 @@ def check_names(impls: list[str], kernels: list[str], models: list[str]) -> None
             raise ValueError(f"unknown model {m!r} (choose from {', '.join(preset_names())})")
 
 
+def check_lengths(models: list[str], seq_lens: list[int]) -> None:
+    """Raise ValueError (one line) when a length exceeds what a preset supports."""
+    from retnet import RetNetConfig
+    from retnet_bench.baselines import TransformerConfig
+
+    for m in models:
+        limits = [getattr(c.from_name(m), "max_seq_len", None) for c in (RetNetConfig, TransformerConfig)]
+        limit = min((x for x in limits if x), default=None)
+        too_long = [t for t in seq_lens if limit and t > limit]
+        if too_long:
+            raise ValueError(f"length {too_long[0]} is beyond what model {m!r} supports (max {limit})")
+
+
 def availability(impl: str, kernel: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
     """Whether this impl/kernel can run here; the reason becomes a `skipped` row's error."""
     if impl in KERNEL_IMPLS:

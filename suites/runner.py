@@ -378,6 +378,9 @@ def run_suite(suite: Suite, opts: RunOptions) -> RunOutcome:
         raise RunError("--device cuda asked for, but torch sees no CUDA GPU")
     try:
         registry.check_names(suite.impls + suite.train_impls, suite.kernels, suite.models)
+        lengths = suite.seq_lens * ("decode" in suite.phases) + suite.train_seq_lens * ("train" in suite.phases)
+        lengths += [suite.capacity_seq_len] * ("capacity" in suite.phases)
+        registry.check_lengths(suite.models, lengths)
     except ValueError as e:
         raise RunError(str(e)) from None
     return Runner(suite, opts).run()

@@ -1,0 +1,94 @@
+"""CLI: the default CPU job end to end, and every kind of bad input -> one line on stderr, exit 2."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retnet_bench.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str, cwd: Path | None = None):
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args))
+    finally:
+        os.chdir(old)
+
+
+def _assert_bad_input(result, needle: str) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    text = result.stderr.strip()
+    assert "Traceback" not in result.output and "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    assert needle in text, text
+
+
+def test_default_cpu_job_runs_smoke_writes_report_and_claims(tmp_path):
+    res = _run("run", "--device", "cpu", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert run_dir.name.endswith("smoke-cpu")
+    for name in ("rows.jsonl", "env.json", "table.csv", "report.md", "report.html"):
+        assert (run_dir / name).is_file(), name
+    rows = (run_dir / "rows.jsonl").read_text().splitlines()
+    assert len(rows) >= 30
+    assert "claim" in res.output.lower()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "nope", "--device", "cpu"], "unknown suite 'nope'"),
+    (["run", "smoke", "--device", "cpu", "--model", "huge"], "unknown model 'huge'"),
+    (["run", "smoke", "--device", "cpu", "--impl", "warp-drive"], "unknown impl 'warp-drive'"),
+    (["run", "smoke", "--device", "cpu", "--kernel", "magic"], "unknown kernel 'magic'"),
+    (["run", "smoke", "--device", "cpu", "--batch", "0"], "positive integers"),
+    (["run", "smoke", "--device", "cpu", "--batch", "two"], "comma-separated integers"),
+    (["run", "smoke", "--device", "cpu", "--seq", "-5"], "positive integers"),
+    (["run", "smoke", "--device", "cpu", "--seq", "100000000"], "beyond what model 'tiny' supports"),
+    (["run", "fig6", "--device", "cpu"], "needs a CUDA GPU"),
+    (["run", "smoke", "--device", "cpu", "--resume", "no-such-run"], "cannot resume"),
+    (["run", "smoke", "--device", "tpu"], "unknown device"),
+    (["compare", "missing-a", "missing-b"], "missing-a"),
+    (["report", "missing-run"], "missing-run"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, needle):
+    _assert_bad_input(_run(*args, "--out", str(tmp_path)) if args[0] == "run" else _run(*args), needle)
+
+
+def test_malformed_suite_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\nbatch_sizes = [1,\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "malformed suite file")
+    bad.write_text("name = 'x'\nimpls=['static']\nbatch_sizes = 'many'\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "batch_sizes")
+    bad.write_text("name = 'x'\nimpls=['static']\nwarp = 9\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "unknown key 'warp'")
+    _assert_bad_input(_run("run", str(tmp_path / "absent.toml"), "--device", "cpu"), "suite file not found")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir_non_root(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    _assert_bad_input(_run("run", "smoke", "--device", "cpu", "--out", str(ro / "x")), "cannot create output")
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")  # a file where the output folder must go: unwritable even for root
+    _assert_bad_input(_run("run", "smoke", "--device", "cpu", "--out", str(blocker / "sub")), "cannot create output")
+
+
+def test_list_and_env(tmp_path):
+    res = _run("list")
+    assert res.exit_code == 0 and "fig6" in res.output and "retnet-recurrent" in res.output
+    res = _run("env")
+    assert res.exit_code == 0 and '"torch"' in res.output

@@ -1,0 +1,146 @@
+"""Runner: rows contract, resume after a crash, OOM isolation, time limit. CPU, tiny models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from retnet_bench.suites import RunError, RunOptions, load_suite, run_suite
+from retnet_bench.suites import runner as runner_mod
+from retnet_bench.suites.rows import read_rows
+from retnet_bench.suites.schema import ROW_COLUMNS, point_key
+
+MINI = """
+name = "mini"
+dtype = "float32"
+models = ["tiny"]
+phases = ["decode", "train"]
+impls = ["retnet-recurrent", "static"]
+kernels = ["sdpa"]
+batch_sizes = [1, 2]
+seq_lens = [16]
+warmup = 1
+min_steps = 2
+min_seconds = 0.0
+max_steps = 3
+train_impls = ["retnet-chunkwise"]
+train_batch_sizes = [1]
+train_seq_lens = [16]
+train_steps = 1
+chunk_size = 8
+"""
+
+
+@pytest.fixture
+def mini(tmp_path: Path):
+    p = tmp_path / "mini.toml"
+    p.write_text(MINI)
+    return load_suite(str(p))
+
+
+def _opts(tmp_path: Path, **kw) -> RunOptions:
+    return RunOptions(device=torch.device("cpu"), out_root=tmp_path / "results", progress=False, **kw)
+
+
+def test_rows_have_every_column_and_expected_points(tmp_path, mini):
+    out = run_suite(mini, _opts(tmp_path, run_id="r1"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    assert out.complete and all(set(r) == set(ROW_COLUMNS) for r in rows)
+    by_phase = {}
+    for r in rows:
+        by_phase.setdefault(r["phase"], []).append(r)
+        assert r["status"] == "ok", r["error"]
+    assert len(by_phase["decode"]) == 4 and len(by_phase["prefill"]) == 4 and len(by_phase["train"]) == 1
+    d = by_phase["decode"][0]
+    assert d["tokens_per_s"] > 0 and d["ms_p10"] <= d["ms_median"] <= d["ms_p90"] and d["n_params"] > 0
+    assert d["bytes_per_step"] > 0 and d["mem_analytic_gb"] > 0
+    env = json.loads((out.run_dir / "env.json").read_text())
+    assert env["suite"] == "mini" and env["schema_version"] == 1 and "git_sha" in env
+    assert (out.run_dir / "table.csv").read_text().splitlines()[0].split(",")[: 3] == list(ROW_COLUMNS[:3])
+
+
+def test_existing_run_is_never_overwritten(tmp_path, mini):
+    run_suite(mini, _opts(tmp_path, run_id="same"))
+    with pytest.raises(RunError, match="already exists"):
+        run_suite(mini, _opts(tmp_path, run_id="same"))
+
+
+def test_resume_after_crash_keeps_rows_and_duplicates_none(tmp_path, mini, monkeypatch):
+    calls = {"n": 0}
+    real = runner_mod.Runner._measure
+
+    def crashing(self, c, g, p):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a crash the runner must not swallow
+        return real(self, c, g, p)
+
+    monkeypatch.setattr(runner_mod.Runner, "_measure", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(mini, _opts(tmp_path, run_id="crash"))
+    run_dir = tmp_path / "results" / "crash"
+    before = read_rows(run_dir / "rows.jsonl")
+    assert len(before) == 4  # two decode points (prefill + decode rows each) finished before the crash
+    with open(run_dir / "rows.jsonl", "a") as f:
+        f.write('{"torn": ')  # a crash in the middle of a write
+    monkeypatch.setattr(runner_mod.Runner, "_measure", real)
+    out = run_suite(mini, _opts(tmp_path, resume="crash"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    keys = [point_key(r) for r in rows]
+    assert len(keys) == len(set(keys)) == 9 and rows[:4] == before
+    assert json.loads((run_dir / "env.json").read_text())["resumed"]
+
+
+def test_injected_oom_is_recorded_and_the_sweep_goes_on(tmp_path, mini, monkeypatch):
+    from retnet_bench.suites.impl_retnet import RetNetContestant
+
+    def oom(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(RetNetContestant, "begin_decode", oom)
+    out = run_suite(mini, _opts(tmp_path, run_id="oom"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    decode = [r for r in rows if r["phase"] == "decode"]
+    assert [r["status"] for r in decode if r["impl"] == "retnet-recurrent"] == ["oom", "oom"]
+    assert "out of memory" in decode[0]["error"]
+    assert all(r["status"] == "ok" for r in decode if r["impl"] == "static")
+    assert [r["status"] for r in rows if r["phase"] == "train"] == ["ok"]
+
+
+def test_build_failure_gives_error_rows_for_its_points(tmp_path, mini, monkeypatch):
+    from retnet_bench.suites import registry
+
+    real = registry.build
+
+    def broken(impl, *a, **kw):
+        if impl == "static":
+            raise RuntimeError("kernel not supported on this device")
+        return real(impl, *a, **kw)
+
+    monkeypatch.setattr(registry, "build", broken)
+    out = run_suite(mini, _opts(tmp_path, run_id="err"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    static = [r for r in rows if r["impl"] == "static"]
+    assert len(static) == 2 and all(r["status"] == "error" and "not supported" in r["error"] for r in static)
+
+
+def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, mini):
+    out = run_suite(mini, _opts(tmp_path, run_id="tl", time_limit_s=0.0))
+    assert not out.complete
+    out = run_suite(mini, _opts(tmp_path, resume="tl"))
+    assert out.complete and out.n_rows == 9
+
+
+def test_capacity_finds_the_largest_batch_within_budget(tmp_path):
+    p = tmp_path / "cap.toml"
+    p.write_text(MINI.replace('phases = ["decode", "train"]', 'phases = ["capacity"]')
+                 .replace('name = "mini"', 'name = "cap"') + "capacity_seq_len = 16\nmemory_budget_gb = 0.05\nmax_batch = 64\n")
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="cap"))
+    rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["status"] == "ok"]
+    assert {r["impl"] for r in rows} == {"retnet-recurrent", "static"}
+    for r in rows:
+        assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05 and r["capacity_budget_gb"] == 0.05
+    retnet, static = (next(r for r in rows if r["impl"] == i) for i in ("retnet-recurrent", "static"))
+    assert retnet["batch_size"] >= 1 and static["batch_size"] >= 1
