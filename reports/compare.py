@@ -157,6 +157,11 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
             raise CompareInputError(f"{source}: column {col} does not hold {kind} values ({e})") from e
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
+    # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
+    # points without it, and drop the search's intermediate over-budget attempts.
+    cap = rows["phase"] == "capacity"
+    rows = rows[~(cap & (rows["status"] == "over_budget") & rows["batch_size"].notna())].copy()
+    rows.loc[rows["phase"] == "capacity", "batch_size"] = pd.NA
     dup = rows.duplicated(subset=list(MATCH_COLUMNS), keep=False)
     if dup.any():
         raise CompareInputError(f"{source}: point {_label(rows[dup].iloc[0])} appears more than once")
@@ -218,8 +223,16 @@ class CompareResult:
         return self.points[self.points["status"] == "regressed"]
 
     @property
+    def broken(self) -> pd.DataFrame:
+        """Points that were ok in base and fail in head (OOM, error): a regression, or an all-OOM head would pass."""
+        nc = self.not_compared
+        if nc.empty:
+            return nc
+        return nc[(nc["status_base"] == "ok") & nc["status_head"].isin(["oom", "error"])]
+
+    @property
     def regressed(self) -> bool:
-        return not self.regressions.empty
+        return not self.regressions.empty or not self.broken.empty
 
     @property
     def exit_code(self) -> int:

@@ -149,7 +149,8 @@ def test_non_ok_rows_are_listed_not_compared(tmp_path):
     reason = result.not_compared["reason"].iloc[0]
     assert "head oom" in reason and "CUDA out of memory" in reason
     assert set(result.points["batch_size"]) == {8}
-    assert result.exit_code == 0  # b64 would be a huge regression if it had been compared
+    # not compared metric by metric, but a point that was ok and now OOMs fails the gate
+    assert result.exit_code == 1 and list(result.broken["batch_size"]) == [64]
 
 
 def test_chunk_sweep_points_are_matched_by_chunk_size(tmp_path):
@@ -230,3 +231,45 @@ def test_parse_threshold():
     for bad in ("5", "abc", "-1%"):
         with pytest.raises(CompareInputError):
             parse_threshold(bad)
+
+
+def test_point_that_starts_failing_is_a_regression(tmp_path):
+    import json
+
+    from retnet_bench.reports.compare import compare_runs
+
+    def write(name, status):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "env.json").write_text(json.dumps({"schema_version": 1, "gpu_name": "G"}))
+        row = dict(suite="s", model="tiny", arch="retnet", impl="retnet-recurrent", kernel="torch", phase="decode",
+                   batch_size=1, seq_len=8, dtype="float32", status=status, error=None if status == "ok" else "OOM",
+                   ms_median=1.0, ms_p10=0.9, ms_p90=1.1, tokens_per_s=1000.0)
+        (d / "rows.jsonl").write_text(json.dumps(row) + "\n")
+        return d
+
+    result = compare_runs(write("base", "ok"), write("head", "oom"))
+    assert result.exit_code == 1 and len(result.broken) == 1
+
+
+def test_capacity_points_match_without_their_batch(tmp_path):
+    import json
+
+    from retnet_bench.reports.compare import compare_runs
+
+    def write(name, batch, tps):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "env.json").write_text(json.dumps({"schema_version": 1, "gpu_name": "G"}))
+        common = dict(suite="capacity", model="6.7b", arch="transformer", impl="static", kernel="sdpa-cudnn",
+                      phase="capacity", seq_len=8192, dtype="bfloat16", capacity_budget_gb=80.0)
+        rows = [dict(common, batch_size=batch + 3, status="over_budget", error="too big"),
+                dict(common, batch_size=batch, status="ok", ms_median=10.0, ms_p10=9.9, ms_p90=10.1,
+                     tokens_per_s=tps)]
+        (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    result = compare_runs(write("base", 15, 1500.0), write("head", 14, 1400.0))
+    assert result.missing.empty and result.new.empty
+    tps = result.points[result.points["metric"] == "tokens_per_s"]
+    assert len(tps) == 1 and tps["status"].iloc[0] == "regressed"
