@@ -161,36 +161,32 @@ def compare(
     base: Path = typer.Argument(..., help="Baseline run folder"),
     head: Path = typer.Argument(..., help="New run folder"),
     threshold: str = typer.Option("5%", "--threshold", help="Relative change that counts, e.g. 5%"),
-    metric_threshold: List[str] = typer.Option([], "--metric-threshold", help="Per-metric override, e.g. mem_nvml_peak_gb=2%"),
+    metric_threshold: List[str] = typer.Option([], "--metric-threshold",
+                                               help="Per-metric override, METRIC=PCT, e.g. 'mem_*=2%'"),
     fmt: str = typer.Option("table", "--format", help="table, json or github"),
+    out: Path = typer.Option(Path("."), "--out", help="With --format github: folder for benchmark-*.json"),
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare runs from different GPUs/schemas"),
 ) -> None:
     """Compare two runs; exit 0 no regression, 1 regression, 2 bad input."""
-    from retnet_bench.reports.compare import compare_runs, render_rich, to_github, to_json
-
-    def pct(text: str) -> float:
-        try:
-            return float(text.strip().rstrip("%")) / (100.0 if text.strip().endswith("%") else 1.0)
-        except ValueError:
-            raise ValueError(f"bad threshold {text!r} (e.g. 5%)") from None
+    from retnet_bench.reports.compare import compare_runs, parse_threshold, render_rich, to_json, write_github
 
     per_metric = {}
     for item in metric_threshold:
         if "=" not in item:
             raise ValueError(f"--metric-threshold takes METRIC=PCT, got {item!r}")
         k, v = item.split("=", 1)
-        per_metric[k] = pct(v)
+        per_metric[k] = parse_threshold(v)
     if fmt not in ("table", "json", "github"):
         raise ValueError(f"unknown format {fmt!r} (table, json, github)")
-    result = compare_runs(base, head, threshold=pct(threshold), metric_thresholds=per_metric,
+    result = compare_runs(base, head, threshold=parse_threshold(threshold), metric_thresholds=per_metric,
                           allow_mismatch=allow_mismatch)
     if fmt == "json":
         print(to_json(result))
     elif fmt == "github":
-        print(to_github(result))
+        for path in write_github(result, out).values():
+            console.print(f"wrote {path}")
     else:
-        for t in render_rich(result) if isinstance(render_rich(result), list) else [render_rich(result)]:
-            console.print(t)
+        console.print(render_rich(result))
     raise typer.Exit(result.exit_code)
 
 
