@@ -40,7 +40,12 @@ IMPLS: dict[str, ImplInfo] = {i.name: i for i in (
     ImplInfo("torchscale-transformer", "transformer", ("decode", "capacity"),
              "torchscale 0.3.0 Decoder with xPos (the paper's baseline code)"),
     ImplInfo("fla-retnet", "retnet", ("decode", "capacity"), "flash-linear-attention RetNetForCausalLM (Triton)"),
+    ImplInfo("attention", "transformer", ("op",), "one layer's causal attention (op level), chosen kernel"),
+    ImplInfo("retention-parallel", "retnet", ("op",), "one layer's retention, parallel form (op level)"),
+    ImplInfo("retention-chunkwise", "retnet", ("op",), "one layer's retention, chunkwise form (op level)"),
+    ImplInfo("retention-recurrent", "retnet", ("op",), "one recurrent retention step (op level), torch or triton"),
 )}
+OP_IMPLS = ("attention", "retention-parallel", "retention-chunkwise", "retention-recurrent")
 
 
 def kernel_names() -> tuple[str, ...]:
@@ -83,10 +88,15 @@ def check_lengths(models: list[str], seq_lens: list[int]) -> None:
 
 def availability(impl: str, kernel: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
     """Whether this impl/kernel can run here; the reason becomes a `skipped` row's error."""
-    if impl in KERNEL_IMPLS:
+    if impl in KERNEL_IMPLS or impl == "attention":
         from retnet_bench.baselines import kernel_available
 
         return kernel_available(kernel, device, dtype)
+    if impl == "retention-recurrent" and kernel == "triton":
+        from retnet.kernels import triton_available
+
+        if device.type != "cuda" or not triton_available():
+            return False, "the triton step kernel needs a CUDA GPU and the triton package"
     if impl in PEERS:
         from retnet_bench.baselines.peers import peer_available
 
@@ -121,6 +131,10 @@ def build(impl: str, kernel: str, preset: str, device: torch.device, dtype: torc
         from .impl_transformer import HFContestant
 
         return HFContestant(preset, impl, device, dtype, seed=seed)
+    if impl in OP_IMPLS:
+        from .ops import OpContestant
+
+        return OpContestant(impl, kernel, preset, device, dtype, chunk_size=chunk_size, seed=seed)
     if impl in PEERS:
         from .impl_peers import PeerContestant
 

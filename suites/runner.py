@@ -85,6 +85,15 @@ def plan(suite: Suite) -> list[Group]:
                     g.points.append(Point("capacity", None, suite.capacity_seq_len))
                 if g.points:
                     groups.append(g)
+        if "op" in suite.phases:
+            from .ops import OP_IMPLS, RETENTION_STEP_KERNELS
+
+            for impl, phases in OP_IMPLS.items():
+                kernels = suite.kernels if impl == "attention" else (
+                    list(RETENTION_STEP_KERNELS) if impl == "retention-recurrent" else ["torch"])
+                for kernel in kernels:
+                    groups.append(Group(model, impl, kernel, [Point(ph, b, t) for ph in phases
+                                                              for t in suite.seq_lens for b in suite.batch_sizes]))
         if "train" in suite.phases:
             for impl in suite.train_impls:
                 for kernel in kernels_for(impl):
@@ -267,11 +276,16 @@ class Runner:
                 return [self._train(c, g, p, common)]
             if p.phase == "capacity":
                 return self._capacity(c, g, p, common)
+            if p.phase.startswith("op_"):
+                return [self._op(c, g, p, common)]
             raise ValueError(f"unknown phase {p.phase}")
         except Exception as e:  # noqa: BLE001 - one failing point never stops the sweep
             c.end()
             _free(self.device)
-            return [self._row(g, p, "oom" if _is_oom(e) else "error", error=_fmt_error(e), **common)]
+            from retnet_bench.baselines.kernels import KernelUnavailableError
+
+            status = "oom" if _is_oom(e) else "skipped" if isinstance(e, KernelUnavailableError) else "error"
+            return [self._row(g, p, status, error=_fmt_error(e), **common)]
 
     def _tracker(self) -> MemoryTracker:
         if self.mem is not None:
@@ -327,6 +341,24 @@ class Runner:
                          n_repeats=timing.n, tokens_per_s=tokens / (timing.ms_median / 1e3),
                          weights_gb=an.weights_bytes / GB, flops_per_token=3 * an.flops_per_token,
                          **mem.result(), **common)
+
+    def _op(self, c: Contestant, g: Group, p: Point, common: dict) -> dict:
+        s = self.suite
+        mem = self._tracker()
+        with mem:
+            c.setup(p.phase, p.batch_size, p.seq_len)
+            for _ in range(s.warmup):
+                c.step()
+            timing = self._lat(s.min_steps, s.min_seconds, s.max_steps).time(c.step)
+        an = c.analytic(p.batch_size, p.seq_len)
+        tokens = p.batch_size * (1 if p.phase == "op_decode" else p.seq_len)
+        extra = self._roofline(an.bytes_per_step, timing.ms_median) if an.bytes_per_step else {}
+        row = self._row(g, p, "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10, ms_p90=timing.ms_p90,
+                        n_repeats=timing.n, tokens_per_s=tokens / (timing.ms_median / 1e3),
+                        bytes_per_step=an.bytes_per_step or None, **extra, **mem.result(), **common)
+        c.end()
+        _free(self.device)
+        return row
 
     def _used_gb(self, row: dict) -> float:
         for k in ("mem_nvml_delta_gb", "mem_torch_reserved_gb", "mem_analytic_gb"):

@@ -27,7 +27,7 @@ class Suite:
     dtype: str = "bfloat16"
     models: list[str] = field(default_factory=lambda: ["tiny"])
     phases: list[str] = field(default_factory=lambda: ["decode"])
-    impls: list[str] = field(default_factory=list)          # decode / capacity contestants
+    impls: list[str] = field(default_factory=list)          # decode / capacity contestants (op: fixed set)
     train_impls: list[str] = field(default_factory=list)    # train contestants
     kernels: list[str] = field(default_factory=lambda: ["sdpa"])  # expanded for impls that take a kernel
     batch_sizes: list[int] = field(default_factory=lambda: [1])
