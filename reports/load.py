@@ -1,0 +1,158 @@
+"""Read run folders (rows.jsonl, env.json, table.csv) into one DataFrame.
+
+The report layer sees only files: no torch, no model, no suites import (docs/CONTRACTS.md).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Mirrors the result-row schema in docs/CONTRACTS.md (kept here because reports never import suites).
+ROW_COLUMNS: tuple[str, ...] = (
+    "run_id", "suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "chunk_size",
+    "dtype", "status", "error",
+    "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "ms_per_token",
+    "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb",
+    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
+    "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
+)
+NUMERIC_COLUMNS: tuple[str, ...] = (
+    "batch_size", "seq_len", "chunk_size", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s",
+    "ms_per_token", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
+    "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps",
+    "pct_peak_bw", "n_params", "capacity_budget_gb",
+)
+
+# Memory the *GPU process holds*, which is what the paper plots (Fig. 6a, "GPU Memory (GB)"): NVML peak minus the
+# idle baseline first (it sees the caching allocator's reserve and the workspace of cuBLAS/flash kernels), then
+# torch's reserved peak (misses non-torch allocations). Claims use only these two.
+GPU_MEMORY_SOURCES: tuple[str, ...] = ("mem_nvml_delta_gb", "mem_torch_reserved_gb")
+# Tables and figures fall back further so that CPU smoke runs still draw: torch allocated peak (misses allocator
+# slack), then process RSS (CPU runs; includes the interpreter and libraries, so ratios are not meaningful).
+ANY_MEMORY_SOURCES: tuple[str, ...] = GPU_MEMORY_SOURCES + ("mem_torch_peak_gb", "mem_rss_peak_gb")
+
+
+class ReportInputError(ValueError):
+    """A run folder is missing or unreadable (message is one line, naming the path)."""
+
+
+def _read_rows(run_dir: Path) -> pd.DataFrame:
+    rows_path, table_path = run_dir / "rows.jsonl", run_dir / "table.csv"
+    if rows_path.is_file():
+        try:
+            text = rows_path.read_text(encoding="utf-8")
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ReportInputError(f"{rows_path}: unreadable rows ({type(e).__name__}: {e})") from None
+        if records and not all(isinstance(r, dict) for r in records):
+            raise ReportInputError(f"{rows_path}: every line must be a JSON object")
+        return pd.DataFrame.from_records(records)
+    if table_path.is_file():
+        try:
+            return pd.read_csv(table_path)
+        except (OSError, ValueError) as e:
+            raise ReportInputError(f"{table_path}: unreadable table ({type(e).__name__}: {e})") from None
+    raise ReportInputError(f"{run_dir}: no rows.jsonl or table.csv (is this a results/<run-id> folder?)")
+
+
+def _read_env(run_dir: Path) -> dict:
+    env_path = run_dir / "env.json"
+    if not env_path.is_file():
+        return {}
+    try:
+        env = json.loads(env_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportInputError(f"{env_path}: unreadable env ({type(e).__name__}: {e})") from None
+    if not isinstance(env, dict):
+        raise ReportInputError(f"{env_path}: expected a JSON object")
+    return env
+
+
+def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every schema column present, numeric columns as floats (None -> NaN)."""
+    df = df.copy()
+    for col in ROW_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    for col in NUMERIC_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Concatenate the rows of several run folders.
+
+    Returns (rows, envs): rows has every schema column (numeric ones as float) plus `run_dir`; envs maps run_id to
+    that run's env.json (empty dict when the run has none). Raises ReportInputError for a missing/unreadable run.
+    """
+    if not run_dirs:
+        raise ReportInputError("no run folders given")
+    frames, envs = [], {}
+    for raw in run_dirs:
+        run_dir = Path(raw)
+        if run_dir.is_file() and run_dir.name in ("rows.jsonl", "table.csv", "env.json"):
+            run_dir = run_dir.parent
+        if not run_dir.is_dir():
+            raise ReportInputError(f"{run_dir}: run folder not found")
+        rows, env = _read_rows(run_dir), _read_env(run_dir)
+        run_id = str(env.get("run_id") or run_dir.name)
+        rows = normalise_rows(rows)
+        rows["run_id"] = rows["run_id"].where(rows["run_id"].notna(), run_id)
+        rows["run_dir"] = str(run_dir)
+        env = {**env, "run_id": run_id, "run_dir": str(run_dir)}
+        envs[run_id] = env
+        frames.append(rows)
+    df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())
+    return df, envs
+
+
+def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
+    """Rows with status 'ok' (others never give values), optionally of one phase."""
+    sel = df["status"] == "ok"
+    if phase is not None:
+        sel &= df["phase"] == phase
+    return df[sel]
+
+
+def with_memory(df: pd.DataFrame, sources: tuple[str, ...] = ANY_MEMORY_SOURCES) -> pd.DataFrame:
+    """Add `mem_gb` (first non-null of `sources`, per row) and `mem_source` (which column it came from)."""
+    df = df.copy()
+    mem = pd.Series(np.nan, index=df.index, dtype=float)
+    src = pd.Series(None, index=df.index, dtype=object)
+    for col in sources:
+        take = mem.isna() & df[col].notna()
+        mem[take] = df.loc[take, col]
+        src[take] = col
+    df["mem_gb"], df["mem_source"] = mem, src
+    return df
+
+
+def impl_label(impl: object, kernel: object) -> str:
+    """'impl (kernel)' as used in legends and tables."""
+    if kernel is None or (isinstance(kernel, float) and np.isnan(kernel)) or kernel == "":
+        return str(impl)
+    return f"{impl} ({kernel})"
+
+
+def run_meta(df: pd.DataFrame, envs: dict[str, dict]) -> str:
+    """One line naming GPU, dtype, date and run id of the rows in `df` (every table and figure carries it)."""
+    parts = []
+    for run_id in sorted(df["run_id"].dropna().astype(str).unique()) if len(df) else sorted(envs):
+        env = envs.get(run_id, {})
+        sub = df[df["run_id"] == run_id] if len(df) else df
+        gpu = env.get("gpu_name") or _first(sub, "gpu_name") or env.get("device") or _first(sub, "device") or "cpu"
+        dtypes = sorted(sub["dtype"].dropna().astype(str).unique()) if len(sub) else []
+        dtype = "/".join(dtypes) or env.get("dtype") or "?"
+        date = str(env.get("created") or _first(sub, "timestamp") or "?")[:10]
+        parts.append(f"GPU {gpu} · {dtype} · {date} · run {run_id}")
+    return "; ".join(parts) if parts else "no runs"
+
+
+def _first(df: pd.DataFrame, col: str) -> str | None:
+    if not len(df) or col not in df.columns:
+        return None
+    vals = df[col].dropna()
+    return str(vals.iloc[0]) if len(vals) else None

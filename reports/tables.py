@@ -1,0 +1,142 @@
+"""pandas tables for the report: decode pivots, RetNet/Transformer ratios, the paper's Table 4, row status.
+
+Memory in tables is `mem_gb` from `load.with_memory` (NVML delta, else torch reserved, else torch allocated peak,
+else process RSS); each memory table says which sources its numbers came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from . import paper_values as pv
+from .claims import RETNET_DECODE_IMPL, RETNET_TRAIN_IMPLS, TRAIN_BASELINE_KERNELS
+from .load import impl_label, ok_rows, run_meta, with_memory
+
+
+@dataclass
+class Table:
+    """A named table with the caption every table carries (GPU, dtype, date, run id)."""
+
+    name: str      # file stem under tables/
+    title: str
+    df: pd.DataFrame
+    meta: str      # run_meta(): GPU, dtype, date, run id
+    note: str = ""
+
+    def to_csv_frame(self) -> pd.DataFrame:
+        """Flat frame with the run metadata as leading columns (CSV has no caption)."""
+        flat = self.df.reset_index()
+        flat.columns = [" ".join(str(p) for p in c if str(p)) if isinstance(c, tuple) else str(c)
+                        for c in flat.columns]
+        flat.insert(0, "meta", self.meta)
+        return flat
+
+
+def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = with_memory(rows)
+    return rows.assign(impl_kernel=[impl_label(i, k) for i, k in zip(rows["impl"], rows["kernel"])])
+
+
+def _sources(rows: pd.DataFrame) -> str:
+    used = sorted(rows["mem_source"].dropna().unique())
+    return "memory from " + (", ".join(used) if used else "no memory column")
+
+
+def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
+    """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token and GB."""
+    dec = _labelled(ok_rows(df, "decode"))
+    tables = []
+    for model in sorted(dec["model"].dropna().unique()):
+        rows = dec[dec["model"] == model]
+        meta = run_meta(rows, envs)
+        for value, unit, name in (("tokens_per_s", "tokens/s", "tokens_per_s"), ("ms_per_token", "ms/token",
+                                                                                  "ms_per_token"),
+                                  ("mem_gb", "GB", "memory_gb")):
+            if rows[value].notna().sum() == 0:
+                continue
+            pivot = rows.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values=value,
+                                     aggfunc="median")
+            pivot.columns = [f"T={int(c)}" for c in pivot.columns]
+            pivot.index = pivot.index.set_names(["impl (kernel)", "batch"])
+            tables.append(Table(f"decode_{name}_{model}", f"Decode {unit}, {model} (rows: batch; columns: "
+                                f"context length)", pivot, meta, _sources(rows) if value == "mem_gb" else ""))
+    return tables
+
+
+def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
+    """Per model: RetNet (retnet-recurrent) / each Transformer flavour at equal batch and length."""
+    dec = _labelled(ok_rows(df, "decode"))
+    tables = []
+    for model in sorted(dec["model"].dropna().unique()):
+        rows = dec[dec["model"] == model]
+        retnet = rows[rows["impl"] == RETNET_DECODE_IMPL]
+        base = rows[rows["arch"] == "transformer"]
+        if retnet.empty or base.empty:
+            continue
+        keys = ["batch_size", "seq_len"]
+        # RetNet's fastest kernel per point is the RetNet side of every ratio.
+        r = retnet.sort_values("tokens_per_s").drop_duplicates(keys, keep="last")[keys + ["tokens_per_s", "mem_gb"]]
+        b = base.groupby(["impl_kernel"] + keys, as_index=False)[["tokens_per_s", "mem_gb"]].median()
+        m = b.merge(r, on=keys, suffixes=("_base", "_retnet"))
+        m["throughput_x"] = m["tokens_per_s_retnet"] / m["tokens_per_s_base"]
+        m["memory_x"] = m["mem_gb_base"] / m["mem_gb_retnet"]
+        meta = run_meta(rows, envs)
+        for col, title, name in (("throughput_x", "RetNet tokens/s / Transformer tokens/s", "throughput"),
+                                 ("memory_x", "Transformer GB / RetNet GB (x less memory)", "memory")):
+            if m[col].notna().sum() == 0:
+                continue
+            pivot = m.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values=col)
+            pivot.columns = [f"T={int(c)}" for c in pivot.columns]
+            pivot.index = pivot.index.set_names(["Transformer flavour", "batch"])
+            tables.append(Table(f"ratio_{name}_{model}", f"{title}, {model} (> 1 favours RetNet)", pivot, meta,
+                                _sources(rows) if name == "memory" else ""))
+    return tables
+
+
+def _paper_flavour(impl: str, kernel: str) -> str | None:
+    if impl in RETNET_TRAIN_IMPLS:
+        return "retnet"
+    if impl == "torchscale-transformer" or kernel in TRAIN_BASELINE_KERNELS["vanilla"]:
+        return "vanilla"
+    if kernel in TRAIN_BASELINE_KERNELS["flash"]:
+        return "flash"
+    return None
+
+
+def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
+    """Training in the shape of the paper's Table 4: memory GB and tokens/s per size and impl, paper beside ours.
+
+    For each (size, impl, kernel, length) the largest batch that ran is shown."""
+    tr = _labelled(ok_rows(df, "train"))
+    if tr.empty:
+        return None
+    tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl", "kernel", "seq_len"], keep="last")
+    out = []
+    for _, row in tr.iterrows():
+        flavour = _paper_flavour(row["impl"], row["kernel"])
+        paper = pv.TABLE4.get(row["model"], {})
+        out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
+                    "batch": int(row["batch_size"]), "memory GB": row["mem_gb"], "tokens/s": row["tokens_per_s"],
+                    "paper memory GB": paper.get("memory_gb", {}).get(flavour) if flavour else None,
+                    "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
+    frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"]).sort_index()
+    return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
+                 _sources(tr) + f"; paper: {pv.TABLE4_SOURCE} (absolute numbers not comparable: 8 GPUs, TP)")
+
+
+def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
+    """How many rows each (phase, impl, kernel) has per status: non-ok rows are counted, never used as values."""
+    if df.empty:
+        return None
+    rows = _labelled(df)
+    counts = rows.pivot_table(index=["phase", "impl_kernel"], columns="status", values="run_id", aggfunc="count",
+                              fill_value=0)
+    counts.index = counts.index.set_names(["phase", "impl (kernel)"])
+    return Table("status_counts", "Rows per status", counts, run_meta(df, envs))
+
+
+def all_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
+    tables = decode_tables(df, envs) + ratio_tables(df, envs)
+    tables += [t for t in (table4(df, envs), status_table(df, envs)) if t is not None]
+    return tables

@@ -1,0 +1,175 @@
+"""Claims: known synthetic ratios give exactly the expected verdicts; missing data gives 'not measured'."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reports_fixtures import decode_row, known_ratio_rows, train_row, write_run  # noqa: E402
+
+from retnet_bench.reports import ReportInputError, claims_table, load_runs, verdict  # noqa: E402
+from retnet_bench.reports.claims import (FRAMING_CAPACITY, FRAMING_PAPER, FRAMING_RETNET_ONLY,  # noqa: E402
+                                         FRAMING_STRONGEST)
+
+
+def _claims(tmp_path, rows):
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    c = claims_table(df, envs)
+    return {(r.claim_id, r.framing): r for r in c.itertuples()}, c
+
+
+def test_verdict_rule_boundaries():
+    assert verdict("fold", 8.4, 8.4 * 0.9) == "holds"
+    assert verdict("fold", 8.4, 8.4 * 0.9 - 1e-9) == "partly"
+    assert verdict("fold", 8.4, 1.0) == "does not hold"
+    assert verdict("fold", 1.08, 1.0) == "does not hold"  # tolerance never lets RetNet lose and "hold"
+    assert verdict("fold", 1.08, 1.01) == "holds"
+    assert verdict("spread", 1.0, 1.1) == "holds" and verdict("spread", 1.0, 1.2) == "partly"
+    assert verdict("spread", 1.0, 1.6) == "does not hold"
+    assert verdict("upper", 0.03, 0.05) == "holds" and verdict("upper", 0.03, 0.10) == "partly"
+    assert verdict("upper", 0.03, 0.2) == "does not hold"
+    assert verdict("fold", 3.4, float("nan")) == "not measured" and verdict("fold", 3.4, None) == "not measured"
+
+
+EXPECTED = {
+    # (claim_id, framing): (measured, verdict, baseline)
+    ("decode_memory", FRAMING_PAPER): (48 / 14, "holds", "paper-like (bmm-softmax)"),
+    ("decode_throughput", FRAMING_PAPER): (10.0, "holds", "paper-like (bmm-softmax)"),
+    ("decode_latency", FRAMING_PAPER): (10.0, "partly", "paper-like (bmm-softmax)"),
+    ("decode_memory", FRAMING_STRONGEST): (1.5, "partly", "static (flash-attn)"),
+    ("decode_throughput", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)"),
+    ("decode_latency", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)"),
+    ("decode_memory", FRAMING_CAPACITY): (math.nan, "not measured", "static (flash-attn)"),
+    ("decode_throughput", FRAMING_CAPACITY): (4.0, "partly", "static (flash-attn)"),
+    ("decode_latency", FRAMING_CAPACITY): (1.0, "does not hold", "static (flash-attn)"),
+    ("retnet_memory_overhead", FRAMING_RETNET_ONLY): (14 / 13.4 - 1, "holds", ""),
+    ("retnet_throughput_length_invariant", FRAMING_RETNET_ONLY): (10.2 / 10.0, "holds", ""),
+    ("retnet_latency_invariant", FRAMING_RETNET_ONLY): (10.4 / 10.0, "holds", ""),  # batch 64 row excluded
+    ("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER): (7.0, "holds", "transformer (bmm-softmax)"),
+    ("train_memory_vs_vanilla_1.3b", FRAMING_PAPER): (70 / 30, "holds", "transformer (bmm-softmax)"),
+    ("train_throughput_vs_vanilla_1.3b", FRAMING_STRONGEST): (70 / 75, "does not hold", "transformer (flash-attn)"),
+    ("train_memory_vs_vanilla_1.3b", FRAMING_STRONGEST): (36 / 30, "partly", "transformer (flash-attn)"),
+    ("train_throughput_vs_flash_1.3b", FRAMING_PAPER): (70 / 75, "does not hold", "transformer (flash-attn)"),
+    ("train_memory_vs_flash_1.3b", FRAMING_PAPER): (36 / 30, "holds", "transformer (flash-attn)"),
+    ("train_throughput_vs_vanilla_1.3b", FRAMING_CAPACITY): (math.nan, "not measured", ""),
+    ("train_throughput_vs_vanilla_2.7b", FRAMING_PAPER): (math.nan, "not measured", ""),
+}
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    return _claims(tmp_path_factory.mktemp("known"), known_ratio_rows())
+
+
+@pytest.mark.parametrize("key", list(EXPECTED), ids=[f"{k[0]}|{k[1]}" for k in EXPECTED])
+def test_known_ratios_give_expected_verdicts(known, key):
+    claims, _ = known
+    measured, expected_verdict, baseline = EXPECTED[key]
+    row = claims[key]
+    assert row.verdict == expected_verdict
+    assert row.baseline == baseline
+    if math.isnan(measured):
+        assert math.isnan(row.measured_value)
+    else:
+        assert row.measured_value == pytest.approx(measured, rel=1e-9)
+
+
+def test_table_shape_and_roofline(known):
+    claims, frame = known
+    assert list(frame.columns[:9]) == ["claim", "framing", "paper_value", "measured_value", "conditions",
+                                       "baseline", "baseline_pct_roofline", "verdict", "source"]
+    assert not frame.duplicated(["claim_id", "framing"]).any()
+    assert claims[("decode_throughput", FRAMING_PAPER)].baseline_pct_roofline == 12.0
+    assert claims[("decode_throughput", FRAMING_STRONGEST)].baseline_pct_roofline == 81.0
+    assert claims[("decode_throughput", FRAMING_PAPER)].matches_paper
+    assert "6.7b, batch 8, len 8192" in claims[("decode_throughput", FRAMING_PAPER)].conditions
+    assert "2307.08621" in claims[("decode_throughput", FRAMING_PAPER)].source
+
+
+def test_torchscale_transformer_preferred_as_paper_like(tmp_path):
+    rows = known_ratio_rows() + [decode_row("6.7b", "torchscale-transformer", "", 8, 8192, 50.0, 40.0)]
+    claims, _ = _claims(tmp_path, rows)
+    row = claims[("decode_throughput", FRAMING_PAPER)]
+    assert row.baseline == "torchscale-transformer" and row.measured_value == pytest.approx(5.0)
+
+
+def test_non_ok_rows_never_give_values(tmp_path):
+    rows = [r for r in known_ratio_rows() if not (r["impl"] == "static" and r["phase"] == "decode")]
+    # A faster static row that failed must not become the "strongest" baseline.
+    rows.append(decode_row("6.7b", "static", "flash-attn", 8, 8192, 1.0, 15.0, status="error", error="boom"))
+    claims, _ = _claims(tmp_path, rows)
+    assert claims[("decode_throughput", FRAMING_STRONGEST)].baseline == "paper-like (bmm-softmax)"
+
+
+def test_off_paper_point_is_flagged(tmp_path):
+    rows = [decode_row("tiny", "retnet-recurrent", "torch", 2, 128, 2.0, 0.1),
+            decode_row("tiny", "paper-like", "bmm-softmax", 2, 128, 4.0, 0.3)]
+    claims, _ = _claims(tmp_path, rows)
+    row = claims[("decode_throughput", FRAMING_PAPER)]
+    assert row.verdict == "partly" and not row.matches_paper
+    assert "paper: model 6.7b, seq_len 8192, batch_size 8" in row.conditions
+
+
+@pytest.mark.parametrize("drop", ["retnet", "transformer", "capacity", "everything"])
+def test_partial_data_gives_not_measured(tmp_path, drop):
+    rows = known_ratio_rows()
+    if drop == "retnet":
+        rows = [r for r in rows if r["arch"] != "retnet"]
+    elif drop == "transformer":
+        rows = [r for r in rows if r["arch"] != "transformer"]
+    elif drop == "capacity":
+        rows = [r for r in rows if r["phase"] != "capacity"]
+    else:
+        rows = []
+    _, frame = _claims(tmp_path, rows)
+    decode = frame[frame["claim_id"].str.startswith("decode_")]
+    if drop == "capacity":
+        assert (decode.loc[decode["framing"] == FRAMING_CAPACITY, "verdict"] == "not measured").all()
+        assert (decode.loc[decode["framing"] != FRAMING_CAPACITY, "verdict"] != "not measured").all()
+    else:
+        assert (decode["verdict"] == "not measured").all()
+        assert decode["measured_value"].isna().all()
+    if drop in ("retnet", "everything"):
+        assert (frame["verdict"] == "not measured").all()
+
+
+def test_memory_without_gpu_source_is_not_measured(tmp_path):
+    rows = known_ratio_rows()
+    for r in rows:  # a CPU-like run: only RSS; claims must not compare process RSS
+        r["mem_rss_peak_gb"], r["mem_nvml_delta_gb"] = r["mem_nvml_delta_gb"], None
+    claims, _ = _claims(tmp_path, rows)
+    assert claims[("decode_memory", FRAMING_PAPER)].verdict == "not measured"
+    assert claims[("decode_throughput", FRAMING_PAPER)].verdict == "holds"
+
+
+def test_torch_reserved_is_the_fallback(tmp_path):
+    rows = [train_row("1.3b", "retnet-chunkwise", "torch", 4, 8192, 70000.0, None, mem_torch_reserved_gb=30.0),
+            train_row("1.3b", "transformer", "bmm-softmax", 4, 8192, 10000.0, None, mem_torch_reserved_gb=75.0)]
+    claims, _ = _claims(tmp_path, rows)
+    assert claims[("train_memory_vs_vanilla_1.3b", FRAMING_PAPER)].measured_value == pytest.approx(2.5)
+
+
+def test_load_runs_errors_are_one_line(tmp_path):
+    with pytest.raises(ReportInputError) as e:
+        load_runs([tmp_path / "nope"])
+    assert "\n" not in str(e.value) and "nope" in str(e.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReportInputError, match="no rows.jsonl"):
+        load_runs([empty])
+    bad = write_run(tmp_path, known_ratio_rows(), run_id="bad")
+    (bad / "rows.jsonl").write_text('{"a": 1}\n{not json\n')
+    with pytest.raises(ReportInputError) as e:
+        load_runs([bad])
+    assert "\n" not in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+def test_load_runs_concatenates(tmp_path):
+    a = write_run(tmp_path, known_ratio_rows()[:5], run_id="a")
+    b = write_run(tmp_path, known_ratio_rows()[5:9], run_id="b")
+    df, envs = load_runs([a, b])
+    assert len(df) == 9 and set(envs) == {"a", "b"} and set(df["run_id"]) == {"a", "b"}
