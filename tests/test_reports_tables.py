@@ -1,0 +1,51 @@
+"""Tables carry the right numbers and the run metadata; the claims render as Markdown and rich."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reports_fixtures import GPU, known_ratio_rows, write_run  # noqa: E402
+
+from retnet_bench.reports import claims_rich_table, claims_table, load_runs, render_claims_markdown  # noqa: E402
+from retnet_bench.reports.tables import all_tables  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    return load_runs([write_run(tmp_path_factory.mktemp("t"), known_ratio_rows())])
+
+
+def test_tables_values_and_meta(loaded):
+    df, envs = loaded
+    tables = {t.name: t for t in all_tables(df, envs)}
+    for t in tables.values():
+        assert GPU in t.meta and "bfloat16" in t.meta and "2025-01-02" in t.meta and "run-a" in t.meta
+    tps = tables["decode_tokens_per_s_6.7b"].df
+    assert tps.loc[("paper-like (bmm-softmax)", 8.0), "T=8192"] == pytest.approx(80.0)
+    ratio = tables["ratio_throughput_6.7b"].df
+    assert ratio.loc[("static (flash-attn)", 8.0), "T=8192"] == pytest.approx(0.8)
+    assert tables["ratio_memory_6.7b"].df.loc[("paper-like (bmm-softmax)", 8.0), "T=8192"] == pytest.approx(48 / 14)
+    t4 = tables["table4_training"].df
+    assert t4.loc[("1.3b", "transformer (bmm-softmax)"), "paper memory GB"] == 74.8
+    assert t4.loc[("1.3b", "transformer (flash-attn)"), "paper wps (8 GPUs)"] == 63965.2
+    assert t4.loc[("1.3b", "retnet-chunkwise (torch)"), "tokens/s"] == 70000.0
+    status = tables["status_counts"].df
+    assert status.loc[("decode", "paper-like (bmm-softmax)"), "oom"] == 1
+    assert status.loc[("capacity", "retnet-recurrent (torch)"), "over_budget"] == 1
+    flat = tables["decode_memory_gb_6.7b"].to_csv_frame()
+    assert flat.columns[0] == "meta" and "mem_nvml_delta_gb" in tables["decode_memory_gb_6.7b"].note
+
+
+def test_claims_render(loaded):
+    claims = claims_table(*loaded)
+    md = render_claims_markdown(claims)
+    assert md.splitlines()[0].startswith("| claim | framing | paper | measured | verdict |")
+    assert "| 10.00x | holds |" in md and "Verdict rule" in md
+    console = Console(width=220, record=True)
+    console.print(claims_rich_table(claims))
+    text = console.export_text()
+    assert "does not hold" in text and "static (flash-attn)" in text
