@@ -1,0 +1,403 @@
+"""Official-code peers: the published RetNet / Transformer implementations, run through their own decoding.
+
+Three peers, sized to our presets so they sit in the same sweeps:
+
+- `torchscale-retnet`: torchscale 0.3.0's `RetNetDecoder` (the paper authors' code) with its recurrent incremental
+  decoding. Its variant: RMSNorm, decay 1 - 2^(-5-h), GLU FFN; the GLU width is chosen so parameters match our
+  RetNet preset (FFN d -> 2d -> d, 4 d^2 per layer) to well within 2%.
+- `torchscale-transformer`: torchscale 0.3.0's `Decoder` with xPos (`xpos_rel_pos=True`, the paper's baseline
+  position encoding), FFN 4d, its incremental decoding: the K/V cache grows by `torch.cat` every step and xPos is
+  re-applied to the whole key cache every step, exactly as the published code does.
+- `fla-retnet`: flash-linear-attention's `RetNetForCausalLM` (pinned 0.3.2), decoding through its own
+  `past_key_values` cache with its Triton kernels (CUDA only).
+
+torchscale cannot prefill a RetNet in one pass and its Transformer prefill at 8k is slow, so `prefill_state`
+builds the incremental state directly at length T with random tensors of exactly the shapes, dtypes and dict
+structure the peer's own decoding produces; the decode step cost is what is measured. Rows say so in `notes`.
+
+Install: `pip install --no-deps torchscale==0.3.0 fairscale==0.4.0` (torchscale's own pins drag in torchvision and
+a second torch). torchscale imports `timm.models.layers.drop_path` for stochastic depth only; when timm cannot be
+imported we put a small stand-in module in `sys.modules` for the duration of the torchscale import and remove it
+afterwards (drop-path is never active here: drop_path_rate=0 and eval mode).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from retnet.config import VOCAB_SIZE, RetNetConfig
+
+from .config import TransformerConfig
+
+PEERS = ("torchscale-retnet", "torchscale-transformer", "fla-retnet")
+TORCHSCALE_INSTALL = "pip install --no-deps torchscale==0.3.0 fairscale==0.4.0"
+FLA_VERSION = "0.3.2"
+FLA_INSTALL = f"pip install flash-linear-attention=={FLA_VERSION}"
+PREFILL_NOTE = "incremental state pre-filled with random {what} to length T (no prompt forward); decode step timed"
+
+
+# ------------------------------------------------------------------------------------------------ availability
+
+def _timm_drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth, same contract as timm.models.layers.drop_path (stand-in when timm is absent)."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+@contextmanager
+def _timm_stand_in() -> Iterator[None]:
+    """Provide `timm.models.layers.drop_path` only while torchscale is imported, and only if timm is missing.
+
+    The stand-in is removed afterwards so that other libraries probing for timm (transformers uses
+    importlib.util.find_spec) do not mistake it for a real installation; torchscale keeps its bound reference.
+    """
+    try:
+        importlib.import_module("timm.models.layers")
+        yield
+        return
+    except ImportError:
+        pass
+    names = ("timm", "timm.models", "timm.models.layers")
+    saved = {n: sys.modules.get(n) for n in names}
+    mods = {n: types.ModuleType(n) for n in names}
+    mods["timm"].models = mods["timm.models"]
+    mods["timm.models"].layers = mods["timm.models.layers"]
+    mods["timm.models.layers"].drop_path = _timm_drop_path
+    sys.modules.update(mods)
+    try:
+        yield
+    finally:
+        for n, old in saved.items():
+            if old is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = old
+
+
+def _import_torchscale() -> types.SimpleNamespace:
+    """The torchscale classes we use; raises ImportError (with the missing module's name) when absent."""
+    with _timm_stand_in():
+        config = importlib.import_module("torchscale.architecture.config")
+        retnet_arch = importlib.import_module("torchscale.architecture.retnet")
+        decoder = importlib.import_module("torchscale.architecture.decoder")
+        embedding = importlib.import_module("torchscale.component.embedding")
+    return types.SimpleNamespace(
+        RetNetConfig=config.RetNetConfig, DecoderConfig=config.DecoderConfig,
+        RetNetDecoder=retnet_arch.RetNetDecoder, Decoder=decoder.Decoder, TextEmbedding=embedding.TextEmbedding,
+    )
+
+
+def torchscale_available() -> tuple[bool, str]:
+    try:
+        _import_torchscale()
+    except ImportError as e:
+        missing = getattr(e, "name", None) or "torchscale"
+        return False, f"{missing.split('.')[0]} not installed: {TORCHSCALE_INSTALL} ({e})"
+    except Exception as e:  # noqa: BLE001 - an installed but broken torchscale is still "not available"
+        return False, f"torchscale import failed: {type(e).__name__}: {e}"
+    return True, ""
+
+
+def fla_available() -> tuple[bool, str]:
+    """fla's kernels are Triton: it needs the package, triton and a CUDA device (fla.utils queries the active
+    Triton driver at import time, so importing without a GPU fails even when everything is installed)."""
+    if importlib.util.find_spec("fla") is None:
+        return False, f"flash-linear-attention not installed: {FLA_INSTALL}"
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton not installed (flash-linear-attention's kernels need it)"
+    if not torch.cuda.is_available():
+        return False, "fla-retnet needs a CUDA GPU (Triton kernels)"
+    try:
+        importlib.import_module("fla.models")
+    except Exception as e:  # noqa: BLE001
+        return False, f"flash-linear-attention import failed: {type(e).__name__}: {e}"
+    return True, ""
+
+
+def peer_available(name: str) -> tuple[bool, str]:
+    """(True, "") when peer `name` can be built here, else (False, why) for a `skipped` row."""
+    if name not in PEERS:
+        raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+    return fla_available() if name == "fla-retnet" else torchscale_available()
+
+
+# ------------------------------------------------------------------------------------------------ sizes
+
+def glu_ffn_dim(cfg: RetNetConfig) -> int:
+    """GLU width f with 3*d*f ~= our RetNet FFN's parameters (2*d*ffn_dim for GELU; a GLU preset is kept as is).
+
+    Rounded to a multiple of 64 at paper sizes (tensor-core friendly) and of 8 for the small CPU presets; the
+    rounding moves the total parameter count by < 0.5%.
+    """
+    if cfg.ffn == "glu":
+        return cfg.ffn_dim
+    target = 2 * cfg.ffn_dim / 3
+    multiple = 64 if cfg.d_model >= 1024 else 8
+    return max(multiple, multiple * round(target / multiple))
+
+
+def torchscale_retnet_args(preset: str) -> Any:
+    """torchscale RetNetConfig with our RetNet preset's sizes (value dim 2d, heads and layers as ours); every other
+    field keeps torchscale's default (GELU inside the GLU, no sqrt(d) embedding scale, RMSNorm eps 1e-6)."""
+    cfg = RetNetConfig.from_name(preset)
+    ts = _import_torchscale()
+    return ts.RetNetConfig(
+        decoder_embed_dim=cfg.d_model, decoder_value_embed_dim=cfg.value_dim,
+        decoder_retention_heads=cfg.n_heads, decoder_ffn_embed_dim=glu_ffn_dim(cfg),
+        decoder_layers=cfg.n_layers, vocab_size=VOCAB_SIZE, dropout=0.0, drop_path_rate=0.0,
+    )
+
+
+def torchscale_transformer_args(preset: str) -> Any:
+    """torchscale DecoderConfig with xPos, our Transformer preset's width/depth/heads and FFN 4d; every other field
+    keeps torchscale's default (pre-LN with sub-LN, GELU, biases, no sqrt(d) embedding scale)."""
+    cfg = TransformerConfig.from_name(preset)
+    ts = _import_torchscale()
+    return ts.DecoderConfig(
+        decoder_embed_dim=cfg.d_model, decoder_attention_heads=cfg.n_heads, decoder_ffn_embed_dim=cfg.ffn_dim,
+        decoder_layers=cfg.n_layers, vocab_size=VOCAB_SIZE, xpos_rel_pos=True, dropout=0.0, drop_path_rate=0.0,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ peers
+
+class Peer:
+    """One decoding model behind the runner's interface. Subclasses own their cache/state format.
+
+    Token ids fed to `step` are the greedy argmax of the previous step's logits (like our own contestants).
+    """
+
+    name: str = ""
+    arch: str = ""
+    kernel: str = ""
+    notes: str = ""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.dtype, self.device = dtype, device
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.vocab_size = VOCAB_SIZE
+        self.batch_size, self.seq_len, self.pos = 0, 0, 0  # pos: tokens the state holds now
+
+    def prefill_state(self, batch_size: int, seq_len: int) -> None:
+        raise NotImplementedError
+
+    def step(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """One decode token for the whole batch; returns logits (B, 1, V). `ids` (B,) overrides the greedy token
+        (tests use it to replay a known sequence)."""
+        raise NotImplementedError
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._state_tensors())
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def rewind(self) -> None:
+        """Put a length-carrying cache back to length T (a recurrent state has no length and is left as is)."""
+        self.pos = self.seq_len
+
+    def reset(self) -> None:
+        """Drop the state."""
+        self.batch_size, self.seq_len, self.pos = 0, 0, 0
+
+    @torch.inference_mode()
+    def warmup(self, batch_size: int = 1, seq_len: int = 16, n_steps: int = 3) -> None:
+        """Run a few steps on a throw-away state (first use may compile/autotune kernels), then drop it."""
+        self.prefill_state(batch_size, seq_len)
+        for _ in range(n_steps):
+            self.step()
+        self.reset()
+
+    def _random(self, *shape: int, dtype: torch.dtype | None = None, std: float = 1.0) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device, dtype=dtype or self.dtype) * std
+
+
+class _TorchscalePeer(Peer):
+    """torchscale decoders take the whole prefix `tokens[:, :pos+1]` (fairseq style) and embed only the last token;
+    the RetNet derives the rotation angle from that prefix length. We keep one id buffer and pass views of it."""
+
+    kernel = "torchscale"
+
+    def prefill_state(self, batch_size: int, seq_len: int) -> None:
+        self.batch_size, self.seq_len, self.pos = batch_size, seq_len, seq_len
+        self.tokens = torch.randint(0, self.vocab_size, (batch_size, seq_len + 1), device=self.device)
+        self.state: dict[Any, Any] = {i: {} for i in range(len(self.model.layers))}
+        if seq_len > 0:
+            self._fill_state(batch_size, seq_len)
+
+    def _fill_state(self, batch_size: int, seq_len: int) -> None:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.tokens.shape[1] < self.pos + 1:  # room for the token we feed now; grow by doubling
+            grown = self.tokens.new_zeros(self.batch_size, 2 * self.tokens.shape[1])
+            grown[:, : self.tokens.shape[1]] = self.tokens
+            self.tokens = grown
+        if ids is not None:
+            self.tokens[:, self.pos] = ids
+        logits, _ = self.model(self.tokens[:, : self.pos + 1], incremental_state=self.state)  # (B, 1, V)
+        self.pos += 1
+        if self.pos < self.tokens.shape[1]:
+            self.tokens[:, self.pos] = logits[:, -1].argmax(-1)
+        return logits
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        if not self.batch_size:
+            return []
+        return [t for layer in self.state.values() for t in layer.values() if isinstance(t, torch.Tensor)]
+
+    def reset(self) -> None:
+        super().reset()
+        self.state, self.tokens = {}, None
+
+
+class TorchscaleRetNetPeer(_TorchscalePeer):
+    name, arch = "torchscale-retnet", "retnet"
+    notes = "torchscale 0.3.0 RetNetDecoder, recurrent incremental decoding; " + PREFILL_NOTE.format(
+        what="retention state (prev_key_value, scale)")
+
+    def _fill_state(self, batch_size: int, seq_len: int) -> None:
+        """Per layer, what MultiScaleRetention.recurrent_forward leaves after T tokens:
+        prev_key_value (B, H, dv_head, dk_head) in the model dtype, and scale (H,) = sum_{i<T} gamma^i
+        (its running normaliser, which after T steps equals (1 - gamma^T) / (1 - gamma))."""
+        ret = self.model.layers[0].retention
+        n_heads, dk, dv = ret.num_heads, ret.key_dim, ret.head_dim
+        decay = self.model.retnet_rel_pos.decay  # log gamma, (H,), in whatever dtype the model was cast to
+        gamma = decay.double().exp()
+        scale = ((1 - gamma**seq_len) / (1 - gamma)).to(decay.dtype)
+        for layer_state in self.state.values():
+            layer_state["prev_key_value"] = self._random(batch_size, n_heads, dv, dk, std=dk**-0.5)
+            layer_state["scale"] = scale.clone()
+
+
+class TorchscaleTransformerPeer(_TorchscalePeer):
+    name, arch = "torchscale-transformer", "transformer"
+    notes = ("torchscale 0.3.0 Decoder with xPos, incremental decoding (K/V cache grown by torch.cat, xPos "
+             "re-applied to the whole key cache each step); " + PREFILL_NOTE.format(what="K/V"))
+
+    def _fill_state(self, batch_size: int, seq_len: int) -> None:
+        """Per layer, what MultiheadAttention keeps: prev_key / prev_value (B, H, T, head_dim), keys before xPos."""
+        attn = self.model.layers[0].self_attn
+        for layer_state in self.state.values():
+            layer_state["prev_key"] = self._random(batch_size, attn.num_heads, seq_len, attn.head_dim)
+            layer_state["prev_value"] = self._random(batch_size, attn.num_heads, seq_len, attn.head_dim)
+
+    def rewind(self) -> None:
+        """Truncate the cat-grown cache back to T tokens (views; the next torch.cat copies as usual)."""
+        super().rewind()
+        for layer_state in self.state.values():
+            for key in ("prev_key", "prev_value"):
+                if key in layer_state:
+                    layer_state[key] = layer_state[key][:, :, : self.seq_len]
+
+
+class FlaRetNetPeer(Peer):
+    name, arch, kernel = "fla-retnet", "retnet", "fla"
+    notes = (f"flash-linear-attention {FLA_VERSION} RetNetForCausalLM, fused_recurrent Triton decode through its "
+             "past_key_values cache; " + PREFILL_NOTE.format(what="recurrent state"))
+
+    def prefill_state(self, batch_size: int, seq_len: int) -> None:
+        """Build fla's Cache as its MultiScaleRetention leaves it after T tokens: per layer a float32
+        recurrent_state (B, H, dk_head, dv_head), and seen-token count T (drives the rotary offset)."""
+        from fla.models.utils import Cache
+
+        self.batch_size, self.seq_len, self.pos = batch_size, seq_len, seq_len
+        cfg = self.model.config
+        dk = int(cfg.hidden_size * cfg.expand_k) // cfg.num_heads
+        dv = int(cfg.hidden_size * cfg.expand_v) // cfg.num_heads
+        self.cache = Cache()
+        if seq_len > 0:
+            for i in range(cfg.num_hidden_layers):
+                state = self._random(batch_size, cfg.num_heads, dk, dv, dtype=torch.float32, std=dk**-0.5)
+                self.cache.update(recurrent_state=state, layer_idx=i, offset=seq_len)
+        self.ids = torch.randint(0, self.vocab_size, (batch_size, 1), device=self.device)
+
+    @torch.inference_mode()
+    def step(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if ids is not None:
+            self.ids = ids.view(-1, 1)
+        out = self.model(input_ids=self.ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache, self.pos = out.past_key_values, self.pos + 1
+        self.ids = out.logits[:, -1:].argmax(-1)  # (B, 1)
+        return out.logits
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        if not self.batch_size:
+            return []
+        return [s["recurrent_state"] for s in self.cache if s and s.get("recurrent_state") is not None]
+
+    def reset(self) -> None:
+        super().reset()
+        self.cache, self.ids = None, None
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+def _cast(model: nn.Module, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """Build in float32, then cast (as fairseq's --fp16/--bf16 does), and give the float32 copy back."""
+    model = model.to(dtype)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return model
+
+
+def build_torchscale_retnet(preset: str) -> nn.Module:
+    ts = _import_torchscale()
+    args = torchscale_retnet_args(preset)
+    embed = ts.TextEmbedding(args.vocab_size, args.decoder_embed_dim)
+    return ts.RetNetDecoder(args, embed_tokens=embed)
+
+
+def build_torchscale_transformer(preset: str) -> nn.Module:
+    ts = _import_torchscale()
+    args = torchscale_transformer_args(preset)
+    embed = ts.TextEmbedding(args.vocab_size, args.decoder_embed_dim)
+    return ts.Decoder(args, embed_tokens=embed)
+
+
+def build_fla_retnet(preset: str) -> nn.Module:
+    from fla.models import RetNetConfig as FlaRetNetConfig
+    from fla.models import RetNetForCausalLM
+
+    cfg = RetNetConfig.from_name(preset)
+    fla_cfg = FlaRetNetConfig(
+        hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_heads=cfg.n_heads,
+        expand_k=1.0, expand_v=cfg.value_dim / cfg.d_model, intermediate_size=glu_ffn_dim(cfg),
+        vocab_size=VOCAB_SIZE, tie_word_embeddings=False, use_cache=True, attn_mode="chunk",
+    )
+    return RetNetForCausalLM(fla_cfg)
+
+
+_BUILDERS = {
+    "torchscale-retnet": (build_torchscale_retnet, TorchscaleRetNetPeer),
+    "torchscale-transformer": (build_torchscale_transformer, TorchscaleTransformerPeer),
+    "fla-retnet": (build_fla_retnet, FlaRetNetPeer),
+}
+
+
+def build_peer(name: str, preset: str, dtype: torch.dtype, device: torch.device | str) -> Peer:
+    """Peer `name` at our preset's sizes with random weights, on `device` in `dtype`."""
+    ok, why = peer_available(name)
+    if not ok:
+        raise RuntimeError(f"{name}: {why}")
+    device = torch.device(device)
+    builder, peer_cls = _BUILDERS[name]
+    with torch.device(device):
+        model = builder(preset)
+    return peer_cls(_cast(model, dtype, device), dtype, device)
+
+
+__all__ = ["PEERS", "Peer", "build_peer", "peer_available", "fla_available", "torchscale_available",
+           "glu_ffn_dim", "torchscale_retnet_args", "torchscale_transformer_args"]

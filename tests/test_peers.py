@@ -1,0 +1,217 @@
+"""Official-code peers (torchscale 0.3.0, flash-linear-attention): build, pre-filled state, decode, sizes."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from retnet_bench.baselines import peers
+from retnet_bench.baselines.peers import PEERS, build_peer, peer_available
+
+TORCHSCALE_OK, TORCHSCALE_WHY = peers.torchscale_available()
+needs_torchscale = pytest.mark.skipif(not TORCHSCALE_OK, reason=TORCHSCALE_WHY)
+TS_PEERS = ("torchscale-retnet", "torchscale-transformer")
+PRESETS = ("tiny", "small", "1.3b", "2.7b", "6.7b")
+V = peers.VOCAB_SIZE
+
+
+def test_names_and_unknown_peer():
+    assert PEERS == ("torchscale-retnet", "torchscale-transformer", "fla-retnet")
+    with pytest.raises(ValueError, match="unknown peer"):
+        peer_available("nope")
+
+
+@needs_torchscale
+@pytest.mark.parametrize("name", TS_PEERS)
+def test_prefilled_decode_gives_finite_logits_and_tracks_state(name):
+    torch.manual_seed(0)
+    peer = build_peer(name, "tiny", torch.float32, torch.device("cpu"))
+    B, T = 2, 12
+    peer.prefill_state(B, T)
+    first = peer.state_bytes()
+    layers = peer.model.layers
+    if name == "torchscale-retnet":
+        ret = layers[0].retention  # state (B, H, dv, dk) fp32 + scale (H,) fp32 per layer
+        assert first == len(layers) * 4 * (B * ret.num_heads * ret.head_dim * ret.key_dim + ret.num_heads)
+    else:
+        attn = layers[0].self_attn  # K and V (B, H, T, hd) fp32 per layer
+        per_token = len(layers) * 2 * B * attn.num_heads * attn.head_dim * 4
+        assert first == T * per_token
+    for i in range(3):
+        logits = peer.step()
+        assert logits.shape == (B, 1, V) and torch.isfinite(logits).all()
+    assert peer.pos == T + 3
+    if name == "torchscale-retnet":
+        assert peer.state_bytes() == first  # recurrent: constant size
+    else:
+        assert peer.state_bytes() == first + 3 * per_token  # cat-grown cache
+        peer.rewind()
+        assert peer.state_bytes() == first and peer.pos == T
+        assert peer.step().shape == (B, 1, V)
+    assert "pre-filled with random" in peer.notes
+
+
+@needs_torchscale
+@pytest.mark.parametrize("name", TS_PEERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prefilled_state_has_the_structure_torchscale_builds_itself(name, dtype):
+    """Decode T tokens through torchscale from an empty state, and compare with the state we pre-fill at T."""
+    torch.manual_seed(0)
+    peer = build_peer(name, "tiny", dtype, "cpu")
+    B, T = 2, 5
+    peer.prefill_state(B, 0)
+    for t in range(T):
+        peer.step(torch.randint(0, V, (B,)))
+    real = peer.state
+    peer.prefill_state(B, T)
+    ours = peer.state
+    assert set(real) == set(ours) == set(range(len(peer.model.layers)))
+    for i in real:
+        assert set(real[i]) == set(ours[i])
+        for key, tensor in real[i].items():
+            assert ours[i][key].shape == tensor.shape and ours[i][key].dtype == tensor.dtype, (i, key)
+    if name == "torchscale-retnet":  # the running normaliser is deterministic: sum_{i<T} gamma^i
+        torch.testing.assert_close(ours[0]["scale"], real[0]["scale"], rtol=2e-2 if dtype != torch.float32 else 1e-6,
+                                   atol=0)
+
+
+@needs_torchscale
+@pytest.mark.parametrize("name", TS_PEERS)
+def test_peer_step_replays_the_decoders_parallel_forward(name):
+    """Driving torchscale's incremental decoding through `step` gives its own full-sequence logits: the prefix
+    view and the positions are passed the way the decoder expects."""
+    torch.manual_seed(0)
+    peer = build_peer(name, "tiny", torch.float32, "cpu")
+    B, T = 2, 7
+    ids = torch.randint(0, V, (B, T))
+    with torch.no_grad():
+        full, _ = peer.model(ids)  # (B, T, V)
+    peer.prefill_state(B, 0)
+    steps = torch.cat([peer.step(ids[:, t]) for t in range(T)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-4, atol=1e-4)
+
+
+def _contract_params(d: int, n_layers: int) -> int:
+    return 12 * d * d * n_layers + 2 * V * d  # CONTRACTS.md: both architectures, untied embeddings
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@needs_torchscale
+@pytest.mark.parametrize("preset", PRESETS)
+def test_parameter_counts_match_our_presets(preset):
+    """Built on the meta device (no memory), so the paper sizes are checked too."""
+    from retnet_bench.baselines.config import TransformerConfig
+    from retnet.config import RetNetConfig
+
+    rcfg, tcfg = RetNetConfig.from_name(preset), TransformerConfig.from_name(preset)
+    with torch.device("meta"):
+        ts_retnet = _count(peers.build_torchscale_retnet(preset))
+        ts_transformer = _count(peers.build_torchscale_transformer(preset))
+    targets = {"retnet": [_contract_params(rcfg.d_model, rcfg.n_layers)],
+               "transformer": [_contract_params(tcfg.d_model, tcfg.n_layers)]}
+    try:  # and the models as built, when they import
+        import retnet
+        from retnet_bench.baselines.transformer import Transformer
+
+        with torch.device("meta"):
+            targets["retnet"].append(_count(retnet.RetNet(rcfg)))
+            targets["transformer"].append(_count(Transformer(tcfg)))
+    except (ImportError, AttributeError):
+        pass
+    for ours in targets["retnet"]:
+        assert abs(ts_retnet / ours - 1) < 0.02, (preset, ts_retnet, ours)
+    for ours in targets["transformer"]:
+        assert abs(ts_transformer / ours - 1) < 0.02, (preset, ts_transformer, ours)
+
+
+def test_missing_torchscale_is_reported_not_raised(monkeypatch):
+    for mod in [m for m in sys.modules if m == "torchscale" or m.startswith("torchscale.")]:
+        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setitem(sys.modules, "torchscale", None)
+    for name in TS_PEERS:
+        ok, why = peer_available(name)
+        assert not ok and why.startswith("torchscale not installed: pip install --no-deps torchscale==0.3.0")
+    with pytest.raises(RuntimeError, match="torchscale not installed"):
+        build_peer("torchscale-retnet", "tiny", torch.float32, "cpu")
+
+
+@needs_torchscale
+def test_missing_fairscale_is_reported(monkeypatch):
+    for mod in [m for m in sys.modules if m.startswith("torchscale.")]:
+        parent, _, child = mod.rpartition(".")
+        if sys.modules.get(parent) is not None and hasattr(sys.modules[parent], child):
+            monkeypatch.setattr(sys.modules[parent], child, getattr(sys.modules[parent], child))  # restored after
+        monkeypatch.delitem(sys.modules, mod)  # force a fresh import that needs fairscale
+    monkeypatch.setitem(sys.modules, "fairscale", None)
+    monkeypatch.setitem(sys.modules, "fairscale.nn", None)
+    ok, why = peer_available("torchscale-retnet")
+    assert not ok and why.startswith("fairscale not installed")
+
+
+@needs_torchscale
+def test_timm_stand_in_is_scoped_to_the_torchscale_import():
+    import importlib.util
+
+    from torchscale.component import droppath
+
+    if importlib.util.find_spec("timm") is None:
+        assert "timm" not in sys.modules  # the stand-in does not leak to other libraries
+        assert droppath.drop_path is peers._timm_drop_path
+    x = torch.ones(64, 3)
+    assert peers._timm_drop_path(x, 0.5, training=False) is x
+    dropped = peers._timm_drop_path(x, 0.5, training=True)
+    assert set(dropped[:, 0].tolist()) <= {0.0, 2.0} and (dropped == dropped[:, :1]).all()
+
+
+@needs_torchscale
+def test_from_torchscale_agrees_with_the_adapter():
+    """Our RetNet converted from the peer's decoder gives the same parallel logits for the same weights."""
+    try:
+        from retnet import from_torchscale
+    except (ImportError, AttributeError) as e:
+        pytest.skip(f"retnet.from_torchscale not available yet: {e}")
+    torch.manual_seed(0)
+    peer = build_peer("torchscale-retnet", "tiny", torch.float32, "cpu")
+    ours = from_torchscale(peer.model).eval()
+    ids = torch.randint(0, V, (2, 24))
+    with torch.no_grad():
+        theirs, _ = peer.model(ids)
+        mine = ours(ids, mode="parallel")
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_fla_availability_has_a_reason():
+    ok, why = peers.fla_available()
+    if not torch.cuda.is_available():
+        assert not ok and why
+    if not ok:
+        assert peer_available("fla-retnet") == (False, why)
+        with pytest.raises(RuntimeError, match="fla-retnet"):
+            build_peer("fla-retnet", "tiny", torch.bfloat16, "cpu")
+
+
+FLA_OK, FLA_WHY = peers.fla_available()
+
+
+@pytest.mark.skipif(not FLA_OK, reason=FLA_WHY or "fla available")
+def test_fla_peer_decodes_and_matches_its_own_forward():
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    peer = build_peer("fla-retnet", "tiny", torch.float32, dev)
+    from retnet.config import RetNetConfig
+
+    cfg = RetNetConfig.from_name("tiny")
+    assert abs(peer.n_params / _contract_params(cfg.d_model, cfg.n_layers) - 1) < 0.02
+    B, T = 2, 6
+    peer.prefill_state(B, T)
+    assert peer.step().shape == (B, 1, V) and torch.isfinite(peer.step()).all()
+    ids = torch.randint(0, V, (B, T), device=dev)
+    with torch.no_grad():
+        full = peer.model(input_ids=ids).logits
+    peer.prefill_state(B, 0)
+    steps = torch.cat([peer.step(ids[:, t]) for t in range(T)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=2e-3, atol=2e-3)
