@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-try:
-    from retnet.config import VOCAB_SIZE
-except ImportError:  # TODO: drop once retnet/config.py lands (CONTRACTS.md: it owns VOCAB_SIZE)
-    VOCAB_SIZE = 32000
+from retnet.config import VOCAB_SIZE  # shared vocabulary (CONTRACTS.md)
 
 
 @dataclass
@@ -55,10 +52,10 @@ class TransformerConfig:
 
 
 # d and n_layers follow the RetNet paper's Table (1.3B: 2048 x 24, 2.7B: 2560 x 32, 6.7B: 4096 x 32) and the
-# RetNet package's tiny/small presets; head dim 128 as in common Transformer LMs of these sizes (16/20/32 heads).
+# RetNet package's tiny/small presets (tested equal); head dim 128 as in common Transformer LMs of these sizes (16/20/32 heads).
 PRESETS: dict[str, dict] = {
-    "tiny": dict(d_model=128, n_layers=2, head_dim=32),
-    "small": dict(d_model=512, n_layers=4, head_dim=64),
+    "tiny": dict(d_model=64, n_layers=2, head_dim=32),
+    "small": dict(d_model=256, n_layers=4, head_dim=64),
     "1.3b": dict(d_model=2048, n_layers=24, head_dim=128),
     "2.7b": dict(d_model=2560, n_layers=32, head_dim=128),
     "6.7b": dict(d_model=4096, n_layers=32, head_dim=128),
