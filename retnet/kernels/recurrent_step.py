@@ -1,0 +1,159 @@
+"""One recurrent retention step for all heads of one layer: torch reference and a fused Triton kernel.
+
+Per (batch b, head h), with gamma = exp(log_decay[h]):
+
+    qr, kr = theta_shift(q), theta_shift(k) * k_scale          rotated query / scaled key (dk,)
+    S     <- gamma * S + kr^T v                                  state (dk, dv), updated in place
+    z_out  = gamma * z + kr                                      key sum (dk,), written to a separate buffer
+    o      = (qr S) / max(|qr . z_out|, row_norm[h])             (dv,)
+
+The torch reference reads/writes S about five times (mul_, baddbmm_, matmul). The Triton kernel runs one program
+per (b, h, block of dv columns): it reads its S block once, writes the new block once and returns o from the new
+block, i.e. two passes over the state, which is what bounds a decode step at large batch. z is written to
+`k_sum_out` rather than in place because every dv-block program of a head reads the old z.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from retnet.kernels import triton_available
+from retnet.retention import theta_shift
+
+STEP_KERNELS = ("torch", "triton")
+
+
+def _output_dtype(state_dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(state_dtype, torch.float32)
+
+
+def recurrent_step_torch(
+    q: Tensor, k: Tensor, v: Tensor, kv: Tensor, k_sum: Tensor, k_sum_out: Tensor,
+    cos: Tensor, sin: Tensor, log_decay: Tensor, row_norm: Tensor, k_scale: float,
+) -> Tensor:
+    """Reference step. q, k (B, H, dk) not yet rotated, v (B, H, dv), any float dtype and strides;
+    kv (B, H, dk, dv) contiguous state, updated in place; k_sum (B, H, dk) read; k_sum_out (B, H, dk) written
+    (may be k_sum itself); cos, sin (dk/2,); log_decay, row_norm (H,). Returns o (B, H, dv) in fp32 (or fp64)."""
+    B, H, dk = q.shape
+    dv = v.shape[-1]
+    dt = _output_dtype(kv.dtype)
+    qr = theta_shift(q.to(dt), cos.to(dt), sin.to(dt))  # (B, H, dk)
+    kr = theta_shift(k.to(dt), cos.to(dt), sin.to(dt)) * k_scale
+    gamma = log_decay.to(dt).exp()[:, None]  # (H, 1)
+    kv.mul_(gamma[..., None].to(kv.dtype))
+    kv.view(B * H, dk, dv).baddbmm_(kr.reshape(B * H, dk, 1).to(kv.dtype), v.reshape(B * H, 1, dv).to(kv.dtype))
+    z = k_sum.to(dt) * gamma + kr  # (B, H, dk)
+    k_sum_out.copy_(z)
+    numer = (qr.unsqueeze(-2) @ kv.to(dt)).squeeze(-2)  # (B, H, dv)
+    denom = (qr * z).sum(-1, keepdim=True).abs().maximum(row_norm.to(dt)[:, None])  # (B, H, 1)
+    return numer / denom
+
+
+if triton_available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _recurrent_step_kernel(
+        q_ptr, k_ptr, v_ptr, kv_ptr, k_sum_ptr, k_sum_out_ptr, o_ptr,
+        cos_ptr, sin_ptr, log_decay_ptr, row_norm_ptr,
+        k_scale, H,
+        stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
+        HALF_DK: tl.constexpr, DV: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_V: tl.constexpr,
+    ):
+        pid_bh = tl.program_id(0)  # b * H + h
+        pid_v = tl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        pair = tl.arange(0, BLOCK_P)  # rotated pair i covers rows 2i, 2i+1
+        pair_ok = pair < HALF_DK
+        cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        col_ok = cols < DV
+
+        cos = tl.load(cos_ptr + pair, mask=pair_ok, other=0.0)
+        sin = tl.load(sin_ptr + pair, mask=pair_ok, other=0.0)
+        q_row = q_ptr + b * stride_qb + h * stride_qh
+        q_even = tl.load(q_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
+        q_odd = tl.load(q_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
+        k_row = k_ptr + b * stride_kb + h * stride_kh
+        k_even = tl.load(k_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
+        k_odd = tl.load(k_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
+        qr_even = q_even * cos - q_odd * sin
+        qr_odd = q_odd * cos + q_even * sin
+        kr_even = (k_even * cos - k_odd * sin) * k_scale
+        kr_odd = (k_odd * cos + k_even * sin) * k_scale
+        v = tl.load(v_ptr + b * stride_vb + h * stride_vh + cols, mask=col_ok, other=0.0).to(tl.float32)
+        gamma = tl.exp(tl.load(log_decay_ptr + h).to(tl.float32))
+
+        # the one read and the one write of this state block
+        block_ok = pair_ok[:, None] & col_ok[None, :]
+        even_ptrs = kv_ptr + pid_bh * (2 * HALF_DK * DV) + (2 * pair)[:, None] * DV + cols[None, :]
+        odd_ptrs = even_ptrs + DV
+        s_even = tl.load(even_ptrs, mask=block_ok, other=0.0).to(tl.float32) * gamma + kr_even[:, None] * v[None, :]
+        s_odd = tl.load(odd_ptrs, mask=block_ok, other=0.0).to(tl.float32) * gamma + kr_odd[:, None] * v[None, :]
+        tl.store(even_ptrs, s_even.to(kv_ptr.dtype.element_ty), mask=block_ok)
+        tl.store(odd_ptrs, s_odd.to(kv_ptr.dtype.element_ty), mask=block_ok)
+        numer = tl.sum(qr_even[:, None] * s_even, axis=0) + tl.sum(qr_odd[:, None] * s_odd, axis=0)  # (BLOCK_V,)
+
+        z_row = pid_bh * (2 * HALF_DK)
+        z_even = tl.load(k_sum_ptr + z_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32) * gamma + kr_even
+        z_odd = tl.load(k_sum_ptr + z_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32) * gamma + kr_odd
+        u = tl.sum(qr_even * z_even, axis=0) + tl.sum(qr_odd * z_odd, axis=0)
+        denom = tl.maximum(tl.abs(u), tl.load(row_norm_ptr + h).to(tl.float32))
+        tl.store(o_ptr + pid_bh * DV + cols, numer / denom, mask=col_ok)
+
+        first = pair_ok & (pid_v == 0)  # one program per head writes the new key sum
+        out_ty = k_sum_out_ptr.dtype.element_ty
+        tl.store(k_sum_out_ptr + z_row + 2 * pair, z_even.to(out_ty), mask=first)
+        tl.store(k_sum_out_ptr + z_row + 2 * pair + 1, z_odd.to(out_ty), mask=first)
+
+
+def _block_v(n_heads_total: int, dv: int) -> int:
+    """dv columns per program: enough programs to cover an H200's 132 SMs a few times, blocks as wide as that allows."""
+    block = 64
+    while block > 16 and n_heads_total * triton.cdiv(dv, block) < 512:
+        block //= 2
+    return min(block, triton.next_power_of_2(dv))
+
+
+def recurrent_step_triton(
+    q: Tensor, k: Tensor, v: Tensor, kv: Tensor, k_sum: Tensor, k_sum_out: Tensor,
+    cos: Tensor, sin: Tensor, log_decay: Tensor, row_norm: Tensor, k_scale: float,
+) -> Tensor:
+    """Fused step, same contract as `recurrent_step_torch` except that k_sum_out must not alias k_sum.
+    q, k, v need a unit last stride (slices of a fused projection are fine); fp32 tables (made contiguous here)."""
+    if not triton_available():
+        raise RuntimeError("step_kernel='triton' needs the triton package")
+    B, H, dk = q.shape
+    dv = v.shape[-1]
+    if not (q.stride(-1) == k.stride(-1) == v.stride(-1) == 1):
+        raise ValueError("q, k, v need a unit last stride")
+    if not (kv.is_contiguous() and k_sum.is_contiguous() and k_sum_out.is_contiguous()):
+        raise ValueError("kv, k_sum and k_sum_out must be contiguous")
+    if k_sum_out.data_ptr() == k_sum.data_ptr():
+        raise ValueError("k_sum_out must be a different buffer from k_sum")
+    o = torch.empty(B, H, dv, device=q.device, dtype=_output_dtype(kv.dtype))
+    half_dk = dk // 2
+    block_v = _block_v(B * H, dv)
+    grid = (B * H, triton.cdiv(dv, block_v))
+    f32 = dict(dtype=torch.float32)
+    _recurrent_step_kernel[grid](
+        q, k, v, kv, k_sum, k_sum_out, o,
+        cos.to(**f32).contiguous(), sin.to(**f32).contiguous(),
+        log_decay.to(**f32).contiguous(), row_norm.to(**f32).contiguous(),
+        float(k_scale), H,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        HALF_DK=half_dk, DV=dv, BLOCK_P=triton.next_power_of_2(half_dk), BLOCK_V=block_v,
+        num_warps=8 if block_v >= 64 else 4,
+    )
+    return o
+
+
+def recurrent_step(kernel: str, *args, **kwargs) -> Tensor:
+    """Dispatch by name ("torch" | "triton"); arguments as `recurrent_step_torch`."""
+    if kernel == "torch":
+        return recurrent_step_torch(*args, **kwargs)
+    if kernel == "triton":
+        return recurrent_step_triton(*args, **kwargs)
+    raise ValueError(f"unknown step kernel {kernel!r}; expected one of {STEP_KERNELS}")

@@ -1,0 +1,303 @@
+"""RetNet decoder (arXiv 2307.08621): three computation forms, chunkwise prefill, graph-capturable recurrent step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from retnet.config import RetNetConfig
+from retnet.kernels import STEP_KERNELS, recurrent_step, triton_available
+from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
+
+MODES = ("parallel", "chunkwise", "recurrent")
+_TRITON_STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass
+class RetNetState:
+    """Preallocated recurrent state of every layer, updated in place by `RetNet.step` / `RetNet.prefill`."""
+
+    kv: Tensor  # (L, B, H, dk, dv) decayed sum of k^T v
+    k_sum: Tensor  # (L, B, H, dk) decayed sum of k (for the row-sum normaliser)
+    k_sum_next: Tensor  # (L, B, H, dk) scratch: the fused kernel writes the new k_sum here, then one copy
+    pos: Tensor  # () int64 on the device: number of tokens consumed (the next token's position)
+
+    @property
+    def batch_size(self) -> int:
+        return self.kv.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.kv, self.k_sum, self.k_sum_next, self.pos))
+
+    def zero_(self) -> RetNetState:
+        for t in (self.kv, self.k_sum, self.k_sum_next, self.pos):
+            t.zero_()
+        return self
+
+
+class RetentionTables(NamedTuple):
+    cos: Tensor  # (T, dk/2) or (dk/2,) for a step
+    sin: Tensor
+    log_decay: Tensor  # (H,)
+    row_norm: Tensor  # (H, T) or (H,) for a step: sqrt of the decay-mask row sum at each position
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    return nn.LayerNorm(dim, eps=eps) if kind == "layernorm" else nn.RMSNorm(dim, eps=eps)
+
+
+class MultiScaleRetention(nn.Module):
+    def __init__(self, cfg: RetNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_heads, self.dk, self.dv = cfg.n_heads, cfg.qk_head_dim, cfg.v_head_dim
+        self.k_scale = self.dk**-0.5
+        # q, k, v, g in one matmul; rows ordered [q (d) | k (d) | v (value_dim) | g (value_dim)]
+        self.qkvg = nn.Linear(cfg.d_model, 2 * cfg.d_model + 2 * cfg.value_dim, bias=cfg.bias)
+        self.out_proj = nn.Linear(cfg.value_dim, cfg.d_model, bias=cfg.bias)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        d, dv = self.cfg.d_model, self.cfg.value_dim
+        return self.qkvg(x).split([d, d, dv, dv], dim=-1)
+
+    def _gate_and_project(self, o: Tensor, g: Tensor) -> Tensor:
+        """o (..., H, dv) retention output in fp32/64, g (..., value_dim) -> (..., d)."""
+        norm = F.layer_norm if self.cfg.head_norm == "layernorm" else F.rms_norm
+        o = norm(o, (self.dv,), eps=self.cfg.eps).to(g.dtype).flatten(-2)  # (..., value_dim)
+        return self.out_proj(F.silu(g) * o)
+
+    def forward(
+        self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """x (B, T, d) -> (B, T, d), and the state after the last token for the chunkwise form."""
+        B, T, _ = x.shape
+        H, dt = self.n_heads, tables.cos.dtype
+        q, k, v, g = self._split(x)
+        q = theta_shift(q.view(B, T, H, self.dk).transpose(1, 2).to(dt), tables.cos, tables.sin)  # (B, H, T, dk)
+        k = theta_shift(k.view(B, T, H, self.dk).transpose(1, 2).to(dt), tables.cos, tables.sin) * self.k_scale
+        v = v.view(B, T, H, self.dv).transpose(1, 2).to(dt)  # (B, H, T, dv)
+        if mode == "parallel":
+            o, new_state = parallel_retention(q, k, v, tables.log_decay, tables.row_norm), None
+        else:
+            kv, k_sum = state if state is not None else (None, None)
+            o, kv, k_sum = chunkwise_retention(q, k, v, tables.log_decay, tables.row_norm, kv, k_sum, chunk_size)
+            new_state = (kv, k_sum)
+        return self._gate_and_project(o.transpose(1, 2), g), new_state  # o: (B, T, H, dv)
+
+    def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
+        """x (B, d) one token -> (B, d); kv (B, H, dk, dv) updated in place, new k_sum written to k_sum_next."""
+        B = x.shape[0]
+        q, k, v, g = self._split(x)  # views of one projection output, no copies
+        q, k = q.view(B, self.n_heads, self.dk), k.view(B, self.n_heads, self.dk)
+        v = v.view(B, self.n_heads, self.dv)
+        o = recurrent_step(
+            kernel, q, k, v, kv, k_sum, k_sum_next, tables.cos, tables.sin, tables.log_decay, tables.row_norm, self.k_scale
+        )  # (B, H, dv)
+        return self._gate_and_project(o, g)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: RetNetConfig) -> None:
+        super().__init__()
+        self.glu = cfg.ffn == "glu"
+        self.act = F.gelu if cfg.ffn_activation == "gelu" else F.silu
+        # GLU: [fc1 | gate] fused into one matmul
+        self.fc_in = nn.Linear(cfg.d_model, cfg.ffn_dim * (2 if self.glu else 1), bias=cfg.bias)
+        self.fc_out = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc_in(x)
+        if self.glu:
+            h, gate = h.chunk(2, dim=-1)
+            h = self.act(h) * gate
+        else:
+            h = self.act(h)
+        return self.fc_out(h)
+
+
+class RetNetBlock(nn.Module):
+    def __init__(self, cfg: RetNetConfig) -> None:
+        super().__init__()
+        self.retention_norm = make_norm(cfg.norm, cfg.d_model, cfg.eps)
+        self.retention = MultiScaleRetention(cfg)
+        self.ffn_norm = make_norm(cfg.norm, cfg.d_model, cfg.eps)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state=None):
+        h, new_state = self.retention(self.retention_norm(x), tables, mode, chunk_size, state)
+        x = x + h
+        return x + self.ffn(self.ffn_norm(x)), new_state
+
+    def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
+        x = x + self.retention.step(self.retention_norm(x), tables, kv, k_sum, k_sum_next, kernel)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class RetNet(nn.Module):
+    """RetNet decoder-only LM. `forward(ids, mode)` -> logits (B, T, V); `prefill` + `step` for decoding."""
+
+    def __init__(self, cfg: RetNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embed_norm = make_norm(cfg.norm, cfg.d_model, cfg.eps) if cfg.embed_norm else None
+        self.layers = nn.ModuleList(RetNetBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.step_kernel = cfg.step_kernel
+        # decay / rotation constants in float64 per device; kept out of the buffers so that `.to(bfloat16)`
+        # cannot round gamma = 1 - 1/512 to 1 and meta construction needs no data
+        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self.reset_parameters()
+
+    # ---- parameters and constants -------------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """Small random init (std init_std; output projections scaled by 1/sqrt(2L), GPT-2 style)."""
+        std = self.cfg.init_std
+        self._constants.clear()
+        if self.embed.weight.is_meta:  # nothing to initialise (and normal_ on meta would import torch._dynamo)
+            return
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                scaled = name.endswith(("out_proj", "fc_out"))
+                nn.init.normal_(module.weight, std=std / math.sqrt(2 * self.cfg.n_layers) if scaled else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                module.reset_parameters()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def constants(self, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+        """(log_decay (H,), rotary angle (dk/2,)) in float64 on `device`, cached (warm it before graph capture)."""
+        device = torch.device(device or self.device)
+        if device not in self._constants:
+            lam = log_decay(self.cfg.n_heads, self.cfg.decay)
+            angle = rotary_angle(self.cfg.qk_head_dim, self.cfg.rotary_base)
+            self._constants[device] = (lam.to(device), angle.to(device))
+        return self._constants[device]
+
+    def _tables(self, positions: Tensor, dtype: torch.dtype) -> RetentionTables:
+        lam, angle = self.constants(positions.device)
+        cos, sin, row_norm = position_tables(positions, angle, lam, dtype)
+        return RetentionTables(cos, sin, lam.to(dtype), row_norm)
+
+    @property
+    def step_kernel(self) -> str:
+        """Resolved decode-step kernel name ("torch" | "triton"), recorded by the runner."""
+        if self._step_kernel != "auto":
+            return self._step_kernel
+        use_triton = (
+            self.device.type == "cuda" and triton_available() and self.cfg.state_dtype in _TRITON_STATE_DTYPES
+            and self.embed.weight.dtype != torch.float64
+        )
+        return "triton" if use_triton else "torch"
+
+    @step_kernel.setter
+    def step_kernel(self, name: str) -> None:
+        if name not in ("auto", *STEP_KERNELS):
+            raise ValueError(f"step_kernel={name!r}; expected 'auto' or one of {STEP_KERNELS}")
+        self._step_kernel = name
+
+    # ---- forward forms ------------------------------------------------------------------------------------
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"input_ids must be (B, T) integer, got {tuple(input_ids.shape)} {input_ids.dtype}")
+        if not 1 <= input_ids.shape[1] <= self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {input_ids.shape[1]} outside [1, max_seq_len={self.cfg.max_seq_len}]")
+
+    def _embed(self, input_ids: Tensor) -> Tensor:
+        x = self.embed(input_ids)
+        if self.cfg.embed_scale != 1.0:
+            x = x * self.cfg.embed_scale
+        return self.embed_norm(x) if self.embed_norm is not None else x
+
+    def _compute_dtype(self) -> torch.dtype:
+        # retention math of the parallel/chunkwise forms runs in fp32 for half-precision weights
+        return torch.promote_types(self.embed.weight.dtype, torch.float32)
+
+    def forward(self, input_ids: Tensor, mode: str = "parallel", chunk_size: int = 512) -> Tensor:
+        """input_ids (B, T) -> logits (B, T, V), computed with the given form (all three are the same function)."""
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+        self._check_ids(input_ids)
+        B, T = input_ids.shape
+        if mode == "recurrent":  # inference only: the state is updated in place, outside autograd
+            state = self.init_state(B, device=input_ids.device)
+            with torch.no_grad():
+                x = torch.stack([self._step_hidden(input_ids[:, t], state) for t in range(T)], dim=1)  # (B, T, d)
+        else:
+            tables = self._tables(torch.arange(T, device=input_ids.device), self._compute_dtype())
+            x = self._embed(input_ids)  # (B, T, d)
+            for layer in self.layers:
+                x, _ = layer(x, tables, mode, chunk_size)
+        return self.lm_head(self.norm(x))
+
+    # ---- decoding -----------------------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> RetNetState:
+        """Zero state for `batch_size` sequences at position 0 (dtype: cfg.state_dtype; float64 for a float64 model)."""
+        cfg = self.cfg
+        device = torch.device(device or self.device)
+        if dtype is None:
+            dtype = torch.float64 if self.embed.weight.dtype == torch.float64 else cfg.state_dtype
+        self.constants(device)  # warm the cache outside any graph capture
+        L, B, H, dk, dv = cfg.n_layers, batch_size, cfg.n_heads, cfg.qk_head_dim, cfg.v_head_dim
+        return RetNetState(
+            kv=torch.zeros(L, B, H, dk, dv, device=device, dtype=dtype),
+            k_sum=torch.zeros(L, B, H, dk, device=device, dtype=dtype),
+            k_sum_next=torch.zeros(L, B, H, dk, device=device, dtype=dtype),
+            pos=torch.zeros((), device=device, dtype=torch.long),
+        )
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: Tensor, state: RetNetState | None = None, chunk_size: int = 512, last_only: bool = True
+    ) -> tuple[Tensor, RetNetState]:
+        """Run a whole prompt with the chunkwise form (no token loop), continuing from `state` (None -> fresh).
+        Returns logits (B, 1, V) if last_only else (B, T, V), and the state (updated in place) after the prompt."""
+        self._check_ids(input_ids)
+        B, T = input_ids.shape
+        if state is None:
+            state = self.init_state(B, device=input_ids.device)
+        dt = torch.promote_types(self._compute_dtype(), state.kv.dtype)
+        tables = self._tables(state.pos + torch.arange(T, device=input_ids.device), dt)
+        x = self._embed(input_ids)  # (B, T, d)
+        for i, layer in enumerate(self.layers):
+            x, (kv, k_sum) = layer(x, tables, "chunkwise", chunk_size, (state.kv[i], state.k_sum[i]))
+            state.kv[i].copy_(kv)
+            state.k_sum[i].copy_(k_sum)
+        state.pos.add_(T)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.norm(x)), state
+
+    def _step_hidden(self, ids: Tensor, state: RetNetState) -> Tensor:
+        """ids (B,) -> last hidden (B, d) before the final norm; advances `state` in place. No host sync."""
+        x = self._embed(ids)  # (B, d)
+        dt = torch.promote_types(state.kv.dtype, torch.float32)
+        t = self._tables(state.pos.view(1), dt)
+        tables = RetentionTables(t.cos[0], t.sin[0], t.log_decay, t.row_norm[:, 0])  # (dk/2,), (H,)
+        kernel = self.step_kernel
+        for i, layer in enumerate(self.layers):
+            x = layer.step(x, tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
+        state.k_sum.copy_(state.k_sum_next)
+        state.pos.add_(1)
+        return x
+
+    @torch.no_grad()
+    def step(self, next_ids: Tensor, state: RetNetState) -> tuple[Tensor, RetNetState]:
+        """next_ids (B,) or (B, 1) -> logits (B, 1, V); `state` is advanced in place (graph-capturable)."""
+        x = self._step_hidden(next_ids.reshape(state.batch_size), state)
+        return self.lm_head(self.norm(x)).unsqueeze(1), state
