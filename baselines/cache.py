@@ -22,8 +22,8 @@ class StaticKVCache:
     v: torch.Tensor
     pos: torch.Tensor  # (1,) int64 on the cache's device: tokens cached = slot the next token is written to
     slots: torch.Tensor  # (S,) int64 arange(capacity), compared with pos to build the mask on device
-    cos: torch.Tensor  # (S, D) float32 rotary tables for positions [0, S)
-    sin: torch.Tensor
+    cos: torch.Tensor  # (S, D) rotary tables for positions [0, S), in the cache's dtype
+    sin_signed: torch.Tensor  # (S, D) rotary.signed_sin(sin)
     max_len: int  # requested capacity (S >= max_len after rounding)
     layout: str  # "bhsd" | "bshd"
 

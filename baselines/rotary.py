@@ -27,12 +27,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, upcast: bool = True) -> torch.Tensor:
-    """Rotate x (..., D) by tables broadcastable to x. upcast: half-precision x is rotated in float32 and cast
-    back (our default, as gpt-fast / HF do); upcast=False computes in x's dtype, as torchscale's xPos did in
-    half precision. float32/float64 x is always rotated in its own dtype."""
-    if upcast and x.dtype in (torch.float16, torch.bfloat16):
-        xf = x.float()
-        return (xf * cos + rotate_half(xf) * sin).type_as(x)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., D) by tables broadcastable to x, computed in x's dtype (as HF Llama and torchscale's xPos
+    do; no float32 copy of the (B, T, H, D) queries and keys during prefill or training)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotate_half(x) * sin
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated: rotate_half(x) * sin == x.roll(D/2, -1) * signed_sin(sin)."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def apply_rotary_rolled(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Same rotation as apply_rotary in 3 kernels (mul, roll, addcmul) instead of 5-6: the decode step runs it
+    once per layer on q and k together, and at batch 1 a step is short enough for kernel count to matter.
+    Tables must already be in x's dtype."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)

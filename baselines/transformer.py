@@ -21,7 +21,7 @@ from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
 from .kernels import (causal_attention, check_kernel, decode_attention_flash_attn, decode_attention_flash_attn_4,
                       decode_attention_sdpa, sdpa_context, uses_bshd_cache)
-from .rotary import apply_rotary, rotary_tables
+from .rotary import apply_rotary, apply_rotary_rolled, rotary_tables, signed_sin
 
 
 class Attention(nn.Module):
@@ -46,12 +46,13 @@ class Attention(nn.Module):
         y = causal_attention(q, k, v, self.kernel)  # (B, T, H, D)
         return self.wo(y.reshape(b, t, d)), k_raw, k, v
 
-    def step(self, x: torch.Tensor, cache: StaticKVCache, i: int, cos: torch.Tensor, sin: torch.Tensor,
+    def step(self, x: torch.Tensor, cache: StaticKVCache, i: int, cos: torch.Tensor, sin_signed: torch.Tensor,
              mask: torch.Tensor | None, seqlens: torch.Tensor | None) -> torch.Tensor:
-        """One token per sequence. x (B, 1, d); cos/sin (1, 1, 1, D) for position cache.pos."""
+        """One token per sequence. x (B, 1, d); cos/sin_signed (1, 1, 1, 1, D) for position cache.pos."""
         b, _, d = x.shape
-        q, k, v = self._qkv(x)  # (B, 1, H, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # tiny tensors: the fp32 upcast is free
+        qkv = self.wqkv(x).view(b, 1, 3, self.n_heads, self.head_dim)
+        qk = apply_rotary_rolled(qkv[:, :, :2], cos, sin_signed)  # q and k rotated together: (B, 1, 2, H, D)
+        q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]  # (B, 1, H, D)
         k_cache, v_cache = cache.layer(i)
         if self.kernel == "flash-attn":
             y = decode_attention_flash_attn(q, k_cache, v_cache, k, v, seqlens)  # writes K/V itself
@@ -75,8 +76,8 @@ class Attention(nn.Module):
         s = cache.k[i].shape[1]
         # tables for all S positions recomputed every call and the whole key re-rotated, as XPOS.forward did
         cos, sin = rotary_tables(s, hd, self.rope_theta, device=x.device)
-        k_rot = apply_rotary(cache.k[i], cos, sin, upcast=False)
-        q = apply_rotary(q, cos[-1:], sin[-1:], upcast=False) * hd ** -0.5
+        k_rot = apply_rotary(cache.k[i], cos, sin)
+        q = apply_rotary(q, cos[-1:], sin[-1:]) * hd ** -0.5
         w = torch.bmm(q, k_rot.transpose(1, 2))  # (B*H, 1, S)
         # torchscale: softmax in float32, cast back (float64 stays float64 so CPU tests can check to 1e-12)
         w = F.softmax(w, dim=-1, dtype=torch.promote_types(w.dtype, torch.float32)).type_as(w)
@@ -142,7 +143,7 @@ class Transformer(nn.Module):
         return StaticKVCache(
             k=torch.zeros(shape, device=device, dtype=dtype), v=torch.zeros(shape, device=device, dtype=dtype),
             pos=torch.zeros(1, dtype=torch.long, device=device), slots=torch.arange(cap, device=device),
-            cos=cos, sin=sin, max_len=max_len, layout="bshd" if bshd else "bhsd")
+            cos=cos.to(dtype), sin_signed=signed_sin(sin).to(dtype), max_len=max_len, layout="bshd" if bshd else "bhsd")
 
     def prefill(self, input_ids: torch.Tensor, cache: StaticKVCache, last_only: bool = True) -> torch.Tensor:
         """Fill cache positions [0, T) in one causal pass (resets the cache) and set pos = T.
@@ -173,8 +174,8 @@ class Transformer(nn.Module):
         would need a sync)."""
         b = cache.batch_size
         ids = next_ids.reshape(b, 1)
-        cos = cache.cos.index_select(0, cache.pos).view(1, 1, 1, -1)  # (1, 1, 1, D) on device
-        sin = cache.sin.index_select(0, cache.pos).view(1, 1, 1, -1)
+        cos = cache.cos.index_select(0, cache.pos).view(1, 1, 1, 1, -1)  # (1, 1, 1, 1, D), gathered on device
+        sin = cache.sin_signed.index_select(0, cache.pos).view(1, 1, 1, 1, -1)
         mask = seqlens = None
         if self.kernel == "flash-attn":
             seqlens = cache.pos.to(torch.int32).expand(b).contiguous()  # tokens already cached
