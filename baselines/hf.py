@@ -1,7 +1,8 @@
 """Hugging Face baselines: `LlamaForCausalLM` from a LlamaConfig matched to our TransformerConfig, random init.
 
 `hf`: its default DynamicCache (what a user gets out of the box). `hf-static`: its StaticCache, with the decode
-forward compiled by torch.compile(mode="reduce-overhead", fullgraph=True) where asked (GPU), eager otherwise.
+call compiled the way generate() does it (torch.compile, mode="reduce-overhead": CUDA graphs) on GPU, eager on
+CPU (tests) or when compile=False.
 
 Matching: same d, layers, heads, head dim, vocabulary, rotary theta, untied embeddings. Llama's MLP is SwiGLU
 (three d x I matrices), so I = 8d/3 rounded to a multiple of 64 (of 8 for small d) keeps ~12 d^2 per layer;
@@ -74,10 +75,13 @@ def _cache_kwarg(hf) -> str:
 
 
 def _compiled_forward(hf) -> Callable:
-    fn = getattr(hf, "_retnet_bench_compiled_forward", None)
+    """The compiled decode call transformers' own generate() uses with a static cache (get_compiled_call with
+    the default CompileConfig: torch.compile(mode="reduce-overhead", fullgraph=False), cached on the model)."""
+    if hasattr(hf, "get_compiled_call"):
+        return hf.get_compiled_call(None)
+    fn = getattr(hf, "_retnet_bench_compiled_call", None)
     if fn is None:
-        fn = torch.compile(hf.forward, mode="reduce-overhead", fullgraph=True)
-        hf._retnet_bench_compiled_forward = fn
+        fn = hf._retnet_bench_compiled_call = torch.compile(hf.__call__, mode="reduce-overhead")
     return fn
 
 

@@ -60,3 +60,15 @@ def test_unknown_cache_kind_and_bad_static_length(hf_and_ids):
         hf_prefill(hf, ids[:, :T], cache="paged")
     with pytest.raises(ValueError, match="max_len"):
         hf_prefill(hf, ids[:, :T], cache="static", max_len=T - 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.compile on CPU takes ~1 min)")
+@torch.no_grad()
+def test_hf_static_compiled_on_gpu_matches_full_forward():
+    cfg = TransformerConfig.from_name("tiny")
+    hf = build_hf_llama(cfg, dtype=torch.float32, device="cuda")
+    ids = torch.randint(0, cfg.vocab_size, (B, T + N), device="cuda")
+    full = hf(input_ids=ids).logits
+    past = hf_prefill(hf, ids[:, :T], cache="static", max_len=T + N)  # compiles by default on CUDA
+    logits = [hf_step(hf, ids[:, T + j], past).clone() for j in range(N)]
+    torch.testing.assert_close(torch.cat(logits, 1), full[:, T:], rtol=1e-3, atol=1e-3)
