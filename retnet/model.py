@@ -33,10 +33,22 @@ class RetNetState:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.kv, self.k_sum, self.k_sum_next, self.pos))
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.kv, self.k_sum, self.k_sum_next, self.pos
+
+    def clone(self) -> RetNetState:
+        return RetNetState(*(t.clone() for t in self.tensors()))
+
+    def copy_(self, other: RetNetState) -> RetNetState:
+        """Overwrite in place (keeps the storage a captured CUDA graph points at)."""
+        for dst, src in zip(self.tensors(), other.tensors()):
+            dst.copy_(src)
+        return self
 
     def zero_(self) -> RetNetState:
-        for t in (self.kv, self.k_sum, self.k_sum_next, self.pos):
+        for t in self.tensors():
             t.zero_()
         return self
 
@@ -183,6 +195,8 @@ class RetNet(nn.Module):
     def constants(self, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
         """(log_decay (H,), rotary angle (dk/2,)) in float64 on `device`, cached (warm it before graph capture)."""
         device = torch.device(device or self.device)
+        if device.type == "cuda" and device.index is None:  # one cache key per GPU: no miss inside a capture
+            device = torch.device("cuda", torch.cuda.current_device())
         if device not in self._constants:
             lam = log_decay(self.cfg.n_heads, self.cfg.decay)
             angle = rotary_angle(self.cfg.qk_head_dim, self.cfg.rotary_base)
