@@ -40,6 +40,7 @@ PEERS = ("torchscale-retnet", "torchscale-transformer", "fla-retnet")
 TORCHSCALE_INSTALL = "pip install --no-deps torchscale==0.3.0 fairscale==0.4.0"
 FLA_VERSION = "0.3.2"
 FLA_INSTALL = f"pip install flash-linear-attention=={FLA_VERSION}"
+TOKEN_HEADROOM = 4096  # decode steps the torchscale id buffer holds before it has to grow
 PREFILL_NOTE = "incremental state pre-filled with random {what} to length T (no prompt forward); decode step timed"
 
 
@@ -231,7 +232,8 @@ class _TorchscalePeer(Peer):
 
     def prefill_state(self, batch_size: int, seq_len: int) -> None:
         self.batch_size, self.seq_len, self.pos = batch_size, seq_len, seq_len
-        self.tokens = torch.randint(0, self.vocab_size, (batch_size, seq_len + 1), device=self.device)
+        # ids for the T prefix positions (never read: only the last id is embedded) and the steps to come
+        self.tokens = torch.randint(0, self.vocab_size, (batch_size, seq_len + 1 + TOKEN_HEADROOM), device=self.device)
         self.state: dict[Any, Any] = {i: {} for i in range(len(self.model.layers))}
         if seq_len > 0:
             self._fill_state(batch_size, seq_len)
@@ -241,16 +243,13 @@ class _TorchscalePeer(Peer):
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.tokens.shape[1] < self.pos + 1:  # room for the token we feed now; grow by doubling
-            grown = self.tokens.new_zeros(self.batch_size, 2 * self.tokens.shape[1])
-            grown[:, : self.tokens.shape[1]] = self.tokens
-            self.tokens = grown
         if ids is not None:
             self.tokens[:, self.pos] = ids
         logits, _ = self.model(self.tokens[:, : self.pos + 1], incremental_state=self.state)  # (B, 1, V)
         self.pos += 1
-        if self.pos < self.tokens.shape[1]:
-            self.tokens[:, self.pos] = logits[:, -1].argmax(-1)
+        if self.pos == self.tokens.shape[1]:  # out of headroom: double the id buffer (rare, outside steady state)
+            self.tokens = torch.cat([self.tokens, torch.zeros_like(self.tokens)], dim=1)
+        self.tokens[:, self.pos] = logits[:, -1].argmax(-1)
         return logits
 
     def _state_tensors(self) -> list[torch.Tensor]:

@@ -42,6 +42,8 @@ def test_prefilled_decode_gives_finite_logits_and_tracks_state(name):
         logits = peer.step()
         assert logits.shape == (B, 1, V) and torch.isfinite(logits).all()
     assert peer.pos == T + 3
+    if name == "torchscale-retnet":  # greedy feed: the next id is the argmax of the last logits
+        assert torch.equal(peer.tokens[:, peer.pos], logits[:, -1].argmax(-1))
     if name == "torchscale-retnet":
         assert peer.state_bytes() == first  # recurrent: constant size
     else:
@@ -215,3 +217,13 @@ def test_fla_peer_decodes_and_matches_its_own_forward():
     peer.prefill_state(B, 0)
     steps = torch.cat([peer.step(ids[:, t]) for t in range(T)], dim=1)
     torch.testing.assert_close(steps, full, rtol=2e-3, atol=2e-3)
+
+
+@needs_torchscale
+def test_torchscale_id_buffer_grows_past_its_headroom(monkeypatch):
+    monkeypatch.setattr(peers, "TOKEN_HEADROOM", 1)
+    peer = build_peer("torchscale-retnet", "tiny", torch.float32, "cpu")
+    peer.prefill_state(1, 3)
+    for _ in range(6):
+        logits = peer.step()
+    assert peer.tokens.shape[1] > peer.pos and torch.equal(peer.tokens[:, peer.pos], logits[:, -1].argmax(-1))
