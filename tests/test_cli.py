@@ -18,7 +18,7 @@ def _run(*args: str, cwd: Path | None = None):
     if cwd:
         os.chdir(cwd)
     try:
-        return runner.invoke(app, list(args))
+        return runner.invoke(app, list(args), env={"COLUMNS": "250"})
     finally:
         os.chdir(old)
 
