@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import importlib.metadata as md
 import platform
 import socket
@@ -58,8 +59,10 @@ def collect_env(device: torch.device) -> dict:
     env = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # a copy of the tree without .git (e.g. shipped to a GPU machine) names its commit in RETNET_BENCH_GIT_SHA
+        "git_sha": _git("rev-parse", "HEAD") or os.environ.get("RETNET_BENCH_GIT_SHA"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))
+        if _git("rev-parse", "HEAD") else os.environ.get("RETNET_BENCH_GIT_DIRTY", "unknown"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
