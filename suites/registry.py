@@ -91,7 +91,8 @@ def availability(impl: str, kernel: str, device: torch.device, dtype: torch.dtyp
     if impl in KERNEL_IMPLS or impl == "attention":
         from retnet_bench.baselines import kernel_available
 
-        return kernel_available(kernel, device, dtype)
+        # a decode contestant needs the kernel's masked single-query path (sdpa-flash has none)
+        return kernel_available(kernel, device, dtype, phase="decode" if impl == "static" else "train")
     if impl == "retention-recurrent" and kernel == "triton":
         from retnet.kernels import triton_available
 

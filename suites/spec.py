@@ -33,7 +33,8 @@ class Suite:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     seq_lens: list[int] = field(default_factory=lambda: [128])
     prefill: bool = True            # time the prefill to T separately (one `prefill` row per decode point)
-    prefill_warmup: bool = True     # run the prefill once untimed first (kernel selection, cuDNN plans)
+    prefill_warmup: bool = True     # run each prefill once untimed first (per-shape kernel selection, cuDNN
+                                    # plans); a short warm-up prefill after each model build always runs
     warmup: int = 3                 # untimed steps (compile, autotune, graph capture happen before these)
     min_steps: int = 5              # time-box: at least min_steps timed steps and at least min_seconds ...
     min_seconds: float = 2.0
