@@ -191,7 +191,8 @@ def _probe(name: str, device: str, dtype: torch.dtype, phase: str, head_dim: int
         try:
             _flash_attn_2() if name == "flash-attn" else _flash_attn_4()
         except KernelUnavailableError as e:
-            return False, str(e).split(" (pip")[0]
+            return False, str(e).replace(" (pip install 'retnet-bench[flash]')", "").replace(
+                " (pip install 'retnet-bench[flash4]')", "")
         if dev.type != "cuda":
             return False, f"{name} runs on CUDA GPUs only (device {device})"
         if dtype not in (torch.float16, torch.bfloat16):

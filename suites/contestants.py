@@ -72,6 +72,11 @@ class Contestant:
         """Build the cache/state holding `seq_len` tokens of a random prompt (timed as the prefill phase)."""
         raise NotImplementedError
 
+    def fill(self, batch: int, seq_len: int) -> None:
+        """Build the cache/state at length `seq_len` from random values, without running a prompt (capacity
+        searches at large batch, where a real prefill would dominate the time). Same shapes, dtypes and step cost."""
+        raise NotImplementedError(f"{self.impl} cannot fill its cache without a prefill")
+
     def _step(self) -> None:
         """One greedy decode step for the whole batch; static shapes where a graph is used."""
         raise NotImplementedError

@@ -47,6 +47,14 @@ class RetNetContestant(Contestant):
         logits, self.state = self.model.prefill(prompt, chunk_size=self.chunk_size, last_only=True)
         self.ids = logits[:, -1].argmax(-1)  # (B,) first generated token
 
+    @torch.inference_mode()
+    def fill(self, batch: int, seq_len: int) -> None:
+        self.state = self.model.init_state(batch, device=self.device)
+        self.state.kv.normal_(std=0.02)
+        self.state.k_sum.normal_(std=0.02)
+        self.state.pos.fill_(seq_len)
+        self.ids = random_ids(self.vocab, batch, 1, self.device, self.seed)[:, 0]
+
     def begin_decode(self) -> None:
         with torch.inference_mode():
             super().begin_decode()

@@ -55,6 +55,23 @@ class TransformerContestant(Contestant):
             logits = self.model.prefill(prompt, self.cache, last_only=True)
         self.ids = logits[:, -1].argmax(-1)
 
+    @torch.inference_mode()
+    def fill(self, batch: int, seq_len: int) -> None:
+        self.seq_len = seq_len
+        if self.impl == "paper-like":
+            from retnet_bench.baselines import CatKVCache
+
+            shape = (batch * self.cfg.n_heads, seq_len, self.cfg.head_dim)
+            new = lambda: torch.randn(shape, device=self.device, dtype=self.dtype)  # noqa: E731
+            self.cache = CatKVCache([new() for _ in range(self.cfg.n_layers)], [new() for _ in range(self.cfg.n_layers)],
+                                    batch)
+        else:
+            self.cache = self.model.new_static_cache(batch, seq_len + 1, device=self.device, dtype=self.dtype)
+            self.cache.k.normal_()
+            self.cache.v.normal_()
+            self.cache.pos.fill_(seq_len)
+        self.ids = random_ids(self.vocab, batch, 1, self.device, self.seed)[:, 0]
+
     def _rewound(self):
         return self.cache.truncate(self.seq_len) if self.impl == "paper-like" else self.cache
 

@@ -309,15 +309,20 @@ class Runner:
         s, T = self.suite, p.seq_len
         mem = self._tracker()
         rows = []
-        if s.prefill and s.prefill_warmup:  # first call at a shape pays for kernel selection: keep it out
+        if s.fill == "random":
+            c.fill(batch, T)
+            common = dict(common, notes="; ".join(filter(None, [common.get("notes"),
+                          "cache/state filled with random values to length T (no prompt run)"])))
+        elif s.prefill and s.prefill_warmup:  # first call at a shape pays for kernel selection: keep it out
             c.prefill(batch, T)
             c.end()
             _free(self.device)
-        with mem:
-            prefill_ms = self._lat(1, 0, 1).time_once(lambda: c.prefill(batch, T))
-        prefill_mem = mem.result()
+        if s.fill == "prefill":
+            with mem:
+                prefill_ms = self._lat(1, 0, 1).time_once(lambda: c.prefill(batch, T))
+            prefill_mem = mem.result()
         an = c.analytic(batch, T)
-        if s.prefill:
+        if s.prefill and s.fill == "prefill":
             rows.append(self._row(g, Point("prefill", batch, T), "ok", ms_median=prefill_ms, ms_p10=prefill_ms,
                                   ms_p90=prefill_ms, n_repeats=1, tokens_per_s=batch * T / (prefill_ms / 1e3),
                                   weights_gb=an.weights_bytes / GB, **prefill_mem, **common))

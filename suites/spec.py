@@ -33,6 +33,8 @@ class Suite:
     batch_sizes: list[int] = field(default_factory=lambda: [1])
     seq_lens: list[int] = field(default_factory=lambda: [128])
     prefill: bool = True            # time the prefill to T separately (one `prefill` row per decode point)
+    fill: str = "prefill"           # how decode points get their cache: "prefill" (a real prompt) or "random"
+                                    # (random cache/state of the right shapes; capacity searches at large batch)
     prefill_warmup: bool = True     # run each prefill once untimed first (per-shape kernel selection, cuDNN
                                     # plans); a short warm-up prefill after each model build always runs
     warmup: int = 3                 # untimed steps (compile, autotune, graph capture happen before these)
@@ -63,6 +65,8 @@ class Suite:
         bad = [p for p in self.phases if p not in PHASES]
         if bad:
             raise SuiteError(f"suite {self.name!r}: unknown phase {bad[0]!r} (choose from {', '.join(PHASES)})")
+        if self.fill not in ("prefill", "random"):
+            raise SuiteError(f"suite {self.name!r}: fill must be 'prefill' or 'random', got {self.fill!r}")
         if self.dtype not in DTYPES:
             raise SuiteError(f"suite {self.name!r}: unknown dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
         for key in ("batch_sizes", "seq_lens", "train_batch_sizes", "train_seq_lens"):

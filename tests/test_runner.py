@@ -133,13 +133,17 @@ def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, mini):
     assert out.complete and out.n_rows == 9
 
 
-def test_capacity_finds_the_largest_batch_within_budget(tmp_path):
+@pytest.mark.parametrize("fill", ["prefill", "random"])
+def test_capacity_finds_the_largest_batch_within_budget(tmp_path, fill):
     p = tmp_path / "cap.toml"
-    p.write_text(MINI.replace('phases = ["decode", "train"]', 'phases = ["capacity"]')
-                 .replace('name = "mini"', 'name = "cap"') + "capacity_seq_len = 16\nmemory_budget_gb = 0.05\nmax_batch = 64\n")
+    suite = (MINI.replace('phases = ["decode", "train"]', 'phases = ["capacity"]')
+             .replace('name = "mini"', 'name = "cap"')
+             .replace('impls = ["retnet-recurrent", "static"]', 'impls = ["retnet-recurrent", "static", "paper-like"]'))
+    p.write_text(suite + f'capacity_seq_len = 16\nmemory_budget_gb = 0.05\nmax_batch = 64\nfill = "{fill}"\n')
     out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="cap"))
     rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["status"] == "ok"]
-    assert {r["impl"] for r in rows} == {"retnet-recurrent", "static"}
+    assert {r["impl"] for r in rows} == {"retnet-recurrent", "static", "paper-like"}
+    assert all(("random values" in (r["notes"] or "")) == (fill == "random") for r in rows)
     for r in rows:
         assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05 and r["capacity_budget_gb"] == 0.05
     retnet, static = (next(r for r in rows if r["impl"] == i) for i in ("retnet-recurrent", "static"))
