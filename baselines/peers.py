@@ -64,10 +64,12 @@ def _timm_stand_in() -> Iterator[None]:
     """
     try:
         importlib.import_module("timm.models.layers")
+        have_timm = True
+    except ImportError:
+        have_timm = False
+    if have_timm:  # yield outside the try: an ImportError from the caller's body must propagate, not be caught here
         yield
         return
-    except ImportError:
-        pass
     names = ("timm", "timm.models", "timm.models.layers")
     saved = {n: sys.modules.get(n) for n in names}
     mods = {n: types.ModuleType(n) for n in names}

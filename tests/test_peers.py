@@ -227,3 +227,17 @@ def test_torchscale_id_buffer_grows_past_its_headroom(monkeypatch):
     for _ in range(6):
         logits = peer.step()
     assert peer.tokens.shape[1] > peer.pos and torch.equal(peer.tokens[:, peer.pos], logits[:, -1].argmax(-1))
+
+
+def test_timm_present_and_torchscale_missing_is_still_reported(monkeypatch):
+    """With timm installed (as on the GPU image), a failing torchscale import must surface as 'not installed'."""
+    import types as _types
+
+    fake = {n: _types.ModuleType(n) for n in ("timm", "timm.models", "timm.models.layers")}
+    for n, m in fake.items():
+        monkeypatch.setitem(sys.modules, n, m)
+    for mod in [m for m in sys.modules if m == "torchscale" or m.startswith("torchscale.")]:
+        monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setitem(sys.modules, "torchscale", None)
+    ok, why = peer_available("torchscale-retnet")
+    assert not ok and why.startswith("torchscale not installed"), why
