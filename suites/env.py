@@ -37,6 +37,12 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def _env_flag(name: str) -> bool | None:
+    """'true'/'1'/'yes' -> True, 'false'/'0'/'no' -> False, unset or anything else -> None (unknown)."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in ("1", "true", "yes") else False if value in ("0", "false", "no") else None
+
+
 def gpu_info(device: torch.device) -> dict:
     info: dict = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
                   "gpu_memory_gb": None}
@@ -62,7 +68,7 @@ def collect_env(device: torch.device) -> dict:
         # a copy of the tree without .git (e.g. shipped to a GPU machine) names its commit in RETNET_BENCH_GIT_SHA
         "git_sha": _git("rev-parse", "HEAD") or os.environ.get("RETNET_BENCH_GIT_SHA"),
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))
-        if _git("rev-parse", "HEAD") else os.environ.get("RETNET_BENCH_GIT_DIRTY", "unknown"),
+        if _git("rev-parse", "HEAD") else _env_flag("RETNET_BENCH_GIT_DIRTY"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
