@@ -105,8 +105,6 @@ def availability(impl: str, kernel: str, device: torch.device, dtype: torch.dtyp
         if ok and impl == "fla-retnet" and device.type != "cuda":
             return False, "fla-retnet needs a CUDA GPU (Triton kernels)"
         return ok, why
-    if impl == "hf-static" and device.type == "cpu":
-        return True, ""
     return True, ""
 
 
