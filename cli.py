@@ -218,8 +218,9 @@ def list_() -> None:
     from retnet_bench.baselines import kernel_available
 
     for k in kernel_names():
-        ok, why = kernel_available(k, dev, dt)
-        t.add_row(k, "kernel", "decode,train", "yes" if ok else f"no: {why}", "attention kernel")
+        for phase in ("train", "decode"):
+            ok, why = kernel_available(k, dev, dt, phase=phase)
+            t.add_row(k, "kernel", phase, "yes" if ok else f"no: {why}", "attention kernel")
     console.print(t)
 
 
