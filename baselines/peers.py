@@ -8,8 +8,10 @@ Three peers, sized to our presets so they sit in the same sweeps:
 - `torchscale-transformer`: torchscale 0.3.0's `Decoder` with xPos (`xpos_rel_pos=True`, the paper's baseline
   position encoding), FFN 4d, its incremental decoding: the K/V cache grows by `torch.cat` every step and xPos is
   re-applied to the whole key cache every step, exactly as the published code does.
-- `fla-retnet`: flash-linear-attention's `RetNetForCausalLM` (pinned 0.3.2), decoding through its own
-  `past_key_values` cache with its Triton kernels (CUDA only).
+- `fla-retnet`: flash-linear-attention's `RetNetForCausalLM` (pinned 0.6.0, whose cache layer implements
+  transformers 5.x's abstract `get_max_length`; 0.3.2's cannot be instantiated under transformers 5.x), decoding through its own `past_key_values`
+  (`FLACache`) with its Triton kernels (CUDA only). Its variant: RMSNorm, decay 1 - 2^(-5-h), SwiGLU FFN whose width
+  is `glu_ffn_dim`, swish output gate; parameters within 2% of our RetNet preset (`fla_retnet_param_count`).
 
 torchscale cannot prefill a RetNet in one pass and its Transformer prefill at 8k is slow, so `prefill_state`
 builds the incremental state directly at length T with random tensors of exactly the shapes, dtypes and dict
@@ -23,6 +25,7 @@ afterwards (drop-path is never active here: drop_path_rate=0 and eval mode).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import types
@@ -38,8 +41,8 @@ from .config import TransformerConfig
 
 PEERS = ("torchscale-retnet", "torchscale-transformer", "fla-retnet")
 TORCHSCALE_INSTALL = "pip install --no-deps torchscale==0.3.0 fairscale==0.4.0"
-FLA_VERSION = "0.3.2"
-FLA_INSTALL = f"pip install flash-linear-attention=={FLA_VERSION}"
+FLA_VERSION = "0.6.0"  # the cache layout pre-filled below is 0.6.0's (FLACache of FLALayer); other versions differ
+FLA_INSTALL = f"pip install flash-linear-attention=={FLA_VERSION}"  # pulls fla-core=={FLA_VERSION} (kernels)
 TOKEN_HEADROOM = 4096  # decode steps the torchscale id buffer holds before it has to grow
 PREFILL_NOTE = "incremental state pre-filled with random {what} to length T (no prompt forward); decode step timed"
 
@@ -111,11 +114,29 @@ def torchscale_available() -> tuple[bool, str]:
     return True, ""
 
 
-def fla_available() -> tuple[bool, str]:
-    """fla's kernels are Triton: it needs the package, triton and a CUDA device (fla.utils queries the active
-    Triton driver at import time, so importing without a GPU fails even when everything is installed)."""
+def _fla_installed_version() -> str | None:
+    """Version of the installed flash-linear-attention distribution; None when `fla` is absent, "unknown" when the
+    package imports but has no distribution metadata (a source tree on sys.path)."""
     if importlib.util.find_spec("fla") is None:
+        return None
+    try:
+        return importlib.metadata.version("flash-linear-attention")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def fla_available() -> tuple[bool, str]:
+    """fla's kernels are Triton: it needs the pinned package, triton and a CUDA device (fla.utils queries the active
+    Triton driver at import time, so importing without a GPU fails even when everything is installed).
+
+    Only FLA_VERSION is accepted: the peer pre-fills fla's cache objects directly, and their layout changes between
+    releases (0.3.2's cache layer cannot even be instantiated under transformers 5.x)."""
+    installed = _fla_installed_version()
+    if installed is None:
         return False, f"flash-linear-attention not installed: {FLA_INSTALL}"
+    if installed != FLA_VERSION:
+        return False, (f"flash-linear-attention {installed} installed, fla-retnet is written for {FLA_VERSION}'s "
+                       f"cache API: {FLA_INSTALL}")
     if importlib.util.find_spec("triton") is None:
         return False, "triton not installed (flash-linear-attention's kernels need it)"
     if not torch.cuda.is_available():
@@ -170,6 +191,30 @@ def torchscale_transformer_args(preset: str) -> Any:
         decoder_embed_dim=cfg.d_model, decoder_attention_heads=cfg.n_heads, decoder_ffn_embed_dim=cfg.ffn_dim,
         decoder_layers=cfg.n_layers, vocab_size=VOCAB_SIZE, xpos_rel_pos=True, dropout=0.0, drop_path_rate=0.0,
     )
+
+
+def fla_retnet_kwargs(preset: str) -> dict[str, Any]:
+    """fla 0.6.0 RetNetConfig keyword arguments for our RetNet preset: width, depth and heads as ours, key dim d and
+    value dim 2d (expand_k=1, expand_v=value_dim/d), SwiGLU width `glu_ffn_dim`, untied embeddings. Fields that
+    shape the parameter count are spelled out so a changed fla default cannot move it silently."""
+    cfg = RetNetConfig.from_name(preset)
+    return dict(
+        hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_heads=cfg.n_heads, num_kv_heads=None,
+        expand_k=1.0, expand_v=cfg.value_dim / cfg.d_model, intermediate_size=glu_ffn_dim(cfg), hidden_act="swish",
+        use_short_conv=False, use_output_gate=True, elementwise_affine=True, fuse_norm=True, attn=None,
+        vocab_size=VOCAB_SIZE, tie_word_embeddings=False, use_cache=True, attn_mode="chunk",
+    )
+
+
+def fla_retnet_param_count(kwargs: dict[str, Any]) -> int:
+    """Parameters of fla 0.6.0's RetNetForCausalLM built from `kwargs` (as `fla_retnet_kwargs` gives), from its module
+    layout: per block two RMSNorms (d), MultiScaleRetention q/k (d x dk), v/g (d x dv), o (dv x d) and the gated
+    head norm (dv / H), GatedMLP gate/up/down (3 d f); embedding and lm_head (V x d each, untied) and a final RMSNorm.
+    The GPU test checks it against the model as built."""
+    d, n_heads, f = kwargs["hidden_size"], kwargs["num_heads"], kwargs["intermediate_size"]
+    dk, dv = round(d * kwargs["expand_k"]), round(d * kwargs["expand_v"])
+    per_block = 2 * d + 2 * d * dk + 3 * d * dv + dv // n_heads + 3 * d * f
+    return kwargs["num_hidden_layers"] * per_block + 2 * kwargs["vocab_size"] * d + d
 
 
 # ------------------------------------------------------------------------------------------------ peers
@@ -307,22 +352,27 @@ class TorchscaleTransformerPeer(_TorchscalePeer):
 class FlaRetNetPeer(Peer):
     name, arch, kernel = "fla-retnet", "retnet", "fla"
     notes = (f"flash-linear-attention {FLA_VERSION} RetNetForCausalLM, fused_recurrent Triton decode through its "
-             "past_key_values cache; " + PREFILL_NOTE.format(what="recurrent state"))
+             "own past_key_values cache; " + PREFILL_NOTE.format(what="recurrent state"))
 
     def prefill_state(self, batch_size: int, seq_len: int) -> None:
-        """Build fla's Cache as its MultiScaleRetention leaves it after T tokens: per layer a float32
-        recurrent_state (B, H, dk_head, dv_head), and seen-token count T (drives the rotary offset)."""
-        from fla.models.utils import Cache
+        """Build fla 0.6.0's cache as MultiScaleRetention leaves it after T tokens.
+
+        fla's `Cache` (an `FLACache`) holds one `FLALayer` per block; each layer's `state` dict carries
+        `recurrent_state` (B, H, dk_head, dv_head) in float32 (the kernels' final-state dtype, key-first layout) and
+        its own seen-token counter, which `get_seq_length(layer_idx)` returns and the layer uses as its rotary offset.
+        `update(..., offset=T)` on an empty layer sets both, exactly as the layer's own `update_layer_cache(...,
+        offset=q_len)` does after a length-T prompt (conv/attn/ffn states stay None: no short conv, no attention
+        layers). It must be the `Cache` subclass itself: RetNetModel rebuilds anything else via from_legacy_cache."""
+        from fla.models.cache_utils import Cache
 
         self.batch_size, self.seq_len, self.pos = batch_size, seq_len, seq_len
-        cfg = self.model.config
-        dk = int(cfg.hidden_size * cfg.expand_k) // cfg.num_heads
-        dv = int(cfg.hidden_size * cfg.expand_v) // cfg.num_heads
         self.cache = Cache()
         if seq_len > 0:
-            for i in range(cfg.num_hidden_layers):
-                state = self._random(batch_size, cfg.num_heads, dk, dv, dtype=torch.float32, std=dk**-0.5)
-                self.cache.update(recurrent_state=state, layer_idx=i, offset=seq_len)
+            for block in self.model.model.layers:
+                attn = block.attn  # MultiScaleRetention
+                state = self._random(batch_size, attn.num_heads, attn.head_k_dim, attn.head_v_dim,
+                                     dtype=torch.float32, std=attn.head_k_dim**-0.5)  # (B, H, dk, dv)
+                self.cache.update(recurrent_state=state, layer_idx=attn.layer_idx, offset=seq_len)
         self.ids = torch.randint(0, self.vocab_size, (batch_size, 1), device=self.device)
 
     @torch.inference_mode()
@@ -369,16 +419,10 @@ def build_torchscale_transformer(preset: str) -> nn.Module:
 
 
 def build_fla_retnet(preset: str) -> nn.Module:
-    from fla.models import RetNetConfig as FlaRetNetConfig
-    from fla.models import RetNetForCausalLM
+    from fla.models.retnet import RetNetConfig as FlaRetNetConfig
+    from fla.models.retnet import RetNetForCausalLM
 
-    cfg = RetNetConfig.from_name(preset)
-    fla_cfg = FlaRetNetConfig(
-        hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, num_heads=cfg.n_heads,
-        expand_k=1.0, expand_v=cfg.value_dim / cfg.d_model, intermediate_size=glu_ffn_dim(cfg),
-        vocab_size=VOCAB_SIZE, tie_word_embeddings=False, use_cache=True, attn_mode="chunk",
-    )
-    return RetNetForCausalLM(fla_cfg)
+    return RetNetForCausalLM(FlaRetNetConfig(**fla_retnet_kwargs(preset)))
 
 
 _BUILDERS = {
@@ -401,4 +445,5 @@ def build_peer(name: str, preset: str, dtype: torch.dtype, device: torch.device 
 
 
 __all__ = ["PEERS", "Peer", "build_peer", "peer_available", "fla_available", "torchscale_available",
-           "glu_ffn_dim", "torchscale_retnet_args", "torchscale_transformer_args"]
+           "glu_ffn_dim", "torchscale_retnet_args", "torchscale_transformer_args", "fla_retnet_kwargs",
+           "fla_retnet_param_count"]

@@ -196,10 +196,67 @@ def test_fla_availability_has_a_reason():
             build_peer("fla-retnet", "tiny", torch.bfloat16, "cpu")
 
 
+def test_fla_other_versions_are_refused_with_the_install_line(monkeypatch):
+    assert peers.FLA_VERSION == "0.6.0"
+    monkeypatch.setattr(peers, "_fla_installed_version", lambda: None)
+    assert peers.fla_available() == (False, f"flash-linear-attention not installed: {peers.FLA_INSTALL}")
+    for old in ("0.3.2", "unknown"):
+        monkeypatch.setattr(peers, "_fla_installed_version", lambda old=old: old)
+        ok, why = peers.fla_available()
+        assert not ok and old in why and "written for 0.6.0" in why and why.endswith(peers.FLA_INSTALL)
+    monkeypatch.setattr(peers, "_fla_installed_version", lambda: peers.FLA_VERSION)
+    ok, why = peers.fla_available()
+    if not torch.cuda.is_available():  # the version passes; triton or the GPU is what is missing here
+        assert not ok and "written for" not in why and ("triton" in why or "CUDA" in why), why
+
+
+def test_fla_extra_pins_the_version_the_peer_is_written_for():
+    import pathlib
+    import tomllib
+
+    pyproject = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["fla"] == [f"flash-linear-attention=={peers.FLA_VERSION}"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_fla_config_matches_our_presets(preset):
+    """The fla RetNetConfig kwargs (pure: fla is not imported) give our sizes, dims fla accepts, and parameters
+    within 2% of our RetNet (the count itself is checked against the built model on the GPU)."""
+    from retnet.config import RetNetConfig
+
+    cfg = RetNetConfig.from_name(preset)
+    kw = peers.fla_retnet_kwargs(preset)
+    assert (kw["hidden_size"], kw["num_hidden_layers"], kw["num_heads"]) == (cfg.d_model, cfg.n_layers, cfg.n_heads)
+    assert kw["vocab_size"] == V and kw["tie_word_embeddings"] is False and kw["intermediate_size"] % 8 == 0
+    key_dim, value_dim = kw["hidden_size"] * kw["expand_k"], kw["hidden_size"] * kw["expand_v"]
+    assert (key_dim, value_dim) == (cfg.d_model, cfg.value_dim)  # fla asserts these are integers
+    assert key_dim // cfg.n_heads == cfg.qk_head_dim <= 256  # fla's rotary caps the qk head dim at 256
+    n_fla = peers.fla_retnet_param_count(kw)
+    targets = [_contract_params(cfg.d_model, cfg.n_layers)]
+    try:
+        import retnet
+
+        with torch.device("meta"):
+            targets.append(_count(retnet.RetNet(cfg)))
+    except (ImportError, AttributeError):
+        pass
+    for ours in targets:
+        assert abs(n_fla / ours - 1) < 0.02, (preset, n_fla, ours)
+
+
+def test_fla_param_count_follows_the_module_layout():
+    """Per block: 2 norms (d) + q,k (d*dk) + v,g,o (d*dv) + head norm (dv/H) + SwiGLU (3*d*f); plus 2*V*d + d."""
+    kw = dict(hidden_size=8, num_heads=2, expand_k=1.0, expand_v=2.0, intermediate_size=16, num_hidden_layers=3,
+              vocab_size=10)
+    per_block = 2 * 8 + 2 * 8 * 8 + 3 * 8 * 16 + 16 // 2 + 3 * 8 * 16
+    assert peers.fla_retnet_param_count(kw) == 3 * per_block + 2 * 10 * 8 + 8
+
+
 FLA_OK, FLA_WHY = peers.fla_available()
+needs_fla = pytest.mark.skipif(not FLA_OK, reason=FLA_WHY or "fla available")
 
 
-@pytest.mark.skipif(not FLA_OK, reason=FLA_WHY or "fla available")
+@needs_fla
 def test_fla_peer_decodes_and_matches_its_own_forward():
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -207,6 +264,7 @@ def test_fla_peer_decodes_and_matches_its_own_forward():
     from retnet.config import RetNetConfig
 
     cfg = RetNetConfig.from_name("tiny")
+    assert peer.n_params == peers.fla_retnet_param_count(peers.fla_retnet_kwargs("tiny"))
     assert abs(peer.n_params / _contract_params(cfg.d_model, cfg.n_layers) - 1) < 0.02
     B, T = 2, 6
     peer.prefill_state(B, T)
@@ -217,6 +275,37 @@ def test_fla_peer_decodes_and_matches_its_own_forward():
     peer.prefill_state(B, 0)
     steps = torch.cat([peer.step(ids[:, t]) for t in range(T)], dim=1)
     torch.testing.assert_close(steps, full, rtol=2e-3, atol=2e-3)
+
+
+@needs_fla
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fla_prefilled_cache_has_the_structure_fla_builds_itself(dtype):
+    """Decode T tokens through fla from an empty cache, and compare with the cache we pre-fill at T: same cache
+    class, per-layer state keys, tensor shapes/dtypes and seen-token counts; then a recurrent state stays put."""
+    torch.manual_seed(0)
+    peer = build_peer("fla-retnet", "tiny", dtype, "cuda")
+    B, T = 2, 5
+    peer.prefill_state(B, 0)
+    for _ in range(T):
+        peer.step(torch.randint(0, V, (B,), device="cuda"))
+    real = peer.cache
+    peer.prefill_state(B, T)
+    ours = peer.cache
+    n_layers = len(peer.model.model.layers)
+    assert type(ours) is type(real) and len(ours) == len(real) == n_layers
+    for i in range(n_layers):
+        assert ours.get_seq_length(i) == real.get_seq_length(i) == T
+        assert set(ours[i]) == set(real[i])
+        for key, value in real[i].items():
+            if value is None:
+                assert ours[i][key] is None, (i, key)
+            else:
+                assert ours[i][key].shape == value.shape and ours[i][key].dtype == value.dtype, (i, key)
+    first = peer.state_bytes()
+    assert first == n_layers * B * real[0]["recurrent_state"][0].numel() * 4  # float32 state, whatever the dtype
+    for _ in range(3):
+        assert torch.isfinite(peer.step()).all()
+    assert peer.state_bytes() == first and peer.pos == T + 3 and peer.cache.get_seq_length(0) == T + 3
 
 
 @needs_torchscale
