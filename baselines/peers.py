@@ -9,9 +9,10 @@ Three peers, sized to our presets so they sit in the same sweeps:
   position encoding), FFN 4d, its incremental decoding: the K/V cache grows by `torch.cat` every step and xPos is
   re-applied to the whole key cache every step, exactly as the published code does.
 - `fla-retnet`: flash-linear-attention's `RetNetForCausalLM` (pinned 0.6.0, whose cache layer implements
-  transformers 5.x's abstract `get_max_length`; 0.3.2's cannot be instantiated under transformers 5.x), decoding through its own `past_key_values`
-  (`FLACache`) with its Triton kernels (CUDA only). Its variant: RMSNorm, decay 1 - 2^(-5-h), SwiGLU FFN whose width
-  is `glu_ffn_dim`, swish output gate; parameters within 2% of our RetNet preset (`fla_retnet_param_count`).
+  transformers 5.x's abstract `get_max_length`; 0.3.2's cannot be instantiated under transformers 5.x), decoding
+  through its own `past_key_values` (`FLACache`) with its Triton kernels (CUDA only). Its variant: RMSNorm, decay
+  1 - 2^(-5-h), SwiGLU FFN whose width is `glu_ffn_dim`, swish output gate; parameters within 2% of our RetNet preset
+  (`fla_retnet_param_count`).
 
 torchscale cannot prefill a RetNet in one pass and its Transformer prefill at 8k is slow, so `prefill_state`
 builds the incremental state directly at length T with random tensors of exactly the shapes, dtypes and dict
