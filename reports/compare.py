@@ -57,6 +57,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from .load import read_env_json
+
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb")
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size")
@@ -130,15 +132,7 @@ def load_run(run: Path | str, role: str = "run") -> tuple[pd.DataFrame, dict[str
         raise CompareInputError(f"{rows_path} holds no rows")
     rows = _normalize(pd.DataFrame.from_records(records), rows_path)
 
-    env_path = run / "env.json"
-    env = None
-    if env_path.is_file():
-        try:
-            env = json.loads(env_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CompareInputError(f"cannot read {env_path}: {e}") from e
-        if not isinstance(env, dict):
-            raise CompareInputError(f"{env_path} must hold a JSON object")
+    env = read_env_json(run / "env.json", CompareInputError)
     return rows, env
 
 

@@ -58,17 +58,22 @@ def _read_rows(run_dir: Path) -> pd.DataFrame:
     raise ReportInputError(f"{run_dir}: no rows.jsonl or table.csv (is this a results/<run-id> folder?)")
 
 
-def _read_env(run_dir: Path) -> dict:
-    env_path = run_dir / "env.json"
+def read_env_json(env_path: Path, error: type[ValueError]) -> dict | None:
+    """env.json as a dict, None when absent; an unreadable file raises `error` with one line naming the path.
+    Shared by the report loader and `compare` (each with its own error class)."""
     if not env_path.is_file():
-        return {}
+        return None
     try:
         env = json.loads(env_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportInputError(f"{env_path}: unreadable env ({type(e).__name__}: {e})") from None
+        raise error(f"{env_path}: unreadable env ({type(e).__name__}: {e})") from None
     if not isinstance(env, dict):
-        raise ReportInputError(f"{env_path}: expected a JSON object")
+        raise error(f"{env_path}: expected a JSON object")
     return env
+
+
+def _read_env(run_dir: Path) -> dict:
+    return read_env_json(run_dir / "env.json", ReportInputError) or {}
 
 
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
