@@ -81,10 +81,12 @@ class Contestant:
         """One greedy decode step for the whole batch; static shapes where a graph is used."""
         raise NotImplementedError
 
+    @torch.inference_mode()
     def begin_decode(self) -> None:
         if self.use_graph:
             self._graph = cuda_graph(self._step)
 
+    @torch.inference_mode()
     def step(self) -> None:
         if self._graph is not None:
             self._graph.replay()

@@ -35,7 +35,6 @@ class PeerContestant(Contestant):
         self.peer.prefill_state(batch, seq_len)
         self.cache_bytes = self.peer.state_bytes()
 
-    @torch.inference_mode()
     def _step(self) -> None:
         self.peer.rewind()  # decode at exactly T tokens of context, like every other contestant
         self.peer.step()

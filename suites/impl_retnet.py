@@ -55,18 +55,9 @@ class RetNetContestant(Contestant):
         self.state.pos.fill_(seq_len)
         self.ids = random_ids(self.vocab, batch, 1, self.device, self.seed)[:, 0]
 
-    def begin_decode(self) -> None:
-        with torch.inference_mode():
-            super().begin_decode()
-
-    @torch.inference_mode()
     def _step(self) -> None:
         logits, _ = self.model.step(self.ids, self.state)  # state updated in place
         self.ids.copy_(logits[:, -1].argmax(-1))
-
-    @torch.inference_mode()
-    def step(self) -> None:
-        super().step()
 
     def end(self) -> None:
         super().end()

@@ -75,7 +75,6 @@ class TransformerContestant(Contestant):
     def _rewound(self):
         return self.cache.truncate(self.seq_len) if self.impl == "paper-like" else self.cache
 
-    @torch.inference_mode()
     def _step(self) -> None:
         if self.impl == "paper-like":
             logits = self.model.step_cat(self.ids, self._rewound())
@@ -83,14 +82,6 @@ class TransformerContestant(Contestant):
             self.cache.pos.fill_(self.seq_len)  # rewind: every step decodes at exactly T tokens of context
             logits = self.model.step(self.ids, self.cache)
         self.ids.copy_(logits[:, -1].argmax(-1))
-
-    def begin_decode(self) -> None:
-        with torch.inference_mode():
-            super().begin_decode()
-
-    @torch.inference_mode()
-    def step(self) -> None:
-        super().step()
 
     def end(self) -> None:
         super().end()
@@ -144,7 +135,6 @@ class HFContestant(Contestant):
         self.past = tb.hf_prefill(self.model, prompt, cache=self.cache_kind, max_len=seq_len + 1)
         self.ids = prompt[:, -1]
 
-    @torch.inference_mode()
     def _step(self) -> None:
         logits = tb.hf_step(self.model, self.ids, self.past, position=self.seq_len)
         self.ids = logits[:, -1].argmax(-1)
