@@ -247,7 +247,13 @@ class Peer:
         raise NotImplementedError
 
     def state_bytes(self) -> int:
+        """Bytes of the state held now."""
         return sum(t.numel() * t.element_size() for t in self._state_tensors())
+
+    def state_bytes_at(self, batch_size: int, seq_len: int) -> int:
+        """Bytes of the state at `batch_size` x `seq_len` from the model's sizes, without building it (what
+        `state_bytes()` reports after `prefill_state(batch_size, seq_len)`; capacity searches plan with it)."""
+        raise NotImplementedError
 
     def _state_tensors(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -328,6 +334,11 @@ class TorchscaleRetNetPeer(_TorchscalePeer):
             layer_state["prev_key_value"] = self._random(batch_size, n_heads, dv, dk, std=dk**-0.5)
             layer_state["scale"] = scale.clone()
 
+    def state_bytes_at(self, batch_size: int, seq_len: int) -> int:
+        ret = self.model.layers[0].retention  # prev_key_value (B, H, dv, dk) and scale (H,), model dtype
+        per_layer = (batch_size * ret.head_dim * ret.key_dim + 1) * ret.num_heads
+        return len(self.model.layers) * per_layer * self.model.retnet_rel_pos.decay.element_size()
+
 
 class TorchscaleTransformerPeer(_TorchscalePeer):
     name, arch = "torchscale-transformer", "transformer"
@@ -340,6 +351,11 @@ class TorchscaleTransformerPeer(_TorchscalePeer):
         for layer_state in self.state.values():
             layer_state["prev_key"] = self._random(batch_size, attn.num_heads, seq_len, attn.head_dim)
             layer_state["prev_value"] = self._random(batch_size, attn.num_heads, seq_len, attn.head_dim)
+
+    def state_bytes_at(self, batch_size: int, seq_len: int) -> int:
+        attn = self.model.layers[0].self_attn  # prev_key and prev_value (B, H, T, head_dim), model dtype
+        elem = torch.empty((), dtype=self.dtype).element_size()
+        return len(self.model.layers) * 2 * batch_size * attn.num_heads * seq_len * attn.head_dim * elem
 
     def rewind(self) -> None:
         """Truncate the cat-grown cache back to T tokens (views; the next torch.cat copies as usual)."""
@@ -389,6 +405,12 @@ class FlaRetNetPeer(Peer):
         if not self.batch_size:
             return []
         return [s["recurrent_state"] for s in self.cache if s and s.get("recurrent_state") is not None]
+
+    def state_bytes_at(self, batch_size: int, seq_len: int) -> int:
+        if seq_len == 0:
+            return 0
+        attn = self.model.model.layers[0].attn  # recurrent_state (B, H, dk_head, dv_head), float32
+        return len(self.model.model.layers) * batch_size * attn.num_heads * attn.head_k_dim * attn.head_v_dim * 4
 
     def reset(self) -> None:
         super().reset()

@@ -57,6 +57,7 @@ class Contestant:
     n_params: int = 0
     vocab: int = 0
     max_seq_len: int | None = None
+    can_prefill: bool = True  # False: the model cannot run a prompt here; the runner calls fill() and times no prefill
 
     def __init__(self, device: torch.device, dtype: torch.dtype, use_graph: bool = True):
         self.device, self.dtype = device, dtype

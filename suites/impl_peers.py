@@ -9,6 +9,10 @@ from .contestants import Analytic, Contestant
 
 
 class PeerContestant(Contestant):
+    # torchscale cannot prefill a RetNet in one pass (and its Transformer prefill at 8k is slow): the peers' state is
+    # built at length T from random values (baselines/peers.py), so the runner times no prefill for them
+    can_prefill = False
+
     def __init__(self, impl: str, preset: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
         super().__init__(device, dtype, use_graph=False)  # the peers decode eagerly, as their code does
         self.impl = impl
@@ -17,27 +21,26 @@ class PeerContestant(Contestant):
         torch.manual_seed(seed)
         self.peer = build_peer(impl, preset, dtype, device)
         self.n_params = self.peer.n_params
-        self.notes = self.peer.notes
-        self.batch = 0
-        self.cache_bytes = 0
-        self.notes = f"{self.notes}; cache put back to length T before every step (rewind)"
+        self.notes = f"{self.peer.notes}; cache put back to length T before every step (rewind)"
         if hasattr(self.peer, "warmup"):
             self.peer.warmup()
 
     def analytic(self, batch: int, seq_len: int) -> Analytic:
         weights = self.n_params * torch.empty((), dtype=self.dtype).element_size()
-        cache = self.cache_bytes if self.batch == batch else 0  # the state at length T, as for our impls
+        cache = self.peer.state_bytes_at(batch, seq_len)  # the state at length T, as for our impls
         return Analytic(weights, cache, weights + cache, 2.0 * self.n_params)
 
     @torch.inference_mode()
-    def prefill(self, batch: int, seq_len: int) -> None:
-        self.batch = batch
+    def fill(self, batch: int, seq_len: int) -> None:
         self.peer.prefill_state(batch, seq_len)
-        self.cache_bytes = self.peer.state_bytes()
 
     def _step(self) -> None:
         self.peer.rewind()  # decode at exactly T tokens of context, like every other contestant
         self.peer.step()
+
+    def end(self) -> None:
+        super().end()
+        self.peer.reset()
 
     def close(self) -> None:
         super().close()

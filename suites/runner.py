@@ -117,9 +117,17 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _free(device: torch.device) -> None:
+    """Give back everything the last point allocated, so that the next point's memory does not depend on history.
+
+    Call only when no CUDA graph is alive. cuBLAS keeps one workspace (tens of MiB on Hopper) per stream it has run
+    on, outside empty_cache's reach; every graph capture runs on a fresh side stream, so without the clear a sweep
+    accumulated up to 32 pooled streams' workspaces (~1 GiB) and every later point's memory was overstated by that.
+    """
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # private but stable since torch 2.0; inductor uses it
+            torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
 
 
@@ -253,7 +261,8 @@ class Runner:
         try:
             first = todo[0]
             if first.phase in ("decode", "capacity"):  # library loading, cuDNN handles: not part of any point
-                contestant.prefill(1, min(first.seq_len, 256))
+                warm = contestant.prefill if contestant.can_prefill else contestant.fill
+                warm(1, min(first.seq_len, 256))
                 contestant.end()
                 _free(self.device)
             for p in todo:
@@ -309,20 +318,23 @@ class Runner:
         s, T = self.suite, p.seq_len
         mem = self._tracker()
         rows = []
-        if s.fill == "random":
+        # peers that cannot run a prompt are always filled; their fill time is not a prefill and gets no row
+        run_prompt = s.fill == "prefill" and c.can_prefill
+        if not run_prompt:
             c.fill(batch, T)
-            common = dict(common, notes="; ".join(filter(None, [common.get("notes"),
-                          "cache/state filled with random values to length T (no prompt run)"])))
+            if s.fill == "random":
+                common = dict(common, notes="; ".join(filter(None, [common.get("notes"),
+                              "cache/state filled with random values to length T (no prompt run)"])))
         elif s.prefill and s.prefill_warmup:  # first call at a shape pays for kernel selection: keep it out
             c.prefill(batch, T)
             c.end()
             _free(self.device)
-        if s.fill == "prefill":
+        if run_prompt:
             with mem:
                 prefill_ms = self._lat(1, 0, 1).time_once(lambda: c.prefill(batch, T))
             prefill_mem = mem.result()
         an = c.analytic(batch, T)
-        if s.prefill and s.fill == "prefill":
+        if s.prefill and run_prompt:
             rows.append(self._row(g, Point("prefill", batch, T), "ok", ms_median=prefill_ms, ms_p10=prefill_ms,
                                   ms_p90=prefill_ms, n_repeats=1, tokens_per_s=batch * T / (prefill_ms / 1e3),
                                   weights_gb=an.weights_bytes / GB, **prefill_mem, **common))

@@ -38,6 +38,7 @@ def test_prefilled_decode_gives_finite_logits_and_tracks_state(name):
         attn = layers[0].self_attn  # K and V (B, H, T, hd) fp32 per layer
         per_token = len(layers) * 2 * B * attn.num_heads * attn.head_dim * 4
         assert first == T * per_token
+    assert peer.state_bytes_at(B, T) == first  # the analytic size capacity searches plan with
     for i in range(3):
         logits = peer.step()
         assert logits.shape == (B, 1, V) and torch.isfinite(logits).all()
@@ -303,6 +304,7 @@ def test_fla_prefilled_cache_has_the_structure_fla_builds_itself(dtype):
                 assert ours[i][key].shape == value.shape and ours[i][key].dtype == value.dtype, (i, key)
     first = peer.state_bytes()
     assert first == n_layers * B * real[0]["recurrent_state"][0].numel() * 4  # float32 state, whatever the dtype
+    assert peer.state_bytes_at(B, T) == first
     for _ in range(3):
         assert torch.isfinite(peer.step()).all()
     assert peer.state_bytes() == first and peer.pos == T + 3 and peer.cache.get_seq_length(0) == T + 3

@@ -148,3 +148,31 @@ def test_capacity_finds_the_largest_batch_within_budget(tmp_path, fill):
         assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05 and r["capacity_budget_gb"] == 0.05
     retnet, static = (next(r for r in rows if r["impl"] == i) for i in ("retnet-recurrent", "static"))
     assert retnet["batch_size"] >= 1 and static["batch_size"] >= 1
+
+
+@pytest.mark.skipif(not __import__("retnet_bench.baselines.peers", fromlist=["x"]).torchscale_available()[0],
+                    reason="torchscale not installed")
+def test_peers_get_no_prefill_row_and_enter_capacity_searches(tmp_path):
+    """The peers' state is filled, not prefilled: no (meaningless) prefill row; their analytic state size lets a
+    capacity search start from the right batch."""
+    peers = 'impls = ["torchscale-retnet", "torchscale-transformer"]'
+    p = tmp_path / "peers.toml"
+    p.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', peers)
+                 .replace('phases = ["decode", "train"]', 'phases = ["decode"]'))
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="peers"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert {r["phase"] for r in rows} == {"decode"} and len(rows) == 4
+    for r in rows:
+        assert r["mem_analytic_gb"] > r["weights_gb"] and "pre-filled with random" in r["notes"]
+    cap = tmp_path / "cap.toml"
+    cap.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', peers)
+                   .replace('phases = ["decode", "train"]', 'phases = ["capacity"]').replace('"mini"', '"cap"')
+                   + 'capacity_seq_len = 64\nmemory_budget_gb = 0.05\nmax_batch = 4096\nfill = "random"\n')
+    out = run_suite(load_suite(str(cap)), _opts(tmp_path, run_id="cap"))
+    found = {r["impl"]: r for r in read_rows(out.run_dir / "rows.jsonl") if r["status"] == "ok"}
+    assert set(found) == {"torchscale-retnet", "torchscale-transformer"}
+    for r in found.values():
+        assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05
+    # tiny: a 64-token K/V cache (2*64*64 per layer) outweighs the recurrent state (2 heads x 32 x 64)
+    assert found["torchscale-retnet"]["batch_size"] > found["torchscale-transformer"]["batch_size"]
