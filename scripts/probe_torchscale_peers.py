@@ -107,7 +107,13 @@ def main() -> None:
         params_gb = peer.n_params * 2 / GB
         for batch, seq in shapes:
             for mode in modes:
-                r = dict(peer=name, n_params=peer.n_params, weights_gb=round(params_gb, 2), **measure(peer, mode, batch, seq))
+                r = dict(peer=name, n_params=peer.n_params, weights_gb=round(params_gb, 2))
+                try:
+                    r.update(measure(peer, mode, batch, seq))
+                except torch.OutOfMemoryError:  # grad mode keeps every step's graph (and cache copies) alive
+                    peer.reset()
+                    peer.model.requires_grad_(False)
+                    r.update(mode=mode, batch=batch, seq_len=seq, status="oom")
                 out["results"].append(r)
                 print(json.dumps(r), flush=True)
         del peer
