@@ -3,7 +3,7 @@
 from . import analytic
 from .cache import CatKVCache, StaticKVCache
 from .config import PRESETS, VOCAB_SIZE, TransformerConfig
-from .hf import HFDecodeState, build_hf_llama, hf_config_from, hf_prefill, hf_step
+from .hf import HFDecodeState, build_hf_llama, hf_config_from, hf_prefill, hf_rewind, hf_step
 from .kernels import KERNELS, KernelUnavailableError, kernel_available, reference_attention
 from .transformer import Transformer
 
@@ -19,6 +19,6 @@ def check_flavour(name: str) -> str:
 
 __all__ = [
     "analytic", "CatKVCache", "StaticKVCache", "PRESETS", "VOCAB_SIZE", "TransformerConfig", "HFDecodeState",
-    "build_hf_llama", "hf_config_from", "hf_prefill", "hf_step", "KERNELS", "KernelUnavailableError",
+    "build_hf_llama", "hf_config_from", "hf_prefill", "hf_rewind", "hf_step", "KERNELS", "KernelUnavailableError",
     "kernel_available", "reference_attention", "Transformer", "DECODE_FLAVOURS", "check_flavour",
 ]

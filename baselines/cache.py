@@ -63,6 +63,15 @@ class CatKVCache:
             raise ValueError(f"cannot truncate a {self.seq_len}-token cache to {n}")
         return CatKVCache([k[:, :n] for k in self.k], [v[:, :n] for v in self.v], self.batch_size)
 
+    def rewind_(self, n: int) -> None:
+        """Cut this cache back to its first n positions in place, as contiguous tensors (each layer's grown
+        tensor is freed as soon as its copy exists), so the next step's cat reads it as in real decoding."""
+        if not 0 < n <= self.seq_len:
+            raise ValueError(f"cannot rewind a {self.seq_len}-token cache to {n}")
+        for i in range(len(self.k)):
+            self.k[i] = self.k[i][:, :n].contiguous()
+            self.v[i] = self.v[i][:, :n].contiguous()
+
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.k) + sum(t.nbytes for t in self.v)

@@ -112,8 +112,9 @@ def hf_prefill(hf, input_ids: torch.Tensor, cache: str = "dynamic", max_len: int
     return HFDecodeState(past, cache, t, _compiled_forward(hf) if compile else hf.forward)
 
 
-def _rewind(state: HFDecodeState, position: int) -> None:
-    """Make the cache hold exactly `position` tokens (position <= current length)."""
+def hf_rewind(state: HFDecodeState, position: int) -> None:
+    """Make the cache hold exactly `position` tokens (position <= current length). A dynamic cache's tensors are
+    copied to contiguous ones, as its own torch.cat leaves them (the next cat then costs what it does in generate)."""
     if not 0 < position <= state.length:
         raise ValueError(f"cannot rewind an HF cache of {state.length} tokens to {position}")
     if position == state.length:
@@ -122,16 +123,17 @@ def _rewind(state: HFDecodeState, position: int) -> None:
         if state.kind == "static":
             layer.cumulative_length.fill_(position)  # slots >= position are overwritten by the next update
         else:
-            layer.keys = layer.keys[..., :position, :]  # (B, H, S, D) views; the next update cats onto them
-            layer.values = layer.values[..., :position, :]
+            layer.keys = layer.keys[..., :position, :].contiguous()  # (B, H, S, D)
+            layer.values = layer.values[..., :position, :].contiguous()
     state.length = position
 
 
 def hf_step(hf, next_ids: torch.Tensor, past: HFDecodeState, position: int | None = None) -> torch.Tensor:
     """One decode step: ids (B,) or (B, 1) -> logits (B, 1, V). position: first rewind the cache to that many
-    tokens (benchmarks decode repeatedly at exactly T tokens of context); None = append after the last one."""
+    tokens (the rewind's copy is then part of the call; the suites rewind between timed steps with `hf_rewind`
+    instead); None = append after the last one."""
     if position is not None:
-        _rewind(past, position)
+        hf_rewind(past, position)
     ids = next_ids.reshape(-1, 1)
     out = past.step_fn(input_ids=ids, use_cache=True, logits_to_keep=1, **{_cache_kwarg(hf): past.cache})
     past.length += 1

@@ -358,12 +358,13 @@ class TorchscaleTransformerPeer(_TorchscalePeer):
         return len(self.model.layers) * 2 * batch_size * attn.num_heads * seq_len * attn.head_dim * elem
 
     def rewind(self) -> None:
-        """Truncate the cat-grown cache back to T tokens (views; the next torch.cat copies as usual)."""
+        """Cut the cat-grown cache back to T tokens as contiguous tensors, the layout torchscale's own torch.cat
+        leaves (a strided view would make the next cat slower than in real decoding)."""
         super().rewind()
         for layer_state in self.state.values():
             for key in ("prev_key", "prev_value"):
-                if key in layer_state:
-                    layer_state[key] = layer_state[key][:, :, : self.seq_len]
+                if key in layer_state and layer_state[key].shape[2] != self.seq_len:
+                    layer_state[key] = layer_state[key][:, :, : self.seq_len].contiguous()
 
 
 class FlaRetNetPeer(Peer):

@@ -4,9 +4,12 @@ The runner only ever calls: `analytic(B, T)`, `prefill(B, T)`, `begin_decode()`,
 and `train_step(B, T)` for training. Each adapter owns how its model keeps a cache or state; the runner owns
 timing and memory.
 
-"Decode at length T" means the steady-state cost of one decode step with T tokens of context. Caches that can
-be rewound (static KV cache, HF caches, the cat-grown cache) are put back to length T before every step so all
-timed steps see exactly T tokens; a RetNet state has no length, so it simply advances.
+"Decode at length T" means the steady-state cost of one decode step with T tokens of context. The static KV cache
+is rewound inside its (graph-captured) step by resetting its write position. Caches grown by torch.cat (paper-like,
+HF dynamic, torchscale) are put back to T tokens by `between_steps`, which the runner calls between two timed steps,
+outside the timing events: it leaves the cache contiguous, as the model's own decoding does, so the next step's cat
+reads it exactly as in real generation (a strided view would change the cat kernel's cost). A RetNet state has no
+length, so it simply advances.
 """
 from __future__ import annotations
 
@@ -93,6 +96,13 @@ class Contestant:
             self._graph.replay()
         else:
             self._step()
+
+    def _between_steps(self) -> None:
+        """Untimed work between two timed decode steps (see the module docstring); nothing by default."""
+
+    @torch.inference_mode()
+    def between_steps(self) -> None:
+        self._between_steps()
 
     def end(self) -> None:
         """Free the cache/state and graph of this point (weights stay for the next point)."""

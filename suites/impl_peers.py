@@ -21,7 +21,7 @@ class PeerContestant(Contestant):
         torch.manual_seed(seed)
         self.peer = build_peer(impl, preset, dtype, device)
         self.n_params = self.peer.n_params
-        self.notes = f"{self.peer.notes}; cache put back to length T before every step (rewind)"
+        self.notes = f"{self.peer.notes}; cache put back to length T between timed steps (rewind)"
         if hasattr(self.peer, "warmup"):
             self.peer.warmup()
 
@@ -35,8 +35,10 @@ class PeerContestant(Contestant):
         self.peer.prefill_state(batch, seq_len)
 
     def _step(self) -> None:
-        self.peer.rewind()  # decode at exactly T tokens of context, like every other contestant
         self.peer.step()
+
+    def _between_steps(self) -> None:
+        self.peer.rewind()  # decode at exactly T tokens of context, like every other contestant
 
     def end(self) -> None:
         super().end()

@@ -48,7 +48,8 @@ class TransformerContestant(Contestant):
         self.seq_len = seq_len
         if self.impl == "paper-like":
             self.cache = self.model.prefill_cat(prompt)
-            logits = self.model.step_cat(prompt[:, -1], self._rewound())  # first step builds the cache's shape
+            logits = self.model.step_cat(prompt[:, -1], self.cache)  # first step builds the cache's shape
+            self.cache.rewind_(seq_len)
         else:
             # capacity T+1: the step writes position T and attends over T+1 keys, nothing more
             self.cache = self.model.new_static_cache(batch, seq_len + 1, device=self.device, dtype=self.dtype)
@@ -72,16 +73,17 @@ class TransformerContestant(Contestant):
             self.cache.pos.fill_(seq_len)
         self.ids = random_ids(self.vocab, batch, 1, self.device, self.seed)[:, 0]
 
-    def _rewound(self):
-        return self.cache.truncate(self.seq_len) if self.impl == "paper-like" else self.cache
-
     def _step(self) -> None:
         if self.impl == "paper-like":
-            logits = self.model.step_cat(self.ids, self._rewound())
+            logits = self.model.step_cat(self.ids, self.cache)  # grows the cache by one position, as torchscale
         else:
             self.cache.pos.fill_(self.seq_len)  # rewind: every step decodes at exactly T tokens of context
             logits = self.model.step(self.ids, self.cache)
         self.ids.copy_(logits[:, -1].argmax(-1))
+
+    def _between_steps(self) -> None:
+        if self.impl == "paper-like":
+            self.cache.rewind_(self.seq_len)
 
     def end(self) -> None:
         super().end()
@@ -136,8 +138,11 @@ class HFContestant(Contestant):
         self.ids = prompt[:, -1]
 
     def _step(self) -> None:
-        logits = tb.hf_step(self.model, self.ids, self.past, position=self.seq_len)
+        logits = tb.hf_step(self.model, self.ids, self.past)
         self.ids = logits[:, -1].argmax(-1)
+
+    def _between_steps(self) -> None:
+        tb.hf_rewind(self.past, self.seq_len)
 
     def end(self) -> None:
         super().end()

@@ -343,7 +343,8 @@ class Runner:
             c.begin_decode()
             for _ in range(s.warmup):
                 c.step()
-            timing = self._lat(s.min_steps, s.min_seconds, s.max_steps).time(c.step)
+                c.between_steps()
+            timing = self._lat(s.min_steps, s.min_seconds, s.max_steps).time(c.step, between=c.between_steps)
         an = c.analytic(batch, T)
         rows.append(self._row(
             g, Point("decode", batch, T), "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10,

@@ -45,7 +45,9 @@ class LatencyTracker:
     def __init__(self, device: torch.device, min_steps: int = 5, min_seconds: float = 2.0, max_steps: int = 200):
         self.device, self.min_steps, self.min_seconds, self.max_steps = device, min_steps, min_seconds, max_steps
 
-    def time(self, fn: Callable[[], object]) -> Timing:
+    def time(self, fn: Callable[[], object], between: Callable[[], object] | None = None) -> Timing:
+        """`between`, if given, runs after every timed call, outside the events (its GPU work is queued after the
+        end event and before the next start event, so it is in no step's time)."""
         cuda = self.device.type == "cuda"
         ms: list[float] = []
         events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
@@ -64,6 +66,8 @@ class LatencyTracker:
                 t0 = time.perf_counter()
                 fn()
                 ms.append((time.perf_counter() - t0) * 1e3)
+            if between is not None:
+                between()
             n += 1
         if cuda:
             torch.cuda.synchronize(self.device)

@@ -109,3 +109,17 @@ def test_builds_on_meta_device():
     with torch.device("meta"):
         model = Transformer(cfg, kernel="sdpa-cudnn")
     assert model.lm_head.weight.is_meta
+
+
+@torch.no_grad()
+def test_paper_like_rewind_in_place_is_contiguous_and_repeatable(model_and_ids):
+    model, ids, full = model_and_ids
+    cat = model.prefill_cat(ids[:, :T])
+    for _ in range(3):
+        out = model.step_cat(ids[:, T], cat)  # grows to T+1
+        assert cat.seq_len == T + 1
+        torch.testing.assert_close(out[:, 0], full[:, T], rtol=1e-10, atol=1e-10)
+        cat.rewind_(T)
+        assert cat.seq_len == T and all(t.is_contiguous() for t in cat.k + cat.v)
+    with pytest.raises(ValueError, match="cannot rewind"):
+        cat.rewind_(T + 1)

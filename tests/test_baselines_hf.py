@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from retnet_bench.baselines import TransformerConfig, analytic, build_hf_llama, hf_prefill, hf_step
+from retnet_bench.baselines import TransformerConfig, analytic, build_hf_llama, hf_prefill, hf_rewind, hf_step
 
 B, T, N = 2, 7, 4
 
@@ -43,6 +43,19 @@ def test_step_at_fixed_position_rewinds(hf_and_ids, kind):
     for _ in range(3):
         out = hf_step(hf, ids[:, T], past, position=T)
         torch.testing.assert_close(out[:, 0], full[:, T], rtol=1e-10, atol=1e-10)
+
+
+@torch.no_grad()
+def test_rewind_leaves_a_dynamic_cache_contiguous(hf_and_ids):
+    hf, ids, full = hf_and_ids
+    past = hf_prefill(hf, ids[:, :T], cache="dynamic")
+    for _ in range(2):
+        out = hf_step(hf, ids[:, T], past)
+        torch.testing.assert_close(out[:, 0], full[:, T], rtol=1e-10, atol=1e-10)
+        hf_rewind(past, T)
+        assert past.length == T
+        assert all(layer.keys.shape[-2] == T and layer.keys.is_contiguous() and layer.values.is_contiguous()
+                   for layer in past.cache.layers)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", "1.3b", "2.7b", "6.7b"])

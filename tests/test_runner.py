@@ -176,3 +176,41 @@ def test_peers_get_no_prefill_row_and_enter_capacity_searches(tmp_path):
         assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05
     # tiny: a 64-token K/V cache (2*64*64 per layer) outweighs the recurrent state (2 heads x 32 x 64)
     assert found["torchscale-retnet"]["batch_size"] > found["torchscale-transformer"]["batch_size"]
+
+
+def test_latency_tracker_runs_between_outside_the_timed_calls():
+    from retnet_bench.suites.trackers import LatencyTracker
+
+    calls: list[str] = []
+    t = LatencyTracker(torch.device("cpu"), min_steps=4, min_seconds=0.0, max_steps=4)
+    timing = t.time(lambda: calls.append("step"), between=lambda: calls.append("between"))
+    assert timing.n == 4 and calls == ["step", "between"] * 4
+
+
+_CAT_IMPLS = ["paper-like", "hf"] + (["torchscale-transformer"] if __import__(
+    "retnet_bench.baselines.peers", fromlist=["x"]).torchscale_available()[0] else [])
+
+
+@pytest.mark.parametrize("impl", _CAT_IMPLS)
+def test_cat_grown_caches_are_back_at_T_and_contiguous_between_steps(impl):
+    """Every timed step decodes at exactly T, from a cache laid out as the model's own decoding leaves it."""
+    from retnet_bench.suites import registry
+
+    c = registry.build(impl, "sdpa", "tiny", torch.device("cpu"), torch.float32, use_graph=False)
+    B, T = 2, 12
+    (c.prefill if c.can_prefill else c.fill)(B, T)
+
+    def kv() -> list[torch.Tensor]:
+        if impl == "paper-like":
+            return c.cache.k + c.cache.v
+        if impl == "hf":
+            return [t for layer in c.past.cache.layers for t in (layer.keys, layer.values)]
+        return [t for s in c.peer.state.values() for t in (s["prev_key"], s["prev_value"])]
+
+    c.begin_decode()
+    for _ in range(3):
+        c.step()
+        assert {t.shape[-2] for t in kv()} == {T + 1}  # the step grew the cache by torch.cat
+        c.between_steps()
+        assert {t.shape[-2] for t in kv()} == {T} and all(t.is_contiguous() for t in kv())
+    c.close()
