@@ -106,6 +106,9 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
         run_id = str(env.get("run_id") or run_dir.name)
         rows = normalise_rows(rows)
         rows["run_id"] = rows["run_id"].where(rows["run_id"].notna(), run_id)
+        if run_id in envs:  # two folders from runs of the same id (e.g. one per machine): keep them apart
+            run_id = f"{run_id} ({run_dir})"
+            rows["run_id"] = run_id
         rows["run_dir"] = str(run_dir)
         env = {**env, "run_id": run_id, "run_dir": str(run_dir)}
         envs[run_id] = env

@@ -65,10 +65,11 @@ def collect_env(device: torch.device) -> dict:
     env = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        # a copy of the tree without .git (e.g. shipped to a GPU machine) names its commit in RETNET_BENCH_GIT_SHA
-        "git_sha": _git("rev-parse", "HEAD") or os.environ.get("RETNET_BENCH_GIT_SHA"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))
-        if _git("rev-parse", "HEAD") else _env_flag("RETNET_BENCH_GIT_DIRTY"),
+        # a copy of the tree shipped to a GPU machine names its commit in RETNET_BENCH_GIT_SHA; it wins over git,
+        # because such a copy may carry a stale .git (one device tool copies the session's first checkout's)
+        "git_sha": os.environ.get("RETNET_BENCH_GIT_SHA") or _git("rev-parse", "HEAD"),
+        "git_dirty": _env_flag("RETNET_BENCH_GIT_DIRTY") if os.environ.get("RETNET_BENCH_GIT_SHA")
+        else bool(_git("status", "--porcelain", "--untracked-files=no")) if _git("rev-parse", "HEAD") else None,
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],

@@ -173,3 +173,14 @@ def test_load_runs_concatenates(tmp_path):
     b = write_run(tmp_path, known_ratio_rows()[5:9], run_id="b")
     df, envs = load_runs([a, b])
     assert len(df) == 9 and set(envs) == {"a", "b"} and set(df["run_id"]) == {"a", "b"}
+
+
+def test_runs_sharing_a_run_id_stay_apart(tmp_path):
+    """Two machines' runs named alike (say both `h200-fig6`) keep their own env and rows."""
+    a = write_run(tmp_path / "m1", known_ratio_rows(), run_id="same", env={"gpu_name": "GPU A"})
+    b = write_run(tmp_path / "m2", known_ratio_rows(), run_id="same", env={"gpu_name": "GPU B"})
+    df, envs = load_runs([a, b])
+    assert len(envs) == 2 and {e["gpu_name"] for e in envs.values()} == {"GPU A", "GPU B"}
+    assert df["run_id"].nunique() == 2 and len(df) == 2 * len(known_ratio_rows())
+    for run_id, env in envs.items():
+        assert set(df.loc[df["run_id"] == run_id, "run_dir"]) == {env["run_dir"]}

@@ -214,3 +214,13 @@ def test_cat_grown_caches_are_back_at_T_and_contiguous_between_steps(impl):
         c.between_steps()
         assert {t.shape[-2] for t in kv()} == {T} and all(t.is_contiguous() for t in kv())
     c.close()
+
+
+def test_env_names_the_commit_given_by_the_environment_over_git(monkeypatch):
+    """A tree copied to a GPU machine may carry a stale .git; the commit named in the environment wins."""
+    from retnet_bench.suites.env import collect_env
+
+    monkeypatch.setenv("RETNET_BENCH_GIT_SHA", "0123abc")
+    monkeypatch.setenv("RETNET_BENCH_GIT_DIRTY", "false")
+    env = collect_env(torch.device("cpu"))
+    assert env["git_sha"] == "0123abc" and env["git_dirty"] is False
