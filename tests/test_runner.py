@@ -224,3 +224,16 @@ def test_env_names_the_commit_given_by_the_environment_over_git(monkeypatch):
     monkeypatch.setenv("RETNET_BENCH_GIT_DIRTY", "false")
     env = collect_env(torch.device("cpu"))
     assert env["git_sha"] == "0123abc" and env["git_dirty"] is False
+
+
+def test_a_peer_that_cannot_run_here_gives_skipped_rows_and_the_sweep_goes_on(tmp_path):
+    """fla-retnet needs fla, triton and a CUDA GPU: on this CPU it is a clean `skipped` row with the reason."""
+    p = tmp_path / "fla.toml"
+    p.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', 'impls = ["fla-retnet", "retnet-recurrent"]')
+                 .replace('phases = ["decode", "train"]', 'phases = ["decode"]'))
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="fla"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    fla = [r for r in rows if r["impl"] == "fla-retnet"]
+    assert len(fla) == 2 and all(r["status"] == "skipped" for r in fla)
+    assert all(("not installed" in r["error"]) or ("CUDA GPU" in r["error"]) for r in fla)
+    assert all(r["status"] == "ok" for r in rows if r["impl"] == "retnet-recurrent")
