@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import json
 import math
 import time
@@ -17,36 +16,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import registry
 from .contestants import Contestant
 from .env import collect_env
+from .plan import Group, Point, plan
 from .rows import RowWriter, done_keys, read_rows, repair_torn_tail, write_table
 from .schema import make_row, point_key
 from .spec import Suite
 from .trackers import GB, LatencyTracker, MemoryTracker, measure_copy_bandwidth_gbps
+from .trackers import free_device_memory as _free
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
 
 class RunError(ValueError):
     """A problem with the run request itself (one line for the CLI, exit 2)."""
-
-
-@dataclass
-class Point:
-    phase: str
-    batch_size: int | None
-    seq_len: int
-
-
-@dataclass
-class Group:
-    """Points measured with one built model (weights built once per group)."""
-    model: str
-    impl: str
-    kernel: str
-    points: list[Point] = field(default_factory=list)
-
-    @property
-    def arch(self) -> str:
-        return registry.IMPLS[self.impl].arch
 
 
 @dataclass
@@ -69,39 +50,6 @@ class RunOutcome:
     complete: bool
 
 
-def plan(suite: Suite) -> list[Group]:
-    groups: list[Group] = []
-
-    def kernels_for(impl: str) -> list[str]:
-        return suite.kernels if impl in registry.KERNEL_IMPLS else [registry.contestant_kernel(impl, "")]
-
-    for model in suite.models:
-        for impl in suite.impls:
-            for kernel in kernels_for(impl):
-                g = Group(model, impl, kernel)
-                if "decode" in suite.phases:
-                    g.points += [Point("decode", b, t) for t in suite.seq_lens for b in suite.batch_sizes]
-                if "capacity" in suite.phases:
-                    g.points.append(Point("capacity", None, suite.capacity_seq_len))
-                if g.points:
-                    groups.append(g)
-        if "op" in suite.phases:
-            from .ops import OP_IMPLS, RETENTION_STEP_KERNELS
-
-            for impl, phases in OP_IMPLS.items():
-                kernels = suite.kernels if impl == "attention" else (
-                    list(RETENTION_STEP_KERNELS) if impl == "retention-recurrent" else ["torch"])
-                for kernel in kernels:
-                    groups.append(Group(model, impl, kernel, [Point(ph, b, t) for ph in phases
-                                                              for t in suite.seq_lens for b in suite.batch_sizes]))
-        if "train" in suite.phases:
-            for impl in suite.train_impls:
-                for kernel in kernels_for(impl):
-                    groups.append(Group(model, impl, kernel, [Point("train", b, t) for t in suite.train_seq_lens
-                                                              for b in suite.train_batch_sizes]))
-    return groups
-
-
 def _done_points(rows: list[dict]) -> set[tuple]:
     """Keys of finished points. A capacity point is planned without a batch (the search finds it), so a final
     capacity row (any status but an intermediate over-budget attempt) finishes the batch-less key."""
@@ -114,21 +62,6 @@ def _done_points(rows: list[dict]) -> set[tuple]:
 
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
-
-
-def _free(device: torch.device) -> None:
-    """Give back everything the last point allocated, so that the next point's memory does not depend on history.
-
-    Call only when no CUDA graph is alive. cuBLAS keeps one workspace (tens of MiB on Hopper) per stream it has run
-    on, outside empty_cache's reach; every graph capture runs on a fresh side stream, so without the clear a sweep
-    accumulated up to 32 pooled streams' workspaces (~1 GiB) and every later point's memory was overstated by that.
-    """
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # private but stable since torch 2.0; inductor uses it
-            torch._C._cuda_clearCublasWorkspaces()
-        torch.cuda.empty_cache()
 
 
 def _fmt_error(e: BaseException) -> str:

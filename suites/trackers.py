@@ -7,6 +7,7 @@ used on CPU.
 """
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import statistics
@@ -164,6 +165,21 @@ class MemoryTracker:
             out["mem_nvml_peak_gb"] = self.sampler.peak / GB
             out["mem_nvml_delta_gb"] = (self.sampler.peak - (self.idle_baseline or 0)) / GB
         return out
+
+
+def free_device_memory(device: torch.device) -> None:
+    """Give back everything the last point allocated, so that the next point's memory does not depend on history.
+
+    Call only when no CUDA graph is alive. cuBLAS keeps one workspace (tens of MiB on Hopper) per stream it has run
+    on, outside empty_cache's reach; every graph capture runs on a fresh side stream, so without the clear a sweep
+    accumulated up to 32 pooled streams' workspaces (~1 GiB) and every later point's memory was overstated by that.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # private but stable since torch 2.0; inductor uses it
+            torch._C._cuda_clearCublasWorkspaces()
+        torch.cuda.empty_cache()
 
 
 def measure_copy_bandwidth_gbps(device: torch.device, nbytes: int = 2 * 1024**3, repeats: int = 10) -> float | None:

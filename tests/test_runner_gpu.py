@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from retnet_bench.suites import registry
-from retnet_bench.suites.runner import _free
+from retnet_bench.suites.trackers import free_device_memory as _free
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
