@@ -56,13 +56,6 @@ class CatKVCache:
     def seq_len(self) -> int:
         return self.k[0].shape[1]
 
-    def truncate(self, n: int) -> "CatKVCache":
-        """A cache holding the first n positions (views, no copy); this cache is left unchanged, so a benchmark
-        can decode repeatedly at exactly n tokens of context."""
-        if not 0 < n <= self.seq_len:
-            raise ValueError(f"cannot truncate a {self.seq_len}-token cache to {n}")
-        return CatKVCache([k[:, :n] for k in self.k], [v[:, :n] for v in self.v], self.batch_size)
-
     def rewind_(self, n: int) -> None:
         """Cut this cache back to its first n positions in place, as contiguous tensors (each layer's grown
         tensor is freed as soon as its copy exists), so the next step's cat reads it as in real decoding."""

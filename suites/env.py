@@ -37,6 +37,16 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def _git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty). A copy of the tree shipped to a GPU machine names its commit in RETNET_BENCH_GIT_SHA (and
+    RETNET_BENCH_GIT_DIRTY); that wins over git, because such a copy may carry a stale .git (one device tool copies
+    the .git of the session's first checkout)."""
+    if os.environ.get("RETNET_BENCH_GIT_SHA"):
+        return os.environ["RETNET_BENCH_GIT_SHA"], _env_flag("RETNET_BENCH_GIT_DIRTY")
+    sha = _git("rev-parse", "HEAD")
+    return sha, (bool(_git("status", "--porcelain", "--untracked-files=no")) if sha else None)
+
+
 def _env_flag(name: str) -> bool | None:
     """'true'/'1'/'yes' -> True, 'false'/'0'/'no' -> False, unset or anything else -> None (unknown)."""
     value = os.environ.get(name, "").strip().lower()
@@ -62,14 +72,12 @@ def gpu_info(device: torch.device) -> dict:
 
 
 def collect_env(device: torch.device) -> dict:
+    git_sha, git_dirty = _git_state()
     env = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        # a copy of the tree shipped to a GPU machine names its commit in RETNET_BENCH_GIT_SHA; it wins over git,
-        # because such a copy may carry a stale .git (one device tool copies the session's first checkout's)
-        "git_sha": os.environ.get("RETNET_BENCH_GIT_SHA") or _git("rev-parse", "HEAD"),
-        "git_dirty": _env_flag("RETNET_BENCH_GIT_DIRTY") if os.environ.get("RETNET_BENCH_GIT_SHA")
-        else bool(_git("status", "--porcelain", "--untracked-files=no")) if _git("rev-parse", "HEAD") else None,
+        "git_sha": git_sha,
+        "git_dirty": git_dirty,
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],

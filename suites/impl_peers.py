@@ -22,8 +22,7 @@ class PeerContestant(Contestant):
         self.peer = build_peer(impl, preset, dtype, device)
         self.n_params = self.peer.n_params
         self.notes = f"{self.peer.notes}; cache put back to length T between timed steps (rewind)"
-        if hasattr(self.peer, "warmup"):
-            self.peer.warmup()
+        self.peer.warmup()  # first use compiles / autotunes kernels (fla: Triton), outside every point
 
     def analytic(self, batch: int, seq_len: int) -> Analytic:
         weights = self.n_params * torch.empty((), dtype=self.dtype).element_size()
