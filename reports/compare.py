@@ -15,11 +15,16 @@ For each point that is ``ok`` in both runs, every metric present in both is judg
   point value, and worse by more than the threshold regresses.
 * ``noisy``: changed by more than the threshold either way, but the ranges overlap: not a regression.
 * ``improved``: better by more than the threshold with separated ranges. ``ok``: within the threshold.
+* ``not comparable``: a timed point with fewer than MIN_REPEATS repeats or no p10-p90 spread (p10 == p90, e.g.
+  one prefill pass) on either side has no noise estimate; its timing metrics regress or improve only beyond
+  THIN_FACTOR (3) x the threshold, and a change between 1x and 3x the threshold is reported as not comparable.
 * ``changed-deterministic``: an analytic column (n_params, bytes_per_step, mem_analytic_gb, weights_gb,
   flops_per_token) differs, i.e. the two runs did not measure the same thing. Reported, never a regression.
 
 Points whose status is not ``ok`` on either side are listed in ``not_compared`` with the reason; points in only
-one run are listed in ``missing`` (base only) and ``new`` (head only). None of these set the exit code.
+one run are listed in ``missing`` (base only) and ``new`` (head only). None of these set the exit code, except a
+point that was ok in base and fails (OOM, error) in head. Every output format lists the regressions first
+(compare_render.py).
 
 Dashboards in your own GPU CI (github-action-benchmark, tools ``customBiggerIsBetter`` /
 ``customSmallerIsBetter``; each takes a JSON list of ``{name, unit, value, range?, extra?}``): write one file
@@ -45,7 +50,6 @@ one fixed machine type; ``compare`` refuses runs from different GPUs unless told
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +57,17 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
+
+from retnet_bench.suites.contract import RowsError, read_rows
 
 from .load import read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
-MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb")
-_INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size")
+# The contract's variant columns (KV heads, RetNet state precision, GPUs) tell points of one impl apart; rows
+# written before they existed read them as null (world_size as 1: every such run used one GPU).
+VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size")
+MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
+_INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size")
 _NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
 _PASS_COLUMNS = ("run_id", "n_repeats", "gpu_name")  # carried into the GitHub entries' tooltip
 
@@ -92,8 +98,13 @@ METRICS: dict[str, Metric] = {
 }
 DETERMINISTIC_COLUMNS = tuple(name for name, m in METRICS.items() if m.direction == "exact")
 GITHUB_TOOLS = {"bigger": "customBiggerIsBetter", "smaller": "customSmallerIsBetter"}
-_STATUS_STYLE = {"regressed": "bold red", "improved": "green", "noisy": "yellow",
+_STATUS_STYLE = {"regressed": "bold red", "improved": "green", "noisy": "yellow", "not comparable": "cyan",
                  "changed-deterministic": "magenta", "ok": "dim"}
+# A timed point with fewer repeats than this, or with no spread (p10 == p90, e.g. one prefill pass), carries no
+# noise estimate, so the range-overlap guard cannot apply: its timing metrics are judged only beyond
+# THIN_FACTOR x the threshold, and a change between 1x and THIN_FACTOR x is reported "not comparable".
+MIN_REPEATS = 3
+THIN_FACTOR = 3.0
 
 
 class CompareInputError(ValueError):
@@ -113,21 +124,10 @@ def load_run(run: Path | str, role: str = "run") -> tuple[pd.DataFrame, dict[str
     rows_path = run / "rows.jsonl"
     if not rows_path.is_file():
         raise CompareInputError(f"{role} run {run} has no rows.jsonl")
-    try:
-        lines = rows_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CompareInputError(f"cannot read {rows_path}: {e}") from e
-    records = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CompareInputError(f"{rows_path}:{lineno}: not a JSON row ({e.msg})") from e
-        if not isinstance(record, dict):
-            raise CompareInputError(f"{rows_path}:{lineno}: a row must be a JSON object")
-        records.append(record)
+    try:  # the one contract reader: a torn last line (a crashed run) is dropped with a note on stderr
+        records = read_rows(rows_path)
+    except RowsError as e:
+        raise CompareInputError(str(e)) from None
     if not records:
         raise CompareInputError(f"{rows_path} holds no rows")
     rows = _normalize(pd.DataFrame.from_records(records), rows_path)
@@ -143,7 +143,7 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
         raise CompareInputError(f"{source} lacks column(s) {', '.join(lacking)}")
     needed = (*MATCH_COLUMNS, *METRICS, "ms_p10", "ms_p90", "status", "error", *_PASS_COLUMNS)
     rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *needed])))
-    for col in (*_NUMERIC_KEYS, *METRICS, "ms_p10", "ms_p90"):
+    for col in (*_NUMERIC_KEYS, *METRICS, "ms_p10", "ms_p90", "n_repeats"):
         kind = "Int64" if col in _INTEGER_KEYS else "float64"
         try:
             rows[col] = pd.to_numeric(rows[col]).astype(kind)
@@ -151,6 +151,7 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
             raise CompareInputError(f"{source}: column {col} does not hold {kind} values ({e})") from e
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
+    rows["world_size"] = rows["world_size"].fillna(1)
     # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
     # points without it, and drop the search's intermediate over-budget attempts.
     cap = rows["phase"] == "capacity"
@@ -174,6 +175,12 @@ def _label(row: pd.Series) -> str:
         parts.append(f"chunk{num(row['chunk_size'])}")
     if pd.notna(row["capacity_budget_gb"]):
         parts.append(f"budget{num(row['capacity_budget_gb'])}GB")
+    if pd.notna(row["n_kv_heads"]):
+        parts.append(f"kv{num(row['n_kv_heads'])}")
+    if row["state_dtype"] is not None:
+        parts.append(f"state-{row['state_dtype']}")
+    if pd.notna(row["world_size"]) and row["world_size"] != 1:
+        parts.append(f"x{num(row['world_size'])}gpu")
     return "/".join(parts)
 
 
@@ -191,7 +198,11 @@ def _long(rows: pd.DataFrame) -> pd.DataFrame:
             lo, hi = value * r10, value * r90
         elif metric.with_time == "inverse":
             lo, hi = value / r90, value / r10
-        frame = ok[[*MATCH_COLUMNS, "point", *_PASS_COLUMNS]].assign(metric=name, value=value, lo=lo, hi=hi)
+        thin = pd.Series(False, index=ok.index)
+        if metric.with_time is not None:  # no noise estimate: too few repeats, or no spread / no range at all
+            thin = (ok["n_repeats"] < MIN_REPEATS) | lo.isna() | hi.isna() | (lo == hi)
+        frame = ok[[*MATCH_COLUMNS, "point", *_PASS_COLUMNS]].assign(metric=name, value=value, lo=lo, hi=hi,
+                                                                     thin=thin.astype(bool))
         frames.append(frame[value.notna()])
     return pd.concat(frames, ignore_index=True)
 
@@ -238,12 +249,16 @@ class CompareResult:
 
 def compare_runs(base: Path, head: Path, threshold: float = 0.05,
                  metric_thresholds: dict[str, float] | None = None,
-                 allow_mismatch: bool = False) -> CompareResult:
+                 allow_mismatch: bool = False, thin_factor: float = THIN_FACTOR) -> CompareResult:
     """Compare run folder ``head`` against ``base``; thresholds are fractions (0.05 = 5%).
 
     ``metric_thresholds`` maps a metric name, or an fnmatch pattern such as ``"mem_*"``, to its own threshold
-    (an exact name wins over a pattern). Raises CompareInputError on bad input.
+    (an exact name wins over a pattern). A timed point with too few repeats or no spread on either side is judged
+    only beyond ``thin_factor`` x its threshold ("not comparable" below that). Raises CompareInputError on bad
+    input.
     """
+    if not (isinstance(thin_factor, (int, float)) and math.isfinite(thin_factor) and thin_factor >= 1):
+        raise CompareInputError(f"thin_factor must be a number >= 1, got {thin_factor!r}")
     thresholds = _resolve_thresholds(threshold, metric_thresholds or {})
     base_rows, base_env = load_run(base, "base")
     head_rows, head_env = load_run(head, "head")
@@ -261,14 +276,14 @@ def compare_runs(base: Path, head: Path, threshold: float = 0.05,
         reason=[_reason(r) for _, r in not_ok.iterrows()])
 
     head_long = _long(head_rows)
-    long_cols = keys + ["point", "metric", "value", "lo", "hi"]
+    long_cols = keys + ["point", "metric", "value", "lo", "hi", "thin"]
     points = _long(base_rows)[long_cols].merge(head_long[long_cols], on=keys + ["point", "metric"],
                                                suffixes=("_base", "_head"))
     # Read point by point, in base's row order, metrics in METRICS order.
     order = {point: i for i, point in enumerate(base_rows["point"])}
     points = points.sort_values(["point", "metric"], key=lambda c: c.map(order if c.name == "point" else
                                                                           list(METRICS).index), kind="stable")
-    points = _judge(points.reset_index(drop=True), thresholds)
+    points = _judge(points.reset_index(drop=True), thresholds, thin_factor)
     return CompareResult(base=Path(base), head=Path(head), points=points,
                          missing=missing.reset_index(drop=True).rename(columns={"status_base": "status"}),
                          new=new.reset_index(drop=True).rename(columns={"status_head": "status"}),
@@ -310,8 +325,8 @@ def _reason(row: pd.Series) -> str:
     return "; ".join(parts)
 
 
-def _judge(points: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
-    """Add direction, unit, change_pct, ranges_overlap, threshold_pct and status to the merged long table."""
+def _judge(points: pd.DataFrame, thresholds: dict[str, float], thin_factor: float = THIN_FACTOR) -> pd.DataFrame:
+    """Add direction, unit, change_pct, ranges_overlap, threshold_pct, thin and status to the merged long table."""
     metric = points["metric"]
     direction = metric.map(lambda m: METRICS[m].direction)
     base, head = points["value_base"], points["value_head"]
@@ -323,13 +338,17 @@ def _judge(points: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
     ranged = points[["lo_base", "hi_base", "lo_head", "hi_head"]].notna().all(axis=1)
     overlap = (points["lo_base"] <= points["hi_head"]) & (points["lo_head"] <= points["hi_base"])
 
+    thin = points["thin_base"].astype(bool) | points["thin_head"].astype(bool)
+
     status = np.select(
-        [direction == "exact", worse.abs() <= threshold_pct, ranged & overlap, worse > 0],
-        [np.where(head == base, "ok", "changed-deterministic"), "ok", "noisy", "regressed"],
+        [direction == "exact", worse.abs() <= threshold_pct, thin & (worse.abs() <= threshold_pct * thin_factor),
+         ranged & overlap, worse > 0],
+        [np.where(head == base, "ok", "changed-deterministic"), "ok", "not comparable", "noisy", "regressed"],
         default="improved")
-    return points.assign(direction=direction, unit=metric.map(lambda m: METRICS[m].unit),
-                         change_pct=change, ranges_overlap=overlap.where(ranged),
-                         threshold_pct=threshold_pct.where(direction != "exact"), status=status)
+    return points.drop(columns=["thin_base", "thin_head"]).assign(
+        direction=direction, unit=metric.map(lambda m: METRICS[m].unit), change_pct=change,
+        ranges_overlap=overlap.where(ranged), threshold_pct=threshold_pct.where(direction != "exact"),
+        thin=thin & (direction != "exact"), status=status)
 
 
 def compare_deterministic(base: Path | pd.DataFrame, head: Path | pd.DataFrame,
@@ -361,112 +380,6 @@ def compare_deterministic(base: Path | pd.DataFrame, head: Path | pd.DataFrame,
     return mismatches
 
 
-# ---------------------------------------------------------------------------------------------- output
-
-
-def _fmt(value: object) -> str:
-    if value is None or pd.isna(value):
-        return "-"
-    v = float(value)
-    if math.isinf(v):
-        return "+inf" if v > 0 else "-inf"
-    return f"{v:,.0f}" if abs(v) >= 1e6 and v.is_integer() else f"{v:.4g}"
-
-
-def render_rich(result: CompareResult) -> Group:
-    """Rich renderables (print with ``rich.console.Console().print``): summary, points, missing/new, not compared.
-
-    Deterministic columns are shown only where they changed.
-    """
-    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
-    verdict = Text("REGRESSION" if result.regressed else "no regression",
-                   style="bold red" if result.regressed else "bold green")
-    parts: list[Any] = [Text.assemble(verdict, f"  {result.base} -> {result.head}: {counts or 'no points'}")]
-    parts += [Text(f"warning: {w}", style="yellow") for w in result.warnings]
-
-    table = Table(title="Compared points", show_lines=False)
-    for col in ("point", "metric", "base", "head", "change", "base p10-p90", "head p10-p90", "status"):
-        table.add_column(col, justify="right" if col in ("base", "head", "change") else "left")
-    shown = result.points[(result.points["direction"] != "exact") | (result.points["status"] != "ok")]
-    for _, r in shown.iterrows():
-        rng = {s: "-" if pd.isna(r[f"lo_{s}"]) else f"{_fmt(r[f'lo_{s}'])}-{_fmt(r[f'hi_{s}'])}"
-               for s in ("base", "head")}
-        change = "-" if pd.isna(r["change_pct"]) else f"{r['change_pct']:+.1f}%"
-        table.add_row(r["point"], f"{r['metric']} ({r['unit']})", _fmt(r["value_base"]), _fmt(r["value_head"]),
-                      change, rng["base"], rng["head"], Text(r["status"], style=_STATUS_STYLE[r["status"]]))
-    parts.append(table)
-
-    if len(result.missing) or len(result.new):
-        unmatched = Table(title="Unmatched points")
-        for col in ("point", "only in", "status"):
-            unmatched.add_column(col)
-        for frame, where in ((result.missing, "base"), (result.new, "head")):
-            for point, status in zip(frame["point"], frame["status"]):
-                unmatched.add_row(point, where, str(status))
-        parts.append(unmatched)
-    if len(result.not_compared):
-        skipped = Table(title="Not compared (status not ok)")
-        skipped.add_column("point")
-        skipped.add_column("reason")
-        for _, r in result.not_compared.iterrows():
-            skipped.add_row(r["point"], r["reason"])
-        parts.append(skipped)
-    return Group(*parts)
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return json.loads(frame.to_json(orient="records"))  # NaN and +-inf become null
-
-
-def to_json(result: CompareResult) -> str:
-    """The whole comparison as one JSON document (non-finite numbers as null)."""
-    points = result.points.drop(columns=["lo_base", "hi_base", "lo_head", "hi_head"]).assign(
-        base_p10_p90=result.points[["lo_base", "hi_base"]].values.tolist(),
-        head_p10_p90=result.points[["lo_head", "hi_head"]].values.tolist())
-    document = {
-        "base": str(result.base), "head": str(result.head), "regressed": result.regressed,
-        "exit_code": result.exit_code, "counts": result.counts(), "warnings": result.warnings,
-        "points": _records(points), "missing": _records(result.missing), "new": _records(result.new),
-        "not_compared": _records(result.not_compared),
-    }
-    return json.dumps(document, indent=2)
-
-
-def to_github(result: CompareResult, direction: Literal["bigger", "smaller"]) -> str:
-    """github-action-benchmark input for tool ``customBiggerIsBetter`` ("bigger") or ``customSmallerIsBetter``.
-
-    A JSON list of ``{"name", "unit", "value", "range", "extra"}``, one per (ok head point, metric) whose better
-    direction matches: the head run's values (matched and new points), since the action keeps its own history.
-    Deterministic columns are left out. See the module docstring for wiring it into CI.
-    """
-    if direction not in GITHUB_TOOLS:
-        raise ValueError(f"direction must be 'bigger' or 'smaller', got {direction!r}")
-    wanted = "higher" if direction == "bigger" else "lower"
-    entries = []
-    for _, r in result.head_metrics.iterrows():
-        metric = METRICS[r["metric"]]
-        if metric.direction != wanted:
-            continue
-        entry = {"name": f"{r['point']}/{r['metric']}", "unit": metric.unit, "value": float(r["value"])}
-        if pd.notna(r["lo"]) and pd.notna(r["hi"]):
-            entry["range"] = f"{_fmt(r['lo'])} to {_fmt(r['hi'])} (p10-p90)"
-        entry["extra"] = "\n".join(f"{c}: {r[c]}" for c in _PASS_COLUMNS if pd.notna(r[c]))
-        entries.append(entry)
-    return json.dumps(entries, indent=2)
-
-
-def write_github(result: CompareResult, directory: Path) -> dict[str, Path]:
-    """Write ``benchmark-bigger.json`` and ``benchmark-smaller.json`` into ``directory``; returns tool -> path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for direction, tool in GITHUB_TOOLS.items():
-        path = directory / f"benchmark-{direction}.json"
-        path.write_text(to_github(result, direction) + "\n", encoding="utf-8")  # type: ignore[arg-type]
-        written[tool] = path
-    return written
-
-
 def parse_threshold(text: str | float) -> float:
     """CLI helper: ``"5%"`` or ``"0.05"`` -> 0.05. A bare number >= 1 is refused as ambiguous."""
     raw = str(text).strip()
@@ -479,3 +392,8 @@ def parse_threshold(text: str | float) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise CompareInputError(f"threshold {text!r} must be >= 0")
     return value
+
+
+# The renderers live in compare_render.py (kept apart for size); re-exported so callers import from one place.
+from .compare_render import (regression_lines, render_github, render_rich, to_github, to_json,  # noqa: E402
+                             write_github)

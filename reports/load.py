@@ -1,6 +1,7 @@
 """Read run folders (rows.jsonl, env.json, table.csv) into one DataFrame.
 
-The report layer sees only files: no torch, no model, no suites import (docs/CONTRACTS.md).
+The report layer sees only files: no torch, no model; from suites/ only the row contract (`suites/contract.py`,
+which imports no torch), so the runner, the report and `compare` read rows one way (docs/CONTRACTS.md).
 """
 from __future__ import annotations
 
@@ -10,21 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Mirrors the result-row schema in docs/CONTRACTS.md (kept here because reports never import suites).
-ROW_COLUMNS: tuple[str, ...] = (
-    "run_id", "suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "chunk_size",
-    "dtype", "status", "error",
-    "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "ms_per_token",
-    "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb",
-    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
-    "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
-)
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "batch_size", "seq_len", "chunk_size", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s",
-    "ms_per_token", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
-    "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps",
-    "pct_peak_bw", "n_params", "capacity_budget_gb",
-)
+from retnet_bench.suites.contract import NUMERIC_COLUMNS, ROW_COLUMNS, RowsError, read_rows
 
 # Memory the *GPU process holds*, which is what the paper plots (Fig. 6a, "GPU Memory (GB)"): NVML peak minus the
 # idle baseline first (it sees the caching allocator's reserve and the workspace of cuBLAS/flash kernels), then
@@ -42,14 +29,10 @@ class ReportInputError(ValueError):
 def _read_rows(run_dir: Path) -> pd.DataFrame:
     rows_path, table_path = run_dir / "rows.jsonl", run_dir / "table.csv"
     if rows_path.is_file():
-        try:
-            text = rows_path.read_text(encoding="utf-8")
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReportInputError(f"{rows_path}: unreadable rows ({type(e).__name__}: {e})") from None
-        if records and not all(isinstance(r, dict) for r in records):
-            raise ReportInputError(f"{rows_path}: every line must be a JSON object")
-        return pd.DataFrame.from_records(records)
+        try:  # a torn last line (a crashed run) is dropped with a note on stderr: a crashed run can be reported
+            return pd.DataFrame.from_records(read_rows(rows_path))
+        except RowsError as e:
+            raise ReportInputError(f"unreadable rows: {e}") from None
     if table_path.is_file():
         try:
             return pd.read_csv(table_path)
@@ -76,14 +59,23 @@ def _read_env(run_dir: Path) -> dict:
     return read_env_json(run_dir / "env.json", ReportInputError) or {}
 
 
+# Rows written before schema 2 lack the contestant's role: the only candidates then were RetNets, the only
+# baselines Transformers. Newer rows carry the role their contestant's spec declares.
+ROLE_OF_ARCH = {"retnet": "candidate", "transformer": "baseline"}
+
+
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Every schema column present, numeric columns as floats (None -> NaN)."""
+    """Every contract column present, numeric columns as floats (None -> NaN), `role` filled from `arch` where an
+    old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU)."""
     df = df.copy()
     for col in ROW_COLUMNS:
         if col not in df.columns:
             df[col] = None
     for col in NUMERIC_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    derived = df["arch"].map(ROLE_OF_ARCH)
+    df["role"] = df["role"].astype(object).where(df["role"].notna(), derived)
+    df["world_size"] = df["world_size"].fillna(1.0)
     return df
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retnet_bench.reports.load import ROW_COLUMNS
+from retnet_bench.suites.contract import ROW_COLUMNS
 
 GPU = "Synthetic GPU 80GB"
 DATE = "2025-01-02T03:04:05+00:00"

@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 
 from retnet_bench.reports.compare import (
-    CompareInputError, compare_deterministic, compare_runs, parse_threshold, render_rich, to_github, to_json,
-    write_github,
+    CompareInputError, compare_deterministic, compare_runs, parse_threshold, regression_lines, render_github,
+    render_rich, to_github, to_json, write_github,
 )
 
 
@@ -120,8 +120,8 @@ def test_bad_input_raises_input_error(tmp_path):
     with pytest.raises(CompareInputError, match="not found"):
         compare_runs(good, tmp_path / "nope")
     broken = write_run(tmp_path / "broken", [decode_row()])
-    (broken / "rows.jsonl").write_text(json.dumps(decode_row()) + "\n{not json\n")
-    with pytest.raises(CompareInputError, match=r"rows.jsonl:2"):
+    (broken / "rows.jsonl").write_text("{not json\n" + json.dumps(decode_row()) + "\n")
+    with pytest.raises(CompareInputError, match=r"rows.jsonl:1"):
         compare_runs(good, broken)
     dup = write_run(tmp_path / "dup", [decode_row(), decode_row(ms=11.0)])
     with pytest.raises(CompareInputError, match="more than once"):
@@ -273,3 +273,79 @@ def test_capacity_points_match_without_their_batch(tmp_path):
     assert result.missing.empty and result.new.empty
     tps = result.points[result.points["metric"] == "tokens_per_s"]
     assert len(tps) == 1 and tps["status"].iloc[0] == "regressed"
+
+
+def test_torn_last_line_of_a_crashed_run_is_compared(tmp_path, capsys):
+    base = write_run(tmp_path / "base", [decode_row(batch=1), decode_row(batch=8)])
+    head = write_run(tmp_path / "head", [decode_row(batch=1), decode_row(batch=8)])
+    with open(head / "rows.jsonl", "a") as f:
+        f.write(json.dumps(decode_row(batch=16))[:40])  # the run died mid-write
+    result = compare_runs(base, head)
+    assert result.exit_code == 0 and set(result.points["batch_size"]) == {1, 8}
+    assert "half-written last line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("thin", ["one_repeat", "no_spread"])
+def test_points_without_a_noise_estimate_need_a_larger_change(tmp_path, thin):
+    kw = {"n_repeats": 1} if thin == "one_repeat" else {"spread": 0.0}
+    # +10% slower: beyond 5% but within 3 x 5%: not comparable, not a regression
+    base, head = pair(tmp_path / "small", [decode_row(ms=10.0, **kw)], [decode_row(ms=11.0, **kw)])
+    result = compare_runs(base, head)
+    assert result.exit_code == 0
+    assert status_of(result, "ms_median") == "not comparable" and status_of(result, "tokens_per_s") == "not comparable"
+    assert status_of(result, "mem_nvml_peak_gb") == "ok"  # memory has no timing range: not affected
+    assert bool(result.points.loc[result.points["metric"] == "ms_median", "thin"].iloc[0])
+    # +30% slower: beyond 3 x 5%: a regression even without a range
+    base, head = pair(tmp_path / "large", [decode_row(ms=10.0, **kw)], [decode_row(ms=13.0, **kw)])
+    result = compare_runs(base, head)
+    assert result.exit_code == 1 and status_of(result, "ms_median") == "regressed"
+    # a thin point on one side only is enough
+    base, head = pair(tmp_path / "one", [decode_row(ms=10.0)], [decode_row(ms=11.0, **kw)])
+    assert status_of(compare_runs(base, head), "ms_median") == "not comparable"
+    assert compare_runs(base, head, thin_factor=1.0).exit_code == 1
+    with pytest.raises(CompareInputError):
+        compare_runs(base, head, thin_factor=0.5)
+
+
+def _regressing_pair(tmp_path):
+    base_rows = [decode_row(batch=1), decode_row(batch=8), decode_row(batch=64, ms=1.0)]
+    head_rows = [decode_row(batch=1), decode_row(batch=8, ms=12.5),
+                 decode_row(batch=64, status="oom", error="CUDA out of memory", ms_median=None, tokens_per_s=None)]
+    return compare_runs(*pair(tmp_path, base_rows, head_rows))
+
+
+def test_every_format_lists_the_regressions_first(tmp_path):
+    result = _regressing_pair(tmp_path)
+    lines = regression_lines(result)
+    assert any("/b8/" in line and "tokens_per_s: 800 -> 640 tokens/s (-20.0%)" in line for line in lines)
+    assert any("/b64/" in line and "status: ok -> oom" in line for line in lines)
+    assert not any("/b1/" in line for line in lines)
+
+    doc = json.loads(to_json(result))
+    assert list(doc)[:3] == ["regressed", "exit_code", "regressions"]
+    assert {(r["metric"], r["base"], r["head"]) for r in doc["regressions"]} >= {("tokens_per_s", 800.0, 640.0),
+                                                                                ("status", "ok", "oom")}
+
+    console = Console(record=True, width=250)
+    console.print(render_rich(result))
+    text = console.export_text()
+    assert text.index("Regressed") < text.index("Compared points")
+    assert "-20.0%" in text.split("Compared points")[0]
+
+    printed = render_github(result, tmp_path / "bench")
+    first = printed.splitlines()[0]
+    assert first.startswith("::error title=retnet-bench regression::") and "/b8/" in printed
+    assert printed.index("::error") < printed.index("REGRESSION:") < printed.index("wrote ")
+    summary = (tmp_path / "bench" / "summary.md").read_text()
+    assert "REGRESSION" in summary and "tokens_per_s: 800 -> 640" in summary
+
+
+def test_unwritable_github_out_is_an_input_error(tmp_path):
+    result = _regressing_pair(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(CompareInputError) as info:
+        write_github(result, blocker / "bench")  # a file where a folder must go: OSError on any user, root too
+    assert "\n" not in str(info.value) and "bench" in str(info.value)
+    with pytest.raises(CompareInputError):
+        render_github(result, blocker)

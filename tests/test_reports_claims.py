@@ -161,11 +161,30 @@ def test_load_runs_errors_are_one_line(tmp_path):
     with pytest.raises(ReportInputError, match="no rows.jsonl"):
         load_runs([empty])
     bad = write_run(tmp_path, known_ratio_rows(), run_id="bad")
-    (bad / "rows.jsonl").write_text('{"a": 1}\n{not json\n')
+    (bad / "rows.jsonl").write_text('{not json\n{"a": 1}\n')
     with pytest.raises(ReportInputError) as e:
         load_runs([bad])
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and "rows.jsonl:1" in str(e.value)
     assert isinstance(e.value, ValueError)
+
+
+def test_crashed_run_with_a_torn_last_line_is_reported(tmp_path, capsys):
+    run = write_run(tmp_path, known_ratio_rows(), run_id="crashed")
+    with open(run / "rows.jsonl", "a") as f:
+        f.write('{"run_id": "crashed", "model": "6.7b", "imp')
+    df, _ = load_runs([run])
+    assert len(df) == len(known_ratio_rows())
+    assert "half-written last line" in capsys.readouterr().err
+
+
+def test_old_rows_get_a_role_from_their_arch(tmp_path):
+    rows = known_ratio_rows()
+    for r in rows:
+        r.pop("role", None), r.pop("world_size", None)
+    df, _ = load_runs([write_run(tmp_path, rows)])
+    assert set(df.loc[df["arch"] == "retnet", "role"]) == {"candidate"}
+    assert set(df.loc[df["arch"] == "transformer", "role"]) == {"baseline"}
+    assert (df["world_size"] == 1).all()
 
 
 def test_load_runs_concatenates(tmp_path):
