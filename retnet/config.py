@@ -19,7 +19,16 @@ _CHOICES = {
     "ffn": ("gelu", "glu"),
     "ffn_activation": ("gelu", "swish"),
     "step_kernel": ("auto", "torch", "triton"),
+    "chunk_kernel": ("auto", "torch", "fla"),
 }
+
+# Longest sequence the position maths supports exactly. The rotation tables are computed in float64 and cast
+# (retnet.retention.position_tables): the float64 angle pos * theta_i carries an error of at most ~pos * 2^-52
+# rad, which stays <= 2^-28 (1/16 of fp32's spacing near 1) up to pos = 2^24, so the fp32 cos/sin tables are
+# the correctly rounded values to within one fp32 ulp (measured: <= 0.5 * 2^-24 absolute up to 2^27, 1.8 * 2^-24
+# at 2^30). The decay row sums c_n = (1 - gamma^(n+1)) / (1 - gamma) saturate and have no limit; the recurrent
+# state has no length at all. 2^24 = 16.8M tokens, far beyond any prompt the suites run.
+EXACT_POSITION_LIMIT = 2**24
 
 
 @dataclass
@@ -50,10 +59,13 @@ class RetNetConfig:
     embed_norm: bool = False  # norm right after the embedding (torchscale `layernorm_embedding`)
     tie_embeddings: bool = False
     rotary_base: float = 10000.0  # theta_shift angle: 1 / base ** linspace(0, 1, dk // 2), as torchscale
-    max_seq_len: int = 32768  # only used to validate inputs
+    max_seq_len: int = EXACT_POSITION_LIMIT  # only used to validate inputs
     init_std: float = 0.02
     state_dtype: torch.dtype = torch.float32
     step_kernel: str = "auto"  # "auto" -> "triton" on CUDA when triton imports, else "torch"
+    # parallel side (training, chunkwise forward, prefill): "auto" -> "fla" on CUDA with bf16/fp16 weights when
+    # fla-core imports, else "torch" (retnet.kernels.chunk)
+    chunk_kernel: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. where a config came from)
 
     def __post_init__(self) -> None:
@@ -89,11 +101,13 @@ class RetNetConfig:
         return cls(**{"name": name, **PRESETS[name], **overrides})
 
 
-# arXiv 2307.08621 Table 2 / Table 7 sizes; tiny/small are for CPU tests and the smoke suite.
+# arXiv 2307.08621 Table 2 / Table 7 sizes (13B: d=5120, 40 layers, 20 heads -> dk=256, dv=512, as the others);
+# tiny/small are for CPU tests and the smoke suite (their short limits only guard CPU runs against typos).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(n_layers=2, d_model=64, n_heads=2, max_seq_len=4096),
     "small": dict(n_layers=4, d_model=256, n_heads=4, max_seq_len=8192),
     "1.3b": dict(n_layers=24, d_model=2048, n_heads=8),
     "2.7b": dict(n_layers=32, d_model=2560, n_heads=10),
     "6.7b": dict(n_layers=32, d_model=4096, n_heads=16),
+    "13b": dict(n_layers=40, d_model=5120, n_heads=20),
 }

@@ -86,17 +86,19 @@ def chunkwise_retention(
     k: Tensor,
     v: Tensor,
     log_gamma: Tensor,
-    row_norm: Tensor,
+    row_norm: Tensor | None,
     kv: Tensor | None = None,
     k_sum: Tensor | None = None,
     chunk_size: int = 512,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Chunkwise form, optionally continuing from a recurrent state.
 
     q, k (B, H, T, dk); v (B, H, T, dv); row_norm (H, T) for the T absolute positions;
     kv (B, H, dk, dv) and k_sum (B, H, dk): state after the previous token (None -> zeros).
     Returns o (B, H, T, dv) and the state after the last token (kv, k_sum); the inputs are not modified.
     Any T works: a leading chunk of T % chunk_size tokens, then full chunks (chunk_size 1 and > T included).
+    row_norm=None gives the UNNORMALISED retention U_n (the fused kernels' output, see retnet.kernels.chunk):
+    no row sums are computed and k_sum is neither read nor returned (None).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -104,25 +106,29 @@ def chunkwise_retention(
     dv = v.shape[-1]
     if kv is None:
         kv = q.new_zeros(B, H, dk, dv)
-    if k_sum is None:
+    normalise = row_norm is not None
+    if k_sum is None and normalise:
         k_sum = q.new_zeros(B, H, dk)
-    kv, k_sum = kv.to(q.dtype), k_sum.to(q.dtype)
+    kv = kv.to(q.dtype)
+    k_sum = k_sum.to(q.dtype) if normalise else None
     head = T % chunk_size
     pieces = ([(0, head, head)] if head else []) + ([(head, T, chunk_size)] if T > head else [])
     outputs = []
     for start, stop, size in pieces:
         o, kv, k_sum = _scan_chunks(
             q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop],
-            log_gamma, row_norm[:, start:stop], kv, k_sum, size,
+            log_gamma, row_norm[:, start:stop] if normalise else None, kv, k_sum, size,
         )
         outputs.append(o)
     return torch.cat(outputs, dim=2), kv, k_sum
 
 
 def _scan_chunks(
-    q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, row_norm: Tensor, kv: Tensor, k_sum: Tensor, chunk: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """T = N * chunk tokens: intra-chunk terms for all chunks at once, then a scan over chunks for the state."""
+    q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, row_norm: Tensor | None, kv: Tensor, k_sum: Tensor | None,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """T = N * chunk tokens: intra-chunk terms for all chunks at once, then a scan over chunks for the state.
+    row_norm None: unnormalised (no row sums, k_sum stays None)."""
     B, H, T, dk = q.shape
     n_chunks = T // chunk
     q, k, v = (t.unflatten(2, (n_chunks, chunk)) for t in (q, k, v))  # (B, H, N, C, d)
@@ -134,20 +140,26 @@ def _scan_chunks(
 
     scores = (q @ k.transpose(-1, -2)) * _causal_decay(chunk, log_gamma, q.dtype)[:, None]  # (B, H, N, C, C)
     numer = scores @ v  # (B, H, N, C, dv)
-    denom = scores.detach().sum(-1)  # (B, H, N, C)
+    normalise = row_norm is not None
 
     k_decayed = k * key_decay  # (B, H, N, C, dk)
     kv_chunks = k_decayed.transpose(-1, -2) @ v  # (B, H, N, dk, dv)
-    k_sum_chunks = k_decayed.detach().sum(-2)  # (B, H, N, dk)
     q_decayed = q * query_decay  # (B, H, N, C, dk)
 
-    cross, cross_denom = [], []
+    cross = []
     for n in range(n_chunks):  # the only sequential part: N small matmuls against the running state
         cross.append(q_decayed[:, :, n] @ kv)  # (B, H, C, dv)
-        cross_denom.append(q_decayed[:, :, n].detach() @ k_sum.unsqueeze(-1))  # (B, H, C, 1)
         kv = kv * chunk_decay[:, None, None] + kv_chunks[:, :, n]
-        k_sum = k_sum * chunk_decay[:, None] + k_sum_chunks[:, :, n]
     numer = numer + torch.stack(cross, dim=2)
+    if not normalise:
+        return numer.flatten(2, 3), kv, None
+
+    denom = scores.detach().sum(-1)  # (B, H, N, C)
+    k_sum_chunks = k_decayed.detach().sum(-2)  # (B, H, N, dk)
+    cross_denom = []
+    for n in range(n_chunks):
+        cross_denom.append(q_decayed[:, :, n].detach() @ k_sum.unsqueeze(-1))  # (B, H, C, 1)
+        k_sum = k_sum * chunk_decay[:, None] + k_sum_chunks[:, :, n]
     denom = (denom + torch.stack(cross_denom, dim=2).squeeze(-1)).abs().maximum(row_norm.unflatten(1, (n_chunks, chunk)))
     o = numer / denom.unsqueeze(-1)  # (B, H, N, C, dv)
     return o.flatten(2, 3), kv, k_sum

@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from retnet import VOCAB_SIZE, RetNet, RetNetConfig, analytic
-from retnet.config import PRESETS
+from retnet.config import EXACT_POSITION_LIMIT, PRESETS
 
 # arXiv 2307.08621 Table 2 sizes: (layers, d_model, heads, parameter range)
 PAPER = {
     "1.3b": (24, 2048, 8, 1.25e9, 1.45e9),
     "2.7b": (32, 2560, 10, 2.55e9, 2.85e9),
     "6.7b": (32, 4096, 16, 6.4e9, 7.0e9),
+    "13b": (40, 5120, 20, 12.5e9, 13.5e9),
 }
 
 
@@ -101,3 +102,24 @@ def test_meta_then_materialise():
             logits, state = model.step(ids[:, t], state)
     assert torch.isfinite(ref).all()
     assert torch.allclose(logits[:, 0], ref[:, -1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_presets_length_limit_is_the_exact_position_limit(name):
+    assert RetNetConfig.from_name(name).max_seq_len == EXACT_POSITION_LIMIT == 2**24
+
+
+@pytest.mark.parametrize("pos", [2**20 - 1, 2**24 - 1, 2**24 - 12345])
+def test_rotation_tables_exact_at_the_limit(pos):
+    """fp32 cos/sin at large positions are within fp32 rounding (2^-24 absolute) of the exact value."""
+    mpmath = pytest.importorskip("mpmath")
+    from retnet.retention import log_decay, position_tables, rotary_angle
+
+    mpmath.mp.dps = 40
+    dk = 256
+    cos, sin, row_norm = position_tables(torch.tensor([pos]), rotary_angle(dk), log_decay(16, "paper"), torch.float32)
+    for i in (0, 1, 7, 64, dk // 2 - 1):
+        theta = pos / mpmath.power(10000, mpmath.mpf(i) / (dk // 2 - 1))
+        assert abs(cos[0, i].item() - float(mpmath.cos(theta))) <= 2**-24
+        assert abs(sin[0, i].item() - float(mpmath.sin(theta))) <= 2**-24
+    assert torch.isfinite(row_norm).all() and (row_norm >= 1).all()

@@ -1,4 +1,5 @@
-"""Decode-step kernels. Triton is optional: everything imports without it and falls back to torch."""
+"""Retention kernels by name: decode-step kernels (`recurrent_step`) and chunkwise kernels for the parallel side
+(`chunk_retention`). Triton and fla are optional: everything imports without them and falls back to torch."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def triton_available() -> bool:
     return True
 
 
+from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum  # noqa: E402
 from retnet.kernels.recurrent_step import STEP_KERNELS, recurrent_step, recurrent_step_torch  # noqa: E402
+from retnet.kernels.add_norm import add_norm, add_norm_torch  # noqa: E402  (decode step, issue #16)
+from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step, retention_step_torch  # noqa: E402
 
-__all__ = ["STEP_KERNELS", "recurrent_step", "recurrent_step_torch", "triton_available"]
+__all__ = [
+    "CHUNK_KERNELS", "STEP_KERNELS", "chunk_kernel_available", "chunk_retention", "key_sum", "recurrent_step",
+    "recurrent_step_torch", "triton_available",
+    "MODEL_STEP_KERNELS", "add_norm", "add_norm_torch", "retention_step", "retention_step_torch",
+]

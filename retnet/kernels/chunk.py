@@ -1,0 +1,146 @@
+"""Chunkwise retention kernels by name, for the parallel side (training, prefill, the op-level suite).
+
+One signature for every kernel, in fla's `[B, T, H, d]` layout (what the projections give, so no transposes):
+
+    o, final_state = chunk_retention(q, k, v, log_gamma, kernel=..., scale=1.0, initial_state=S0,
+                                     output_final_state=True)
+    o_n   = sum_{m <= n} gamma^(n-m) scale (q_n . k_m) v_m  +  gamma^(n+1) scale q_n S0     (B, T, H, dv)
+    S_T   = gamma^T S0 + sum_m gamma^(T-1-m) k_m^T v_m                                     (B, H, dk, dv) fp32
+
+This is the UNNORMALISED retention (no RetNet row-sum normaliser o_n / max(|u_n|, sqrt(c_n))). That normaliser
+is a positive per-row scale and the per-head norm that follows retention in the model is invariant to it (up to
+its eps), so the model feeds the head norm directly (see `retnet.model`); `key_sum` gives the decayed key sum
+the decode step's normaliser needs after a fused prefill. Note the state holds k as given, unscaled: `scale`
+multiplies q . k only (fla's convention); the model passes k already scaled by dk^-0.5 and scale=1.
+
+Kernels:
+  torch  the naive twin: `retnet.retention.chunkwise_retention` unnormalised, maths in fp32 (fp64 for fp64
+         inputs), chunk `chunk_size`. The CPU path and the reference in the tests.
+  fla    fla-core 0.6.0's `chunk_simple_gla` with the per-head log decay `g_gamma` (Triton, CUDA only). Not fla's
+         `chunk_retention`, which hard-codes torchscale's decay 1 - 2^(-5-h). It tiles by its own 64-token chunk
+         (its kernels are tuned for that; `chunk_size` is ignored), keeps its per-chunk states in the input
+         dtype and returns the final state in fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from retnet.retention import chunkwise_retention
+
+CHUNK_KERNELS = ("torch", "fla")
+FLA_CHUNK = 64  # the tile fla's chunk kernels use by default (and are tuned for)
+FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+_FLA_INSTALL = "pip install fla-core==0.6.0"
+
+
+@functools.cache
+def _fla_chunk_simple_gla() -> tuple[Callable | None, str]:
+    """(fla.ops.simple_gla.chunk_simple_gla, "") or (None, why it cannot be imported)."""
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as exc:  # missing, or broken against this torch/triton: either way unavailable
+        return None, f"fla-core is not importable ({type(exc).__name__}: {exc}); {_FLA_INSTALL}"
+    return chunk_simple_gla, ""
+
+
+def fla_version() -> str | None:
+    try:
+        return importlib.metadata.version("fla-core")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def chunk_kernel_available(name: str, device: torch.device | str) -> tuple[bool, str]:
+    """Whether kernel `name` can run on `device`, and why not ("" when it can)."""
+    if name not in CHUNK_KERNELS:
+        raise ValueError(f"chunk kernel {name!r}; expected one of {CHUNK_KERNELS}")
+    if name == "torch":
+        return True, ""
+    if torch.device(device).type != "cuda":
+        return False, "fla's chunk kernels are Triton GPU kernels (need a CUDA device)"
+    fn, reason = _fla_chunk_simple_gla()
+    return fn is not None, reason
+
+
+def chunk_retention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_gamma: Tensor,
+    *,
+    kernel: str,
+    scale: float = 1.0,
+    chunk_size: int = 512,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Unnormalised chunkwise retention with kernel `kernel` (see the module doc).
+
+    q, k (B, T, H, dk); v (B, T, H, dv); log_gamma (H,) log of the per-head decay (any float dtype);
+    initial_state (B, H, dk, dv) or None (zeros). Returns o (B, T, H, dv) in q's dtype and, when
+    output_final_state, the state after the last token (B, H, dk, dv) in fp32 (fp64 for the torch kernel on fp64
+    inputs), else None. Differentiable in q, k, v and initial_state for both kernels.
+    """
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"expected q, k (B, T, H, dk) and v (B, T, H, dv); got {q.shape}, {k.shape}, {v.shape}")
+    if kernel == "torch":
+        return _chunk_torch(q, k, v, log_gamma, scale, chunk_size, initial_state, output_final_state)
+    if kernel == "fla":
+        return _chunk_fla(q, k, v, log_gamma, scale, initial_state, output_final_state)
+    raise ValueError(f"chunk kernel {kernel!r}; expected one of {CHUNK_KERNELS}")
+
+
+def _chunk_torch(
+    q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, scale: float, chunk_size: int,
+    initial_state: Tensor | None, output_final_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    maths = torch.promote_types(q.dtype, torch.float32)
+    qh, kh, vh = (t.transpose(1, 2).to(maths) for t in (q, k, v))  # (B, H, T, d)
+    if scale != 1.0:
+        qh = qh * scale
+    kv0 = initial_state.to(maths) if initial_state is not None else None
+    o, kv, _ = chunkwise_retention(qh, kh, vh, log_gamma, None, kv=kv0, chunk_size=chunk_size)  # o (B, H, T, dv)
+    return o.transpose(1, 2).to(q.dtype), (kv if output_final_state else None)
+
+
+def _chunk_fla(
+    q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, scale: float,
+    initial_state: Tensor | None, output_final_state: bool,
+) -> tuple[Tensor, Tensor | None]:
+    ok, reason = chunk_kernel_available("fla", q.device)
+    if not ok:
+        raise RuntimeError(f"chunk kernel 'fla' unavailable: {reason}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in FLA_DTYPES:
+        raise ValueError(f"fla needs q, k, v of one dtype in {FLA_DTYPES}; got {q.dtype}, {k.dtype}, {v.dtype}")
+    chunk_simple_gla, _ = _fla_chunk_simple_gla()
+    # fla multiplies g_gamma by 1/ln 2 in its own dtype and loads it per head: fp32 is what its kernels expect
+    g_gamma = log_gamma.to(device=q.device, dtype=torch.float32).contiguous()
+    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
+    o, final_state = chunk_simple_gla(
+        q, k, v, g_gamma=g_gamma, scale=scale, initial_state=h0, output_final_state=output_final_state
+    )
+    return o, final_state
+
+
+def key_sum(k: Tensor, log_gamma: Tensor, initial: Tensor | None = None) -> Tensor:
+    """Decayed key sum after the last of T tokens: z_T = gamma^T z_0 + sum_m gamma^(T-1-m) k_m.
+
+    k (B, T, H, dk) (as the state holds it, i.e. already scaled), log_gamma (H,), initial z_0 (B, H, dk) or None.
+    Returns (B, H, dk) in fp32 (fp64 for fp64 k). The decode step's normaliser needs it after a fused prefill,
+    which does not compute row sums; one weighted reduction over T, cheap next to the retention itself.
+    """
+    maths = torch.promote_types(k.dtype, torch.float32)
+    T = k.shape[1]
+    lam = log_gamma.to(device=k.device, dtype=torch.float64)
+    ages = torch.arange(T - 1, -1, -1, device=k.device, dtype=torch.float64)  # T-1-m
+    weights = torch.exp(ages[None, :] * lam[:, None]).to(maths)  # (H, T); underflows to 0 for old tokens, harmless
+    z = torch.einsum("bthk,ht->bhk", k.to(maths), weights)  # (B, H, dk)
+    if initial is not None:
+        z = z + initial.to(maths) * torch.exp(T * lam).to(maths)[None, :, None]
+    return z
