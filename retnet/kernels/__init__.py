@@ -22,11 +22,8 @@ def triton_available() -> bool:
 
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum  # noqa: E402
 from retnet.kernels.recurrent_step import STEP_KERNELS, recurrent_step, recurrent_step_torch  # noqa: E402
-from retnet.kernels.add_norm import add_norm, add_norm_torch  # noqa: E402  (decode step, issue #16)
-from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step, retention_step_torch  # noqa: E402
 
 __all__ = [
     "CHUNK_KERNELS", "STEP_KERNELS", "chunk_kernel_available", "chunk_retention", "key_sum", "recurrent_step",
     "recurrent_step_torch", "triton_available",
-    "MODEL_STEP_KERNELS", "add_norm", "add_norm_torch", "retention_step", "retention_step_torch",
 ]
