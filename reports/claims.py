@@ -1,17 +1,27 @@
-"""The paper's claims against measured rows, under three framings, with an explicit verdict rule.
+"""The paper's claims against measured rows, under four framings, with an explicit verdict rule.
+
+Contestants are chosen by the `role` their spec declares (rows before schema 2: retnet -> candidate, transformer
+-> baseline), never by arch name. The RetNet side is the fastest RetNet candidate at the point, with the fp32
+recurrent state (state_dtype float32 or unrecorded) unless a framing says otherwise.
 
 Framings (decode claims; training claims use 1 and 2, see `TRAIN_BASELINE_KERNELS`):
   1. "paper-like": the paper's pipeline, a cat-grown KV cache (impl `torchscale-transformer` when measured, else
      `paper-like`); for training the paper's vanilla Transformer resp. Transformer+FlashAttention.
-  2. "strongest, equal batch": at the same (model, batch, length) the Transformer flavour with the highest
+  2. "strongest, equal batch": at the same (model, batch, length) the full-MHA baseline with the highest
      tokens/s; all metrics (memory, throughput, latency) are read from that one flavour.
   3. "equal memory": capacity rows; each model at the largest batch that fits the same memory budget, the
-     Transformer being the flavour with the highest tokens/s there. Memory is equal by construction, so memory
+     baseline being the flavour with the highest tokens/s there. Memory is equal by construction, so memory
      claims are "not measured" in this framing.
+  4. "modern baseline": RetNet against the best grouped-query Transformer with 8 KV heads (role baseline,
+     n_kv_heads 8, the 6.7B preset; best = highest tokens/s at the point), at equal batch (4a) and at the equal
+     memory budget from capacity rows (4b). The baseline column states every baseline's KV-head count.
 
 Point choice: the paper's point (6.7b, 8192 tokens, batch 8) when measured; otherwise the closest measured point
 (largest model, length nearest 8192, batch nearest 8), with `matches_paper` False and the difference named in
-`conditions`. Per-size training claims never substitute another size.
+`conditions`. Per-size training claims never substitute another size. Rows not under the paper's conditions (not
+a CUDA device, or not a paper preset 1.3b/2.7b/6.7b/13b) give "not applicable", never a verdict.
+
+Memory claims carry both measures (claims_select.MEMORY_MEASURE_WHY): the verdict uses the allocator peak.
 
 Verdict rule (`verdict`):
   fold   (x-fold, larger favours RetNet): holds if measured >= FOLD_TOLERANCE * paper and > 1; partly if
@@ -24,13 +34,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from . import paper_values as pv
-from .load import GPU_MEMORY_SOURCES, impl_label, ok_rows, with_memory
+from . import claims_select as cs
+from .load import impl_label
 
-VERDICTS = ("holds", "partly", "does not hold", "not measured")
+VERDICTS = ("holds", "partly", "does not hold", "not measured", "not applicable")
 FOLD_TOLERANCE = 0.9
 SPREAD_HOLDS, SPREAD_PARTLY = 1.10, 1.5
 UPPER_SLACK, UPPER_PARTLY = 0.02, 0.15
@@ -38,10 +48,12 @@ UPPER_SLACK, UPPER_PARTLY = 0.02, 0.15
 FRAMING_PAPER = "1 paper-like baseline"
 FRAMING_STRONGEST = "2 equal batch, strongest baseline"
 FRAMING_CAPACITY = "3 equal memory budget"
+FRAMING_MODERN = "4a modern baseline (GQA-8), equal batch"
+FRAMING_MODERN_CAPACITY = "4b modern baseline (GQA-8), equal memory budget"
 FRAMING_RETNET_ONLY = "RetNet only"
-FRAMINGS = (FRAMING_PAPER, FRAMING_STRONGEST, FRAMING_CAPACITY)
+FRAMINGS = (FRAMING_PAPER, FRAMING_STRONGEST, FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_MODERN_CAPACITY)
 
-RETNET_DECODE_IMPL = "retnet-recurrent"
+RETNET_DECODE_IMPL = "retnet-recurrent"  # our recurrent decoder: the figures' and tables' RetNet line
 RETNET_TRAIN_IMPLS = ("retnet-chunkwise", "retnet-parallel")
 PAPER_LIKE_DECODE_IMPLS = ("torchscale-transformer", "paper-like")  # preference order
 # The paper's Table 4 baselines: vanilla = materialised softmax (torchscale's default), flash = FlashAttention.
@@ -50,11 +62,13 @@ TRAIN_BASELINE_KERNELS = {
     "flash": ("flash-attn", "sdpa-flash", "flash-attn-4"),
 }
 PAPER_MAX_LATENCY_BATCH = 8  # Fig. 6c sweeps batch 1-8; the invariance claim is judged on that range
+PAPER_TRAIN_GPUS = 8
 
 CLAIM_COLUMNS = ["claim", "framing", "paper_value", "measured_value", "conditions", "baseline",
-                 "baseline_pct_roofline", "verdict", "source", "claim_id", "kind", "metric", "matches_paper"]
-_GROUP = ["model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "capacity_budget_gb"]
-_VALUES = ["tokens_per_s", "ms_per_token", "mem_gb", "weights_gb", "pct_peak_bw", "n_params"]
+                 "baseline_pct_roofline", "verdict", "source", "claim_id", "kind", "metric", "matches_paper",
+                 "memory_measure", "memory_allocator_x", "memory_device_x"]
+_DECODE_PAPER = {"model": pv.PAPER_DECODE_MODEL, "seq_len": pv.PAPER_DECODE_SEQ_LEN,
+                 "batch_size": pv.PAPER_DECODE_BATCH}
 
 
 def verdict(kind: str, paper: float, measured: float | None) -> str:
@@ -73,68 +87,20 @@ def verdict(kind: str, paper: float, measured: float | None) -> str:
     raise ValueError(f"unknown claim kind {kind!r}")
 
 
-def _points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
-    """ok rows of one phase, GPU memory as mem_gb, repeated points (several runs) reduced to their median."""
-    rows = with_memory(ok_rows(df, phase), GPU_MEMORY_SOURCES)
-    if rows.empty:
-        return pd.DataFrame(columns=_GROUP + _VALUES + ["gpu_name", "dtype"])
-    rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1))
-    agg = {c: "median" for c in _VALUES} | {"gpu_name": "first", "dtype": "first"}
-    return rows.groupby(_GROUP, dropna=False, as_index=False).agg(agg)
-
-
-def _model_rank(rows: pd.DataFrame, model: str) -> tuple:
-    n = rows.loc[rows["model"] == model, "n_params"].max()
-    return (model != pv.PAPER_DECODE_MODEL, -(0.0 if pd.isna(n) else n), model)
-
-
-def _best_point(retnet: pd.DataFrame, base: pd.DataFrame, keys: list[str], paper: dict) -> dict | None:
-    """The key tuple shared by RetNet and baseline rows that is closest to the paper's point."""
-    common = retnet[keys].drop_duplicates().merge(base[keys].drop_duplicates(), on=keys)
-    if common.empty:
-        return None
-    both = pd.concat([retnet, base])
-
-    def rank(p: pd.Series) -> tuple:
-        r: tuple = ()
-        if "model" in keys:
-            r += _model_rank(both, p["model"]) if "model" not in paper else (p["model"] != paper["model"],)
-        if "seq_len" in keys:
-            r += (abs(math.log2(p["seq_len"] / paper["seq_len"])),)
-        if "batch_size" in keys:
-            r += (abs(p["batch_size"] - paper["batch_size"]), -p["batch_size"])
-        if "capacity_budget_gb" in keys:
-            r += (-p["capacity_budget_gb"],)
-        return r
-
-    best = min((row for _, row in common.iterrows()), key=rank)
-    return best.to_dict()
-
-
-def _at(rows: pd.DataFrame, point: dict) -> pd.DataFrame:
-    sel = np.ones(len(rows), dtype=bool)
-    for k, v in point.items():
-        sel &= (rows[k] == v).to_numpy()
-    return rows[sel]
-
-
-def _fastest(rows: pd.DataFrame) -> pd.Series | None:
-    if rows.empty:
-        return None
-    return rows.sort_values("tokens_per_s", ascending=False, na_position="last").iloc[0]
-
-
-def _ratio(metric: str, retnet: pd.Series, base: pd.Series) -> float:
-    """x-fold advantage of RetNet (larger is better for RetNet)."""
-    if metric == "memory":
-        num, den = base["mem_gb"], retnet["mem_gb"]
-    elif metric == "throughput":
-        num, den = retnet["tokens_per_s"], base["tokens_per_s"]
-    else:
-        num, den = base["ms_per_token"], retnet["ms_per_token"]
-    if pd.isna(num) or pd.isna(den) or den <= 0:
-        return float("nan")
-    return float(num / den)
+def _row(claim: pv.Claim, framing: str, measured: float = float("nan"), conditions: str = "",
+         baseline: str = "", pct: float = float("nan"), matches: bool = False, memory: tuple | None = None,
+         not_applicable: str = "") -> dict:
+    """One claims-table row. `not_applicable` (a reason) replaces the verdict and hides the value."""
+    measure, alloc_x, device_x = (memory[1], memory[3], memory[2]) if memory else ("", float("nan"), float("nan"))
+    if not_applicable:
+        measured, alloc_x, device_x = float("nan"), float("nan"), float("nan")
+        conditions = not_applicable + (f" ({conditions})" if conditions else "")
+    return {"claim": claim.text, "framing": framing, "paper_value": claim.value, "measured_value": measured,
+            "conditions": conditions, "baseline": baseline, "baseline_pct_roofline": pct,
+            "verdict": "not applicable" if not_applicable else verdict(claim.kind, claim.value, measured),
+            "source": claim.source, "claim_id": claim.claim_id, "kind": claim.kind, "metric": claim.metric,
+            "matches_paper": matches and not not_applicable, "memory_measure": measure,
+            "memory_allocator_x": alloc_x, "memory_device_x": device_x}
 
 
 def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tuple[str, bool]:
@@ -144,8 +110,8 @@ def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tupl
     parts.append(f"len {int(point['seq_len'])}")
     if point.get("capacity_budget_gb", -1) > 0:
         parts.append(f"budget {point['capacity_budget_gb']:g} GB, RetNet batch {int(r['batch_size'])}")
-    parts += [str(r.get("gpu_name") or "cpu"), str(r.get("dtype") or "?"),
-              f"RetNet {impl_label(r['impl'], r['kernel'])}"]
+    parts += [str(r.get("gpu_name") or r.get("device") or "cpu"), str(r.get("dtype") or "?"),
+              f"RetNet {impl_label(r['impl'], r['kernel'] or None)}"]
     diffs = [f"{k} {paper[k]}" for k in paper if k in point and point[k] != paper[k]]
     if extra:
         parts.append(extra)
@@ -154,84 +120,105 @@ def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tupl
     return ", ".join(parts), not diffs
 
 
-def _row(claim: pv.Claim, framing: str, measured: float = float("nan"), conditions: str = "",
-         baseline: str = "", pct: float = float("nan"), matches: bool = False) -> dict:
-    return {"claim": claim.text, "framing": framing, "paper_value": claim.value, "measured_value": measured,
-            "conditions": conditions, "baseline": baseline, "baseline_pct_roofline": pct,
-            "verdict": verdict(claim.kind, claim.value, measured), "source": claim.source,
-            "claim_id": claim.claim_id, "kind": claim.kind, "metric": claim.metric, "matches_paper": matches}
+def _pair_claims(claim: pv.Claim, framing: str, r: pd.Series, b: pd.Series, cond: str, matches: bool,
+                 suite: str) -> dict:
+    """A decode claim for one (RetNet, baseline) pair: value, both memory measures, applicability."""
+    na = cs.not_applicable([r, b], suite)
+    if claim.metric == "memory":
+        mem = cs.memory_ratios(r, b)
+        return _row(claim, framing, mem[0], f"{cond}; {cs.memory_text(r, b)}", cs.baseline_label(b),
+                    b["pct_peak_bw"], matches, mem, na)
+    return _row(claim, framing, cs.ratio(claim.metric, r, b), cond, cs.baseline_label(b), b["pct_peak_bw"],
+                matches, not_applicable=na)
 
 
-def _decode_claims(df: pd.DataFrame) -> list[dict]:
-    dec, cap = _points(df, "decode"), _points(df, "capacity")
-    paper = {"model": pv.PAPER_DECODE_MODEL, "seq_len": pv.PAPER_DECODE_SEQ_LEN, "batch_size": pv.PAPER_DECODE_BATCH}
-    out = []
-    # Framings 1 and 2: same point for RetNet and baseline.
-    retnet = dec[dec["impl"] == RETNET_DECODE_IMPL]
-    transformers = dec[dec["arch"] == "transformer"]
-    candidates = {FRAMING_PAPER: transformers[transformers["impl"].isin(PAPER_LIKE_DECODE_IMPLS)],
-                  FRAMING_STRONGEST: transformers}
-    for framing, base in candidates.items():
-        keys = ["model", "batch_size", "seq_len"]
-        point = _best_point(retnet, base, keys, {k: v for k, v in paper.items() if k != "model"})
-        if point is None:
-            out += [_row(c, framing, conditions="no RetNet and baseline decode rows at a common point")
-                    for c in pv.DECODE_CLAIMS]
-            continue
-        r, here = _fastest(_at(retnet, point)), _at(base, point)
-        if framing == FRAMING_PAPER:
-            b = next(_fastest(here[here["impl"] == i]) for i in PAPER_LIKE_DECODE_IMPLS if (here["impl"] == i).any())
-        else:
-            b = _fastest(here)
-        cond, matches = _conditions(point, r, paper)
-        for c in pv.DECODE_CLAIMS:
-            out.append(_row(c, framing, _ratio(c.metric, r, b), cond, impl_label(b["impl"], b["kernel"]),
-                            b["pct_peak_bw"], matches))
-    # Framing 3: each model at its largest batch within the same budget.
+def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: str) -> list[dict]:
+    retnet = cs.candidates(dec)
+    point = cs.best_point(retnet, base, ["model", "batch_size", "seq_len"],
+                          {k: v for k, v in _DECODE_PAPER.items() if k != "model"})
+    if point is None:
+        return [_row(c, framing, conditions=missing) for c in pv.DECODE_CLAIMS]
+    r, here = cs.fastest(cs.at(retnet, point)), cs.at(base, point)
+    if framing == FRAMING_PAPER:
+        b = next(cs.fastest(here[here["impl"] == i]) for i in PAPER_LIKE_DECODE_IMPLS if (here["impl"] == i).any())
+    else:
+        b = cs.fastest(here)
+    cond, matches = _conditions(point, r, _DECODE_PAPER)
+    return [_pair_claims(c, framing, r, b, cond, matches, "fig6") for c in pv.DECODE_CLAIMS]
+
+
+def _equal_memory(cap: pd.DataFrame, framing: str, kv_heads: int | None, missing: str) -> list[dict]:
     # drop_duplicates, not groupby().last(): the latter mixes columns of different rows when some are NaN.
-    cap_best = cap.sort_values("batch_size").drop_duplicates(
-        ["model", "arch", "impl", "kernel", "seq_len", "capacity_budget_gb"], keep="last")
-    cap_retnet = cap_best[cap_best["impl"] == RETNET_DECODE_IMPL]
-    cap_base = cap_best[cap_best["arch"] == "transformer"]
-    keys = ["model", "seq_len", "capacity_budget_gb"]
-    point = _best_point(cap_retnet, cap_base, keys, {"seq_len": paper["seq_len"]})
+    best = cap.sort_values("batch_size").drop_duplicates(
+        ["model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "seq_len", "capacity_budget_gb"],
+        keep="last")
+    retnet, base = cs.candidates(best), cs.baselines(best, kv_heads)
+    if kv_heads is not None:
+        base = base[base["model"] == pv.PAPER_DECODE_MODEL]
+    point = cs.best_point(retnet, base, ["model", "seq_len", "capacity_budget_gb"],
+                          {"seq_len": _DECODE_PAPER["seq_len"]})
+    out = []
     for c in pv.DECODE_CLAIMS:
         if point is None:
-            out.append(_row(c, FRAMING_CAPACITY, conditions="no capacity rows for both RetNet and a Transformer"))
+            out.append(_row(c, framing, conditions=missing))
             continue
-        r, b = _fastest(_at(cap_retnet, point)), _fastest(_at(cap_base, point))
-        cond, matches = _conditions(point, r, paper, f"Transformer batch {int(b['batch_size'])}")
+        r, b = cs.fastest(cs.at(retnet, point)), cs.fastest(cs.at(base, point))
+        cond, matches = _conditions(point, r, _DECODE_PAPER, f"Transformer batch {int(b['batch_size'])}")
         if c.metric == "memory":
-            out.append(_row(c, FRAMING_CAPACITY, conditions="memory is held equal by the budget in this framing; "
-                            + cond, baseline=impl_label(b["impl"], b["kernel"])))
+            out.append(_row(c, framing, conditions="memory is held equal by the budget in this framing; " + cond,
+                            baseline=cs.baseline_label(b)))
             continue
-        out.append(_row(c, FRAMING_CAPACITY, _ratio(c.metric, r, b), cond, impl_label(b["impl"], b["kernel"]),
-                        b["pct_peak_bw"], matches))
+        out.append(_pair_claims(c, framing, r, b, cond, matches, "capacity"))
     return out
 
 
+def _decode_claims(df: pd.DataFrame) -> list[dict]:
+    dec, cap = cs.points(df, "decode"), cs.points(df, "capacity")
+    mha = cs.baselines(dec)
+    gqa = cs.baselines(dec, cs.MODERN_KV_HEADS)
+    gqa = gqa[gqa["model"] == pv.PAPER_DECODE_MODEL]
+    common = "no RetNet and baseline decode rows at a common point"
+    gqa_missing = (f"no {pv.PAPER_DECODE_MODEL} decode rows of a baseline with {cs.MODERN_KV_HEADS} KV heads "
+                   "(GQA-8) beside RetNet")
+    return (_equal_batch(dec, FRAMING_PAPER, mha[mha["impl"].isin(PAPER_LIKE_DECODE_IMPLS)], common)
+            + _equal_batch(dec, FRAMING_STRONGEST, mha, common)
+            + _equal_memory(cap, FRAMING_CAPACITY, None, "no capacity rows for both RetNet and a Transformer")
+            + _equal_batch(dec, FRAMING_MODERN, gqa, gqa_missing)
+            + _equal_memory(cap, FRAMING_MODERN_CAPACITY, cs.MODERN_KV_HEADS,
+                            f"no {pv.PAPER_DECODE_MODEL} capacity rows of a GQA-8 baseline beside RetNet"))
+
+
 def _retnet_only_claims(df: pd.DataFrame) -> list[dict]:
-    dec = _points(df, "decode")
-    retnet = dec[dec["impl"] == RETNET_DECODE_IMPL]
+    dec = cs.points(df, "decode")
+    retnet = cs.candidates(dec)
+    retnet = retnet[retnet["impl"] == RETNET_DECODE_IMPL]
     out = []
     if retnet.empty:
         return [_row(c, FRAMING_RETNET_ONLY, conditions="no RetNet decode rows") for c in pv.RETNET_ONLY_CLAIMS]
-    model = min(retnet["model"].unique(), key=lambda m: _model_rank(retnet, m))
+    model = min(retnet["model"].unique(), key=lambda m: cs.model_rank(retnet, m))
     kernel = retnet[retnet["model"] == model].groupby("kernel")["tokens_per_s"].median().idxmax()
     rk = retnet[(retnet["model"] == model) & (retnet["kernel"] == kernel)]
-    label = impl_label(RETNET_DECODE_IMPL, kernel)
+    label = impl_label(RETNET_DECODE_IMPL, kernel or None)
     gpu, dtype = rk["gpu_name"].dropna().iloc[0] if rk["gpu_name"].notna().any() else "cpu", rk["dtype"].iloc[0]
     note = "" if model == pv.PAPER_DECODE_MODEL else f", paper: model {pv.PAPER_DECODE_MODEL}"
+    na = cs.not_applicable([rk.iloc[0]], "fig6")
     for c in pv.RETNET_ONLY_CLAIMS:
-        measured, cond = float("nan"), ""
+        measured, cond, memory = float("nan"), "", None
         if c.claim_id == "retnet_memory_overhead":
-            withmem = rk[rk["mem_gb"].notna() & rk["weights_gb"].notna() & (rk["weights_gb"] > 0)]
+            # the allocator peak over the weights: the paper's "3%" is allocated memory (MEMORY_MEASURE_WHY)
+            withmem = rk[rk["weights_gb"].notna() & (rk["weights_gb"] > 0)
+                         & (rk["mem_alloc_gib"].notna() | rk["mem_gb"].notna())]
             if not withmem.empty:
-                p = _best_point(withmem, withmem, ["batch_size", "seq_len"],
-                                {"seq_len": pv.PAPER_DECODE_SEQ_LEN, "batch_size": pv.PAPER_DECODE_BATCH})
-                r = _at(withmem, p).iloc[0]
-                measured = float(r["mem_gb"] / r["weights_gb"] - 1.0)
-                cond = f"{model}, batch {int(p['batch_size'])}, len {int(p['seq_len'])}, {gpu}, {dtype}, {label}"
+                p = cs.best_point(withmem, withmem, ["batch_size", "seq_len"],
+                                  {"seq_len": pv.PAPER_DECODE_SEQ_LEN, "batch_size": pv.PAPER_DECODE_BATCH})
+                r = cs.at(withmem, p).iloc[0]
+                alloc = r["mem_alloc_gib"] * cs.GIB / 1e9 / r["weights_gb"] - 1.0
+                device = r["mem_gb"] / r["weights_gb"] - 1.0
+                use_alloc = math.isfinite(alloc)
+                measured = float(alloc if use_alloc else device)
+                memory = (measured, cs.MEASURE_ALLOCATOR if use_alloc else cs.MEASURE_DEVICE, device, alloc)
+                cond = (f"{model}, batch {int(p['batch_size'])}, len {int(p['seq_len'])}, {gpu}, {dtype}, {label}; "
+                        f"over the weights: allocated {100 * alloc:+.1f}%, device {100 * device:+.1f}%")
         elif c.claim_id == "retnet_throughput_length_invariant":
             tps = rk.dropna(subset=["tokens_per_s"])
             counts = tps.groupby("batch_size")["seq_len"].nunique()
@@ -249,45 +236,65 @@ def _retnet_only_claims(df: pd.DataFrame) -> list[dict]:
                         f"{int(lat['seq_len'].min())}-{int(lat['seq_len'].max())}, {gpu}, {dtype}, {label}; "
                         "max/min ms/token")
         out.append(_row(c, FRAMING_RETNET_ONLY, measured, (cond + note) if cond else "not enough RetNet rows",
-                        matches=bool(cond) and not note))
+                        matches=bool(cond) and not note, memory=memory, not_applicable=na if cond else ""))
     return out
 
 
+def _train_scale(r: pd.Series, b: pd.Series) -> str:
+    """Per-GPU and total tokens/s and memory per GPU of both sides, and the world size against the paper's."""
+    def side(x: pd.Series) -> str:
+        ws = int(x["world_size"]) if pd.notna(x["world_size"]) else 1
+        per_gpu = x["tokens_per_s_per_gpu"] if pd.notna(x["tokens_per_s_per_gpu"]) else x["tokens_per_s"] / ws
+        mem = "—" if pd.isna(x["mem_alloc_gib"]) else f"{x['mem_alloc_gib']:.1f} GiB"
+        dev = "—" if pd.isna(x["mem_gb"]) else f"{x['mem_gb']:.1f} GB"
+        return f"{per_gpu:,.0f} tok/s per GPU, {x['tokens_per_s']:,.0f} total, {mem} allocated / {dev} device per GPU"
+    ws = int(r["world_size"]) if pd.notna(r["world_size"]) else 1
+    return (f"world size {ws} GPU{'s' if ws > 1 else ''} (paper: {PAPER_TRAIN_GPUS} GPUs, so only ratios compare); "
+            f"RetNet {side(r)}; baseline {side(b)}")
+
+
 def _train_claims(df: pd.DataFrame) -> list[dict]:
-    tr = _points(df, "train")
+    tr = cs.points(df, "train")
     paper = {"seq_len": pv.PAPER_TRAIN_SEQ_LEN, "batch_size": 1e9}  # largest common batch
     out = []
     for c in pv.TRAIN_CLAIMS:
         here = tr[tr["model"] == c.model]
-        retnet = here[here["impl"].isin(RETNET_TRAIN_IMPLS)]
-        transformers = here[here["arch"] == "transformer"]
+        retnet, transformers = cs.candidates(here), cs.baselines(here)
         kernels = TRAIN_BASELINE_KERNELS[c.baseline]
         named = transformers[transformers["kernel"].isin(kernels)]
         if c.baseline == "vanilla":
             named = pd.concat([transformers[transformers["impl"] == "torchscale-transformer"], named])
         for framing, base in ((FRAMING_PAPER, named), (FRAMING_STRONGEST, transformers)):
-            point = _best_point(retnet, base, ["batch_size", "seq_len"], paper)
+            point = cs.best_point(retnet, base, ["batch_size", "seq_len", "world_size"], paper)
             if point is None:
                 out.append(_row(c, framing, conditions=f"no {c.model} training rows for RetNet and "
                                 f"{'the ' + c.baseline + ' Transformer' if framing == FRAMING_PAPER else 'a Transformer'}"))
                 continue
-            r, at = _fastest(_at(retnet, point)), _at(base, point)
+            r, here_b = cs.fastest(cs.at(retnet, point)), cs.at(base, point)
             if framing == FRAMING_PAPER:  # the paper's kernel first, in preference order
                 order = {"torchscale-transformer": -1} | {k: i for i, k in enumerate(kernels)}
-                at = at.assign(_o=[order.get(i, order.get(k, 99)) for i, k in zip(at["impl"], at["kernel"])])
-                b = _fastest(at[at["_o"] == at["_o"].min()])
+                here_b = here_b.assign(_o=[order.get(i, order.get(k, 99)) for i, k in zip(here_b["impl"],
+                                                                                       here_b["kernel"])])
+                b = cs.fastest(here_b[here_b["_o"] == here_b["_o"].min()])
             else:
-                b = _fastest(at)
-            cond, matches = _conditions({"model": c.model, **point}, r, {"seq_len": pv.PAPER_TRAIN_SEQ_LEN})
-            out.append(_row(c, framing, _ratio(c.metric, r, b), cond, impl_label(b["impl"], b["kernel"]),
-                            float("nan"), matches))
+                b = cs.fastest(here_b)
+            cond, matches = _conditions({"model": c.model, **{k: v for k, v in point.items() if k != "world_size"}},
+                                        r, {"seq_len": pv.PAPER_TRAIN_SEQ_LEN})
+            cond = f"{cond}; {_train_scale(r, b)}"
+            na = cs.not_applicable([r, b], "table4")
+            if c.metric == "memory":
+                mem = cs.memory_ratios(r, b)
+                out.append(_row(c, framing, mem[0], cond, cs.baseline_label(b), float("nan"), matches, mem, na))
+            else:
+                out.append(_row(c, framing, cs.ratio(c.metric, r, b), cond, cs.baseline_label(b), float("nan"),
+                                matches, not_applicable=na))
         out.append(_row(c, FRAMING_CAPACITY, conditions="equal-memory framing is defined for decode only"))
     return out
 
 
 def claims_table(df: pd.DataFrame, envs: dict[str, dict] | None = None) -> pd.DataFrame:
-    """One row per (claim, framing): paper value, measured value, conditions, baseline, the baseline's % of the
-    measured copy bandwidth, verdict and source. `envs` is accepted for symmetry with load_runs (GPU names are
-    taken from the rows)."""
+    """One row per (claim, framing): paper value, measured value, conditions, baseline (with its KV-head count),
+    the baseline's % of the measured copy bandwidth, verdict, source, and for memory claims both measures.
+    `envs` is accepted for symmetry with load_runs (GPU names are taken from the rows)."""
     rows = _decode_claims(df) + _retnet_only_claims(df) + _train_claims(df)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -8,8 +8,12 @@ import pandas as pd
 from rich.table import Table as RichTable
 
 from .claims import FOLD_TOLERANCE, SPREAD_HOLDS, SPREAD_PARTLY, UPPER_PARTLY, UPPER_SLACK
+from .claims_select import MEASURE_ALLOCATOR
+from .load import ReportInputError
 
-VERDICT_STYLE = {"holds": "green", "partly": "yellow", "does not hold": "red", "not measured": "dim"}
+VERDICT_STYLE = {"holds": "green", "partly": "yellow", "does not hold": "red", "not measured": "dim",
+                 "not applicable": "dim"}
+UNJUDGED = ("not measured", "not applicable")  # collapsed into one line per claim
 CLAIMS_SHOWN = ["claim", "framing", "paper_value", "measured_value", "verdict", "baseline", "baseline_pct_roofline",
                 "conditions", "source"]
 
@@ -18,7 +22,9 @@ VERDICT_RULE = (
     f"partly if 1 < measured < {FOLD_TOLERANCE} x paper; does not hold if measured <= 1. Invariance claims "
     f"(max/min over the sweep): holds if <= {SPREAD_HOLDS}, partly if <= {SPREAD_PARTLY}, else does not hold. "
     f"Overhead claim (RetNet GB / weights GB - 1): holds if <= paper + {UPPER_SLACK}, partly if <= {UPPER_PARTLY}. "
-    "A missing measurement is 'not measured'."
+    "A missing measurement is 'not measured'; rows not under the paper's conditions (a CUDA GPU and a paper-size "
+    "model) are 'not applicable' and get no verdict. Memory claims: the verdict uses the allocator peak (what the "
+    "paper reported); the device-memory ratio (what limits a batch) is shown beside it."
 )
 
 
@@ -35,6 +41,12 @@ def fmt(value: object, digits: int = 3) -> str:
 
 def _claim_value(row: pd.Series, col: str) -> str:
     v = row[col]
+    if col == "measured_value" and row.get("metric") == "memory" and row.get("kind") == "fold" \
+            and isinstance(v, float) and not math.isnan(v):
+        other = row.get("memory_device_x") if row.get("memory_measure") == MEASURE_ALLOCATOR else None
+        used = "allocated" if row.get("memory_measure") == MEASURE_ALLOCATOR else "device"
+        tail = f"; device {other:.2f}x" if isinstance(other, float) and not math.isnan(other) else ""
+        return f"{v:.2f}x ({used}{tail})"
     if col in ("paper_value", "measured_value") and row.get("kind") == "fold" and isinstance(v, float) \
             and not math.isnan(v):
         return f"{v:.2f}x"
@@ -57,22 +69,52 @@ def df_to_markdown(df: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(lines)
 
 
-def claims_display_frame(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims with values formatted for people (x-folds as '3.40x', overhead as '+3.0%')."""
-    out = pd.DataFrame({c: [_claim_value(r, c) for _, r in claims.iterrows()] for c in CLAIMS_SHOWN})
+def claims_display_frame(claims: pd.DataFrame, collapse: bool = False) -> pd.DataFrame:
+    """The claims with values formatted for people (x-folds as '3.40x', overhead as '+3.0%'); collapse=True
+    leaves out the unjudged rows (see collapsed_lines)."""
+    if collapse:
+        claims = claims[~claims["verdict"].isin(UNJUDGED)]
+    out = pd.DataFrame({c: [_claim_value(r, c) for _, r in claims.iterrows()] for c in CLAIMS_SHOWN},
+                       columns=CLAIMS_SHOWN)
     return out.rename(columns={"paper_value": "paper", "measured_value": "measured",
                                "baseline_pct_roofline": "baseline % of peak BW"})
 
 
+def collapsed_lines(claims: pd.DataFrame) -> list[str]:
+    """One line per claim for its 'not measured' / 'not applicable' framings (and one line in all when every
+    claim is not applicable for the same reason, as on a CPU)."""
+    rest = claims[claims["verdict"].isin(UNJUDGED)]
+    if rest.empty:
+        return []
+    na = rest[rest["verdict"] == "not applicable"]
+    lines = []
+    if len(na) == len(claims) and na["conditions"].str.split(":").str[0].nunique() == 1:
+        return [f"All {len(claims)} claims: {na['conditions'].iloc[0].split(' (')[0]} (no verdict from these rows)."]
+    for claim, g in rest.groupby("claim", sort=False):
+        parts = []
+        for v, gv in g.groupby("verdict", sort=False):
+            framings = ", ".join(str(f).split(" ")[0] for f in gv["framing"])
+            reason = str(gv["conditions"].iloc[0]).split(";")[0].split(" (")[0]
+            parts.append(f"{v} under framing {framings} ({reason})")
+        lines.append(f"{claim}: " + "; ".join(parts))
+    return lines
+
+
 def render_claims_markdown(claims: pd.DataFrame) -> str:
-    """The claims table as Markdown, followed by the verdict rule."""
-    return df_to_markdown(claims_display_frame(claims), index=False) + "\n\n" + VERDICT_RULE + "\n"
+    """The judged claims as Markdown, the unjudged ones collapsed below, then the verdict rule."""
+    lines = collapsed_lines(claims)
+    text = df_to_markdown(claims_display_frame(claims, collapse=True), index=False)
+    if lines:
+        text += "\n\nNot judged:\n\n" + "\n".join(f"- {line}" for line in lines)
+    return text + "\n\n" + VERDICT_RULE + "\n"
 
 
 def claims_rich_table(claims: pd.DataFrame) -> RichTable:
-    """The claims table as a rich Table (verdicts coloured); the CLI prints it."""
-    shown = claims_display_frame(claims).drop(columns=["source"])
-    table = RichTable(title="RetNet paper claims vs this run", show_lines=True, caption=VERDICT_RULE)
+    """The judged claims as a rich Table (verdicts coloured), the unjudged ones collapsed into the caption;
+    the CLI prints it."""
+    shown = claims_display_frame(claims, collapse=True).drop(columns=["source"])
+    caption = "\n".join(["Not judged: " + line for line in collapsed_lines(claims)] + [VERDICT_RULE])
+    table = RichTable(title="RetNet paper claims vs this run", show_lines=True, caption=caption)
     for col in shown.columns:
         table.add_column(col, overflow="fold", max_width=48 if col == "conditions" else None)
     for _, row in shown.iterrows():
@@ -82,10 +124,14 @@ def claims_rich_table(claims: pd.DataFrame) -> RichTable:
 
 
 def write_claims(claims: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """claims.csv (raw values) and claims.md (formatted) into out_dir."""
+    """claims.csv (raw values, every row) and claims.md (formatted) into out_dir. An unwritable out_dir raises
+    ReportInputError (one line; the CLI exits 2)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"claims_csv": out_dir / "claims.csv", "claims_md": out_dir / "claims.md"}
-    claims.to_csv(paths["claims_csv"], index=False)
-    paths["claims_md"].write_text("# Paper claims\n\n" + render_claims_markdown(claims), encoding="utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        claims.to_csv(paths["claims_csv"], index=False)
+        paths["claims_md"].write_text("# Paper claims\n\n" + render_claims_markdown(claims), encoding="utf-8")
+    except OSError as e:
+        raise ReportInputError(f"cannot write claims to {out_dir}: {e.strerror or type(e).__name__}") from None
     return paths

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reports_fixtures import decode_row, known_ratio_rows, train_row, write_run  # noqa: E402
+from reports_fixtures import decode_row, gqa_rows, known_ratio_rows, train_row, write_run  # noqa: E402
 
 from retnet_bench.reports import ReportInputError, claims_table, load_runs, verdict  # noqa: E402
-from retnet_bench.reports.claims import (FRAMING_CAPACITY, FRAMING_PAPER, FRAMING_RETNET_ONLY,  # noqa: E402
-                                         FRAMING_STRONGEST)
+from retnet_bench.reports.claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_MODERN_CAPACITY,  # noqa: E402
+                                         FRAMING_PAPER, FRAMING_RETNET_ONLY, FRAMING_STRONGEST)
+from retnet_bench.reports.claims_select import MEASURE_ALLOCATOR, MEASURE_DEVICE  # noqa: E402
+
+MHA = ", MHA (KV heads = heads)"
 
 
 def _claims(tmp_path, rows):
@@ -36,24 +39,26 @@ def test_verdict_rule_boundaries():
 
 EXPECTED = {
     # (claim_id, framing): (measured, verdict, baseline)
-    ("decode_memory", FRAMING_PAPER): (48 / 14, "holds", "paper-like (bmm-softmax)"),
-    ("decode_throughput", FRAMING_PAPER): (10.0, "holds", "paper-like (bmm-softmax)"),
-    ("decode_latency", FRAMING_PAPER): (10.0, "partly", "paper-like (bmm-softmax)"),
-    ("decode_memory", FRAMING_STRONGEST): (1.5, "partly", "static (flash-attn)"),
-    ("decode_throughput", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)"),
-    ("decode_latency", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)"),
-    ("decode_memory", FRAMING_CAPACITY): (math.nan, "not measured", "static (flash-attn)"),
-    ("decode_throughput", FRAMING_CAPACITY): (4.0, "partly", "static (flash-attn)"),
-    ("decode_latency", FRAMING_CAPACITY): (1.0, "does not hold", "static (flash-attn)"),
-    ("retnet_memory_overhead", FRAMING_RETNET_ONLY): (14 / 13.4 - 1, "holds", ""),
+    ("decode_memory", FRAMING_PAPER): (36 / 12, "partly", "paper-like (bmm-softmax)" + MHA),  # allocator measure
+    ("decode_throughput", FRAMING_PAPER): (10.0, "holds", "paper-like (bmm-softmax)" + MHA),
+    ("decode_latency", FRAMING_PAPER): (10.0, "partly", "paper-like (bmm-softmax)" + MHA),
+    ("decode_memory", FRAMING_STRONGEST): (1.5, "partly", "static (flash-attn)" + MHA),
+    ("decode_throughput", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)" + MHA),
+    ("decode_latency", FRAMING_STRONGEST): (0.8, "does not hold", "static (flash-attn)" + MHA),
+    ("decode_memory", FRAMING_CAPACITY): (math.nan, "not measured", "static (flash-attn)" + MHA),
+    ("decode_throughput", FRAMING_CAPACITY): (4.0, "partly", "static (flash-attn)" + MHA),
+    ("decode_latency", FRAMING_CAPACITY): (1.0, "does not hold", "static (flash-attn)" + MHA),
+    ("decode_throughput", FRAMING_MODERN): (math.nan, "not measured", ""),  # no GQA rows in this sweep
+    ("retnet_memory_overhead", FRAMING_RETNET_ONLY): (12e9 / 13.4e9 - 1, "holds", ""),  # allocated vs weights
     ("retnet_throughput_length_invariant", FRAMING_RETNET_ONLY): (10.2 / 10.0, "holds", ""),
     ("retnet_latency_invariant", FRAMING_RETNET_ONLY): (10.4 / 10.0, "holds", ""),  # batch 64 row excluded
-    ("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER): (7.0, "holds", "transformer (bmm-softmax)"),
-    ("train_memory_vs_vanilla_1.3b", FRAMING_PAPER): (70 / 30, "holds", "transformer (bmm-softmax)"),
-    ("train_throughput_vs_vanilla_1.3b", FRAMING_STRONGEST): (70 / 75, "does not hold", "transformer (flash-attn)"),
-    ("train_memory_vs_vanilla_1.3b", FRAMING_STRONGEST): (36 / 30, "partly", "transformer (flash-attn)"),
-    ("train_throughput_vs_flash_1.3b", FRAMING_PAPER): (70 / 75, "does not hold", "transformer (flash-attn)"),
-    ("train_memory_vs_flash_1.3b", FRAMING_PAPER): (36 / 30, "holds", "transformer (flash-attn)"),
+    ("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER): (7.0, "holds", "transformer (bmm-softmax)" + MHA),
+    ("train_memory_vs_vanilla_1.3b", FRAMING_PAPER): (70 / 30, "holds", "transformer (bmm-softmax)" + MHA),
+    ("train_throughput_vs_vanilla_1.3b", FRAMING_STRONGEST): (70 / 75, "does not hold",
+                                                               "transformer (flash-attn)" + MHA),
+    ("train_memory_vs_vanilla_1.3b", FRAMING_STRONGEST): (36 / 30, "partly", "transformer (flash-attn)" + MHA),
+    ("train_throughput_vs_flash_1.3b", FRAMING_PAPER): (70 / 75, "does not hold", "transformer (flash-attn)" + MHA),
+    ("train_memory_vs_flash_1.3b", FRAMING_PAPER): (36 / 30, "holds", "transformer (flash-attn)" + MHA),
     ("train_throughput_vs_vanilla_1.3b", FRAMING_CAPACITY): (math.nan, "not measured", ""),
     ("train_throughput_vs_vanilla_2.7b", FRAMING_PAPER): (math.nan, "not measured", ""),
 }
@@ -93,7 +98,7 @@ def test_torchscale_transformer_preferred_as_paper_like(tmp_path):
     rows = known_ratio_rows() + [decode_row("6.7b", "torchscale-transformer", "", 8, 8192, 50.0, 40.0)]
     claims, _ = _claims(tmp_path, rows)
     row = claims[("decode_throughput", FRAMING_PAPER)]
-    assert row.baseline == "torchscale-transformer" and row.measured_value == pytest.approx(5.0)
+    assert row.baseline == "torchscale-transformer" + MHA and row.measured_value == pytest.approx(5.0)
 
 
 def test_non_ok_rows_never_give_values(tmp_path):
@@ -101,16 +106,35 @@ def test_non_ok_rows_never_give_values(tmp_path):
     # A faster static row that failed must not become the "strongest" baseline.
     rows.append(decode_row("6.7b", "static", "flash-attn", 8, 8192, 1.0, 15.0, status="error", error="boom"))
     claims, _ = _claims(tmp_path, rows)
-    assert claims[("decode_throughput", FRAMING_STRONGEST)].baseline == "paper-like (bmm-softmax)"
+    assert claims[("decode_throughput", FRAMING_STRONGEST)].baseline == "paper-like (bmm-softmax)" + MHA
 
 
 def test_off_paper_point_is_flagged(tmp_path):
-    rows = [decode_row("tiny", "retnet-recurrent", "torch", 2, 128, 2.0, 0.1),
-            decode_row("tiny", "paper-like", "bmm-softmax", 2, 128, 4.0, 0.3)]
+    rows = [decode_row("2.7b", "retnet-recurrent", "torch", 2, 2048, 2.0, 0.1),
+            decode_row("2.7b", "paper-like", "bmm-softmax", 2, 2048, 4.0, 0.3)]
     claims, _ = _claims(tmp_path, rows)
     row = claims[("decode_throughput", FRAMING_PAPER)]
     assert row.verdict == "partly" and not row.matches_paper
     assert "paper: model 6.7b, seq_len 8192, batch_size 8" in row.conditions
+
+
+@pytest.mark.parametrize("where", ["cpu", "tiny"])
+def test_rows_off_the_papers_conditions_give_no_verdict(tmp_path, where):
+    """A CPU smoke run (or a tiny model on a GPU) must print no 'holds' / 'does not hold' at all."""
+    model, device = ("6.7b", "cpu") if where == "cpu" else ("tiny", "cuda")
+    rows = [r for r in known_ratio_rows()]
+    for r in rows:
+        r["model"], r["device"] = model if r["model"] == "6.7b" else r["model"], device
+        if where == "cpu":
+            r["gpu_name"] = None
+    claims, frame = _claims(tmp_path, rows)
+    judged = frame if where == "cpu" else frame[~frame["claim_id"].str.startswith("train_")]  # train rows: 1.3b
+    assert set(judged["verdict"]) <= {"not applicable", "not measured"}
+    row = claims[("decode_throughput", FRAMING_PAPER)]
+    assert row.verdict == "not applicable" and math.isnan(row.measured_value)
+    assert row.conditions.startswith(f"not applicable on {device}/{model}: run fig6 on a GPU")
+    train = claims[("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER)]
+    assert train.verdict == ("not applicable" if where == "cpu" else "holds")
 
 
 @pytest.mark.parametrize("drop", ["retnet", "transformer", "capacity", "everything"])
@@ -128,7 +152,8 @@ def test_partial_data_gives_not_measured(tmp_path, drop):
     decode = frame[frame["claim_id"].str.startswith("decode_")]
     if drop == "capacity":
         assert (decode.loc[decode["framing"] == FRAMING_CAPACITY, "verdict"] == "not measured").all()
-        assert (decode.loc[decode["framing"] != FRAMING_CAPACITY, "verdict"] != "not measured").all()
+        gqa = decode["framing"].isin([FRAMING_MODERN, FRAMING_MODERN_CAPACITY])  # no GQA rows here
+        assert (decode.loc[(decode["framing"] != FRAMING_CAPACITY) & ~gqa, "verdict"] != "not measured").all()
     else:
         assert (decode["verdict"] == "not measured").all()
         assert decode["measured_value"].isna().all()
@@ -139,7 +164,7 @@ def test_partial_data_gives_not_measured(tmp_path, drop):
 def test_memory_without_gpu_source_is_not_measured(tmp_path):
     rows = known_ratio_rows()
     for r in rows:  # a CPU-like run: only RSS; claims must not compare process RSS
-        r["mem_rss_peak_gb"], r["mem_nvml_delta_gb"] = r["mem_nvml_delta_gb"], None
+        r["mem_rss_peak_gb"], r["mem_nvml_delta_gb"], r["mem_torch_peak_gb"] = r["mem_nvml_delta_gb"], None, None
     claims, _ = _claims(tmp_path, rows)
     assert claims[("decode_memory", FRAMING_PAPER)].verdict == "not measured"
     assert claims[("decode_throughput", FRAMING_PAPER)].verdict == "holds"
@@ -203,3 +228,56 @@ def test_runs_sharing_a_run_id_stay_apart(tmp_path):
     assert df["run_id"].nunique() == 2 and len(df) == 2 * len(known_ratio_rows())
     for run_id, env in envs.items():
         assert set(df.loc[df["run_id"] == run_id, "run_dir"]) == {env["run_dir"]}
+
+
+def test_memory_claims_give_both_measures(known):
+    claims, _ = known
+    row = claims[("decode_memory", FRAMING_PAPER)]
+    assert row.memory_measure == MEASURE_ALLOCATOR
+    assert row.memory_allocator_x == pytest.approx(3.0) and row.memory_device_x == pytest.approx(48 / 14)
+    assert row.measured_value == row.memory_allocator_x
+    assert "12.0 GB" not in row.conditions and "allocated" in row.conditions and "device" in row.conditions
+    train = claims[("train_memory_vs_vanilla_1.3b", FRAMING_PAPER)]  # no allocator peak: device, labelled
+    assert train.memory_measure == MEASURE_DEVICE and math.isnan(train.memory_allocator_x)
+
+
+def test_framing_4_modern_baseline(tmp_path):
+    claims, frame = _claims(tmp_path, known_ratio_rows() + gqa_rows())
+    thr = claims[("decode_throughput", FRAMING_MODERN)]
+    assert thr.baseline == "static (sdpa-cudnn), 8 KV heads"  # the best GQA-8 flavour, not hf
+    assert thr.measured_value == pytest.approx(1.25) and thr.verdict == "partly"
+    mem = claims[("decode_memory", FRAMING_MODERN)]
+    assert mem.measured_value == pytest.approx(15 / 12) and mem.memory_device_x == pytest.approx(16 / 14)
+    cap = claims[("decode_throughput", FRAMING_MODERN_CAPACITY)]
+    assert cap.measured_value == pytest.approx(3200 / 1600) and "Transformer batch 40" in cap.conditions
+    assert claims[("decode_memory", FRAMING_MODERN_CAPACITY)].verdict == "not measured"
+    # GQA rows never become the paper's (MHA) baselines, and the bf16-state RetNet is never the RetNet side
+    assert claims[("decode_throughput", FRAMING_STRONGEST)].baseline == "static (flash-attn)" + MHA
+    assert claims[("decode_throughput", FRAMING_PAPER)].measured_value == pytest.approx(10.0)
+    assert claims[("decode_throughput", FRAMING_CAPACITY)].baseline == "static (flash-attn)" + MHA
+    assert frame["baseline"].str.contains("KV heads").sum() == (frame["baseline"] != "").sum()
+
+
+def test_baselines_are_picked_by_role_not_arch(tmp_path):
+    rows = [decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 10.0, 14.0),
+            decode_row("6.7b", "llama-fast", "x", 8, 8192, 20.0, 28.0, arch="llama", role="baseline",
+                       n_kv_heads=32)]
+    claims, _ = _claims(tmp_path, rows)
+    row = claims[("decode_throughput", FRAMING_STRONGEST)]
+    assert row.baseline == "llama-fast (x), 32 KV heads" and row.measured_value == pytest.approx(2.0)
+
+
+def test_training_claims_state_world_size_and_per_gpu_numbers(tmp_path):
+    rows = [train_row("1.3b", "retnet-chunkwise", "torch", 4, 8192, 80000.0, 30.0, world_size=8,
+                      tokens_per_s_per_gpu=10000.0, role="candidate"),
+            train_row("1.3b", "transformer", "bmm-softmax", 4, 8192, 16000.0, 70.0, world_size=8,
+                      tokens_per_s_per_gpu=2000.0, role="baseline", n_kv_heads=32)]
+    claims, _ = _claims(tmp_path, rows)
+    row = claims[("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER)]
+    assert row.measured_value == pytest.approx(5.0)
+    assert "world size 8 GPUs (paper: 8 GPUs" in row.conditions
+    assert "10,000 tok/s per GPU, 80,000 total" in row.conditions and "2,000 tok/s per GPU" in row.conditions
+    one = claims[("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER)]
+    claims1, _ = _claims(tmp_path / "one", known_ratio_rows())
+    assert "world size 1 GPU (paper: 8 GPUs" in claims1[("train_throughput_vs_vanilla_1.3b", FRAMING_PAPER)].conditions
+    assert one.verdict == "partly"
