@@ -4,6 +4,7 @@ StaticKVCache: preallocated K/V for every layer, written in place; the fill leve
 decode step has static shapes and no host sync (one CUDA graph replays it at any position).
 CatKVCache: the paper-like cache (torchscale incremental decoding): per-layer K/V grown by torch.cat each step,
 keys stored un-rotated.
+Both hold the model's n_kv_heads key/value heads (Hkv = H for MHA, fewer for GQA / MQA).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CAPACITY_MULTIPLE = 16
 
 @dataclass
 class StaticKVCache:
-    k: torch.Tensor  # (L, B, H, S, D) for SDPA kernels, (L, B, S, H, D) for flash-attn packages (layout "bshd")
+    k: torch.Tensor  # (L, B, Hkv, S, D) for SDPA kernels, (L, B, S, Hkv, D) for flash-attn packages ("bshd")
     v: torch.Tensor
     pos: torch.Tensor  # (1,) int64 on the cache's device: tokens cached = slot the next token is written to
     slots: torch.Tensor  # (S,) int64 arange(capacity), compared with pos to build the mask on device
@@ -48,8 +49,8 @@ class StaticKVCache:
 
 @dataclass
 class CatKVCache:
-    k: list[torch.Tensor]  # per layer (B*H, S, D), un-rotated keys (the rotation is re-applied every step)
-    v: list[torch.Tensor]  # per layer (B*H, S, D)
+    k: list[torch.Tensor]  # per layer (B*Hkv, S, D), un-rotated keys (the rotation is re-applied every step)
+    v: list[torch.Tensor]  # per layer (B*Hkv, S, D)
     batch_size: int
 
     @property

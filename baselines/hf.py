@@ -4,9 +4,11 @@
 call compiled the way generate() does it (torch.compile, mode="reduce-overhead": CUDA graphs) on GPU, eager on
 CPU (tests) or when compile=False.
 
-Matching: same d, layers, heads, head dim, vocabulary, rotary theta, untied embeddings. Llama's MLP is SwiGLU
-(three d x I matrices), so I = 8d/3 rounded to a multiple of 64 (of 8 for small d) keeps ~12 d^2 per layer;
-norms are RMSNorm (d params) instead of LayerNorm (2d). Parameter counts agree within 2% (tested).
+Matching: same d, layers, query heads, key/value heads (`num_key_value_heads` = cfg.n_kv_heads: MHA, GQA or MQA),
+head dim, vocabulary, rotary theta, untied embeddings. Llama's MLP is SwiGLU (three d x I matrices), so
+I = 2f/3 for our GELU width f (8d/3 for MHA, f = 5d - kv_dim for GQA), rounded to a multiple of 64 (of 8 for
+small d), keeps ~12 d^2 per layer; norms are RMSNorm (d params) instead of LayerNorm (2d). Parameter counts agree
+within 2% (tested).
 
 Written against transformers 5.x (forward(..., cache=...)); `past_key_values=` is used where a version still
 names the argument that way.
@@ -24,18 +26,20 @@ from .config import TransformerConfig
 CACHE_KINDS = ("dynamic", "static")
 
 
-def _intermediate_size(d: int) -> int:
-    multiple = 64 if d >= 1024 else 8
-    return max(multiple, round(8 * d / 3 / multiple) * multiple)
+def _intermediate_size(cfg: TransformerConfig) -> int:
+    """SwiGLU width with the parameters of our GELU FFN: 3 d I = 2 d f."""
+    multiple = 64 if cfg.d_model >= 1024 else 8
+    return max(multiple, round(2 * cfg.ffn_dim / 3 / multiple) * multiple)
 
 
 def hf_config_from(cfg: TransformerConfig, attn_implementation: str = "sdpa"):
-    """LlamaConfig with our width/depth/heads/vocab and a SwiGLU width giving ~12 d^2 parameters per layer."""
+    """LlamaConfig with our width/depth/heads (query and key/value)/vocab and a SwiGLU width giving ~12 d^2
+    parameters per layer."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=_intermediate_size(cfg.d_model),
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=_intermediate_size(cfg),
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
         head_dim=cfg.head_dim, max_position_embeddings=1 << 20, rms_norm_eps=cfg.norm_eps,
         rope_theta=cfg.rope_theta, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
         attn_implementation=attn_implementation, use_cache=True,

@@ -27,6 +27,20 @@ with a mask hiding the unused slots), from PyTorch's sdp_utils.cpp (2.5 - 2.11):
   measured cuDNN fastest for decode; pick it by name (`sdpa-cudnn`) rather than rely on the priority order.
   flash-attn / flash-attn-4 decode take a device tensor of per-sequence lengths instead of a mask
   (`cache_seqlens` / `seqused_k`), so they are graph-safe as well.
+
+Grouped-query attention (K/V with fewer heads than Q; query head h reads K/V head h // (H / Hkv)):
+  * flash-attn, flash-attn-4: native, K/V passed as (B, T, Hkv, D) (FA2: "MQA/GQA by passing KV with fewer
+    heads"; FA4: pack_gqa when H / Hkv > 1), training, prefill and decode alike.
+  * SDPA backends: `enable_gqa=True` where the backend accepts it, probed once per (kernel, device, dtype, phase)
+    by `gqa_support` with a tiny real call, as `kernel_available` does. From sdp_utils.cpp: flash takes GQA
+    (check_batch_size_and_num_heads_dense<supports_gqa=true>; decode still impossible, no mask), cuDNN takes it
+    (supports_gqa, requires_same_num_heads=false), math takes it (repeat_interleave inside the op), the
+    memory-efficient backend rejected it until PyTorch PR #191085 (July 2026, after 2.11): in torch 2.11 expect
+    `sdpa-efficient` to fall back. `sdpa` (no forced backend) passes enable_gqa and lets PyTorch choose, which
+    may mean math. On CPU (2.13) the flash-cpu and math backends take it, efficient does not.
+  * Fallback, labelled: where a forced backend rejects enable_gqa, K/V are expanded with repeat_interleave to H
+    heads before the call (a full (B, H, S, D) copy per layer per step: the cache bandwidth saving is lost for
+    the attention read); `gqa_support` returns (False, why) so the caller can say so in its row.
 """
 from __future__ import annotations
 
@@ -102,8 +116,10 @@ def _first(out):
 
 
 # ---------------------------------------------------------------------------------------------------- attention
-def _sdpa(kernel: str, q, k, v, attn_mask=None, is_causal=False):
+def _sdpa(kernel: str, q, k, v, attn_mask=None, is_causal=False, enable_gqa=False):
     try:
+        if enable_gqa:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
     except RuntimeError as e:
         if kernel not in SDPA_BACKENDS:
@@ -114,28 +130,46 @@ def _sdpa(kernel: str, q, k, v, attn_mask=None, is_causal=False):
             f"{str(e).splitlines()[0].split('. ')[0]}") from e
 
 
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, Hkv, S, D) -> (B, Hkv * groups, S, D), each K/V head repeated for its `groups` query heads."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def _sdpa_gqa(kernel: str, phase: str, q, k, v, attn_mask=None, is_causal=False):
+    """SDPA over q (B, H, Tq, D) and k/v (B, Hkv, S, D): plain call for MHA, enable_gqa where the backend takes
+    it (gqa_support), else the repeat_interleave fallback."""
+    groups = q.shape[1] // k.shape[1]
+    if groups == 1:
+        return _sdpa(kernel, q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    if gqa_support(kernel, q.device, q.dtype, phase, q.shape[-1])[0]:
+        return _sdpa(kernel, q, k, v, attn_mask=attn_mask, is_causal=is_causal, enable_gqa=True)
+    return _sdpa(kernel, q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=attn_mask, is_causal=is_causal)
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str) -> torch.Tensor:
     """Causal self-attention over a whole sequence (training / prefill).
 
-    q, k, v: (B, T, H, D) -> (B, T, H, D). SDPA kernels must be called inside `sdpa_context(kernel)`.
+    q: (B, T, H, D), k, v: (B, T, Hkv, D) with H % Hkv == 0 -> (B, T, H, D). SDPA kernels must be called inside
+    `sdpa_context(kernel)`.
     """
     if kernel == "flash-attn":
         return _flash_attn_2()[0](q, k, v, causal=True)
     if kernel == "flash-attn-4":
         return _first(_flash_attn_4()[0](q, k, v, causal=True))
-    out = _sdpa(kernel, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)  # (B, H, T, D)
-    return out.transpose(1, 2)
+    phase = "train" if torch.is_grad_enabled() and q.requires_grad else "prefill"
+    out = _sdpa_gqa(kernel, phase, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+    return out.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D)
 
 
 def decode_attention_sdpa(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, mask: torch.Tensor,
                           kernel: str) -> torch.Tensor:
-    """One query per sequence against a static cache. q: (B, H, 1, D); caches (B, H, S, D);
+    """One query per sequence against a static cache. q: (B, H, 1, D); caches (B, Hkv, S, D), H % Hkv == 0;
     mask (1, 1, 1, S) additive (0 valid, -inf empty slot). Returns (B, H, 1, D)."""
     if kernel == "sdpa-flash":
         raise KernelUnavailableError(
             "sdpa-flash: PyTorch's FLASH_ATTENTION backend accepts no attn_mask, and a static cache needs one to "
             "hide its empty slots (use sdpa-cudnn, sdpa-efficient or flash-attn with cache_seqlens)")
-    return _sdpa(kernel, q, k_cache, v_cache, attn_mask=mask)
+    return _sdpa_gqa(kernel, "decode", q, k_cache, v_cache, attn_mask=mask)
 
 
 def decode_attention_flash_attn(q, k_cache, v_cache, k_new, v_new, cache_seqlens) -> torch.Tensor:
@@ -153,9 +187,11 @@ def decode_attention_flash_attn_4(q, k_cache, v_cache, seqused_k) -> torch.Tenso
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                         n_valid: int | None = None) -> torch.Tensor:
-    """Naive float64 attention to check every kernel against. q (B, H, Tq, D), k/v (B, H, S, D); causal aligns
-    the last query with key n_valid - 1 (n_valid defaults to S); keys >= n_valid are ignored."""
-    qd, kd, vd = q.double(), k.double(), v.double()
+    """Naive float64 attention to check every kernel against. q (B, H, Tq, D), k/v (B, Hkv, S, D) (Hkv < H:
+    grouped-query, K/V heads repeated); causal aligns the last query with key n_valid - 1 (n_valid defaults to
+    S); keys >= n_valid are ignored."""
+    groups = q.shape[1] // k.shape[1]
+    qd, kd, vd = q.double(), repeat_kv(k.double(), groups), repeat_kv(v.double(), groups)
     tq, s = q.shape[-2], k.shape[-2]
     n_valid = s if n_valid is None else n_valid
     scores = qd @ kd.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, Tq, S)
@@ -224,6 +260,57 @@ def _probe(name: str, device: str, dtype: torch.dtype, phase: str, head_dim: int
             except KernelUnavailableError as e:
                 reasons = "; ".join(str(w.message).splitlines()[0] for w in caught)
                 return False, f"{str(e).split(': No available kernel')[0]}{': ' + reasons if reasons else ''}"
+    except RuntimeError as e:  # e.g. no such device
+        return False, f"{name} on {device}: {str(e).splitlines()[0]}"
+    return True, ""
+
+
+def gqa_support(name: str, device: torch.device | str, dtype: torch.dtype, phase: str = "decode",
+                head_dim: int = 128) -> tuple[bool, str]:
+    """Whether kernel `name` runs grouped-query attention natively for `phase` here: (True, "") if it does (flash
+    packages: K/V with fewer heads; SDPA: enable_gqa=True accepted by the forced backend, probed with a tiny real
+    call, cached), else (False, why): the model then expands K/V with repeat_interleave (labelled fallback).
+    Call it once before capturing a CUDA graph (Transformer.new_static_cache does): the probe allocates."""
+    check_kernel(name)
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _gqa_probe(name, str(device), dtype, phase, head_dim)
+
+
+@functools.cache
+def _gqa_probe(name: str, device: str, dtype: torch.dtype, phase: str, head_dim: int) -> tuple[bool, str]:
+    ok, why = _probe(name, device, dtype, phase, head_dim)
+    if not ok:  # the kernel cannot run here at all: no GQA question to answer
+        return False, why
+    if name in FLASH_PACKAGES:
+        return True, ""  # K/V heads may divide Q heads (FA2 and FA4 interfaces)
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(f"gqa_support({name!r}) must be probed before CUDA graph capture (it allocates)")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    s = 64
+    try:
+        q = torch.randn(1, 2, s, head_dim, generator=gen).to(dev, dtype)  # 2 query heads, 1 K/V head
+        k, v = (torch.randn(1, 1, s, head_dim, generator=gen).to(dev, dtype) for _ in range(2))
+        with sdpa_context(name), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if phase == "decode":
+                    mask = torch.zeros(1, 1, 1, s, device=dev, dtype=dtype)
+                    mask[..., s // 2:] = float("-inf")
+                    _sdpa(name, q[:, :, :1], k, v, attn_mask=mask, enable_gqa=True)
+                else:
+                    q.requires_grad_(phase == "train")
+                    out = _sdpa(name, q, k, v, is_causal=True, enable_gqa=True)
+                    if phase == "train":
+                        out.float().sum().backward()
+            except KernelUnavailableError as e:
+                reasons = "; ".join(str(w.message).splitlines()[0] for w in caught)
+                return False, (f"{str(e).split(': No available kernel')[0]} with enable_gqa=True"
+                               f"{': ' + reasons if reasons else ''}; K/V expanded by repeat_interleave instead")
     except RuntimeError as e:  # e.g. no such device
         return False, f"{name} on {device}: {str(e).splitlines()[0]}"
     return True, ""

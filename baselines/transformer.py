@@ -1,8 +1,10 @@
 """Decoder-only Transformer matched to the RetNet presets, with three ways to decode.
 
-Architecture (pre-LN, as torchscale's decoder): token embedding -> n_layers x [LayerNorm -> causal MHA with
-rotary -> residual, LayerNorm -> Linear(d, 4d) -> GELU -> Linear(4d, d) -> residual] -> LayerNorm -> untied head.
-No biases, so each layer has exactly 12 d^2 matrix parameters (+ 4d LayerNorm), like a RetNet layer.
+Architecture (pre-LN, as torchscale's decoder): token embedding -> n_layers x [LayerNorm -> causal attention with
+rotary -> residual, LayerNorm -> Linear(d, f) -> GELU -> Linear(f, d) -> residual] -> LayerNorm -> untied head.
+No biases, so each layer has 12 d^2 matrix parameters (+ 4d LayerNorm), like a RetNet layer. Attention is MHA by
+default (f = 4d); with cfg.n_kv_heads < n_heads it is grouped-query (GQA / MQA): the fused QKV projection is
+d -> d + 2 kv_dim, caches hold n_kv_heads heads, f = 5d - kv_dim keeps the 12 d^2 (see config.py).
 
 Decoding:
   forward(ids)              full causal forward with the chosen kernel (training path), (B, T, V)
@@ -21,25 +23,33 @@ from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
 from .fused_norm import add_layer_norm
 from .kernels import (causal_attention, check_kernel, decode_attention_flash_attn, decode_attention_flash_attn_4,
-                      decode_attention_sdpa, sdpa_context, uses_bshd_cache)
+                      decode_attention_sdpa, gqa_support, sdpa_context, uses_bshd_cache)
 from .rotary import apply_rotary, apply_rotary_rolled, rotary_tables, signed_sin
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig, kernel: str, **factory):
         super().__init__()
-        self.n_heads, self.head_dim, self.kernel = cfg.n_heads, cfg.head_dim, kernel
+        self.n_heads, self.n_kv_heads, self.head_dim, self.kernel = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, kernel
         self.rope_theta = cfg.rope_theta
-        self.wqkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False, **factory)  # fused: one GEMM per step
+        # fused: one GEMM per step; output columns are [q heads | k heads | v heads], each head_dim wide (for MHA
+        # the same layout as a (3, H, D) split, so MHA weights and results are unchanged)
+        self.wqkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * cfg.kv_dim, bias=False, **factory)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False, **factory)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """Projected q|k|v as one (B, T, H + 2 Hkv, D) tensor."""
         b, t, _ = x.shape
-        return self.wqkv(x).view(b, t, 3, self.n_heads, self.head_dim).unbind(2)  # 3 x (B, T, H, D)
+        return self.wqkv(x).view(b, t, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, T, H, D), k and v (B, T, Hkv, D)."""
+        h, hkv = self.n_heads, self.n_kv_heads
+        return self._heads(x).split((h, hkv, hkv), dim=2)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Causal attention over x (B, T, d). cos/sin (T, D). Returns (y (B, T, d), k_raw, k_rot, v) with the
-        keys/values as (B, T, H, D) so a caller can fill a cache from them."""
+        keys/values as (B, T, Hkv, D) so a caller can fill a cache from them."""
         b, t, d = x.shape
         q, k_raw, v = self._qkv(x)
         cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, D) broadcasts over heads
@@ -49,41 +59,45 @@ class Attention(nn.Module):
 
     def step(self, x: torch.Tensor, cache: StaticKVCache, i: int, cos: torch.Tensor, sin_signed: torch.Tensor,
              mask: torch.Tensor | None, seqlens: torch.Tensor | None) -> torch.Tensor:
-        """One token per sequence. x (B, 1, d); cos/sin_signed (1, 1, 1, 1, D) for position cache.pos."""
+        """One token per sequence. x (B, 1, d); cos/sin_signed (1, 1, 1, D) for position cache.pos."""
         b, _, d = x.shape
-        qkv = self.wqkv(x).view(b, 1, 3, self.n_heads, self.head_dim)
-        qk = apply_rotary_rolled(qkv[:, :, :2], cos, sin_signed)  # q and k rotated together: (B, 1, 2, H, D)
-        q, k, v = qk[:, :, 0], qk[:, :, 1], qkv[:, :, 2]  # (B, 1, H, D)
+        h, hkv = self.n_heads, self.n_kv_heads
+        qkv = self._heads(x)  # (B, 1, H + 2 Hkv, D)
+        qk = apply_rotary_rolled(qkv[:, :, :h + hkv], cos, sin_signed)  # q and k rotated together
+        q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + hkv:]  # (B, 1, H, D), 2 x (B, 1, Hkv, D)
         k_cache, v_cache = cache.layer(i)
         if self.kernel == "flash-attn":
             y = decode_attention_flash_attn(q, k_cache, v_cache, k, v, seqlens)  # writes K/V itself
         elif self.kernel == "flash-attn-4":
-            k_cache.index_copy_(1, cache.pos, k)  # (B, S, H, D) at slot pos
+            k_cache.index_copy_(1, cache.pos, k)  # (B, S, Hkv, D) at slot pos
             v_cache.index_copy_(1, cache.pos, v)
             y = decode_attention_flash_attn_4(q, k_cache, v_cache, seqlens)
         else:
-            k_cache.index_copy_(2, cache.pos, k.transpose(1, 2))  # (B, H, S, D) at slot pos
+            k_cache.index_copy_(2, cache.pos, k.transpose(1, 2))  # (B, Hkv, S, D) at slot pos
             v_cache.index_copy_(2, cache.pos, v.transpose(1, 2))
             y = decode_attention_sdpa(q.transpose(1, 2), k_cache, v_cache, mask, self.kernel).transpose(1, 2)
         return self.wo(y.reshape(b, 1, d))
 
     def step_cat(self, x: torch.Tensor, cache: CatKVCache, i: int) -> torch.Tensor:
-        """torchscale-style incremental step: x (B, 1, d)."""
+        """torchscale-style incremental step: x (B, 1, d). With GQA the cache holds B*Hkv rows and each K/V row
+        serves its group of G = H / Hkv query heads as G query rows of one bmm (no K/V copy; G = 1 is MHA)."""
         b, _, d = x.shape
-        h, hd = self.n_heads, self.head_dim
-        q, k, v = (t.transpose(1, 2).reshape(b * h, 1, hd) for t in self._qkv(x))  # (B*H, 1, D)
-        cache.k[i] = torch.cat([cache.k[i], k], dim=1)  # (B*H, S, D): a new allocation every step
+        hkv, g, hd = self.n_kv_heads, self.n_heads // self.n_kv_heads, self.head_dim
+        q, k, v = self._qkv(x)
+        q = q.reshape(b * hkv, g, hd)  # (B, 1, H, D) -> (B*Hkv, G, D): query head h = kv head h // G, member h % G
+        k, v = (t.transpose(1, 2).reshape(b * hkv, 1, hd) for t in (k, v))  # (B*Hkv, 1, D)
+        cache.k[i] = torch.cat([cache.k[i], k], dim=1)  # (B*Hkv, S, D): a new allocation every step
         cache.v[i] = torch.cat([cache.v[i], v], dim=1)
         s = cache.k[i].shape[1]
         # tables for all S positions recomputed every call and the whole key re-rotated, as XPOS.forward did
         cos, sin = rotary_tables(s, hd, self.rope_theta, device=x.device)
         k_rot = apply_rotary(cache.k[i], cos, sin)
         q = apply_rotary(q, cos[-1:], sin[-1:]) * hd ** -0.5
-        w = torch.bmm(q, k_rot.transpose(1, 2))  # (B*H, 1, S)
+        w = torch.bmm(q, k_rot.transpose(1, 2))  # (B*Hkv, G, S)
         # torchscale: softmax in float32, cast back (float64 stays float64 so CPU tests can check to 1e-12)
         w = F.softmax(w, dim=-1, dtype=torch.promote_types(w.dtype, torch.float32)).type_as(w)
-        y = torch.bmm(w, cache.v[i])  # (B*H, 1, D)
-        return self.wo(y.view(b, h, 1, hd).transpose(1, 2).reshape(b, 1, d))
+        y = torch.bmm(w, cache.v[i])  # (B*Hkv, G, D), rows in query-head order
+        return self.wo(y.reshape(b, 1, d))
 
 
 class Block(nn.Module):
@@ -131,15 +145,17 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------------------------------ static cache
     def new_static_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
                          dtype: torch.dtype | None = None) -> StaticKVCache:
-        """Zeroed K/V for max_len positions (capacity rounded up to a multiple of 16), pos = 0. Device/dtype
-        default to the model's."""
+        """Zeroed K/V (n_kv_heads heads) for max_len positions (capacity rounded up to a multiple of 16), pos = 0.
+        Device/dtype default to the model's."""
         ref = self.lm_head.weight
         device, dtype = device or ref.device, dtype or ref.dtype
         cfg = self.cfg
         cap = -(-max_len // CAPACITY_MULTIPLE) * CAPACITY_MULTIPLE
         bshd = uses_bshd_cache(self.kernel)
-        inner = (cap, cfg.n_heads, cfg.head_dim) if bshd else (cfg.n_heads, cap, cfg.head_dim)
-        shape = (cfg.n_layers, batch_size, *inner)
+        inner = (cap, cfg.n_kv_heads, cfg.head_dim) if bshd else (cfg.n_kv_heads, cap, cfg.head_dim)
+        shape = (cfg.n_layers, batch_size, *inner)  # (L, B, Hkv, S, D) or (L, B, S, Hkv, D)
+        if cfg.n_kv_heads != cfg.n_heads:  # decide enable_gqa vs repeat_interleave now, not inside a graph capture
+            gqa_support(self.kernel, device, dtype, "decode", cfg.head_dim)
         cos, sin = rotary_tables(cap, cfg.head_dim, cfg.rope_theta, device)
         return StaticKVCache(
             k=torch.zeros(shape, device=device, dtype=dtype), v=torch.zeros(shape, device=device, dtype=dtype),
@@ -175,8 +191,8 @@ class Transformer(nn.Module):
         would need a sync)."""
         b = cache.batch_size
         ids = next_ids.reshape(b, 1)
-        cos = cache.cos.index_select(0, cache.pos).view(1, 1, 1, 1, -1)  # (1, 1, 1, 1, D), gathered on device
-        sin = cache.sin_signed.index_select(0, cache.pos).view(1, 1, 1, 1, -1)
+        cos = cache.cos.index_select(0, cache.pos).view(1, 1, 1, -1)  # (1, 1, 1, D), gathered on device
+        sin = cache.sin_signed.index_select(0, cache.pos).view(1, 1, 1, -1)
         mask = seqlens = None
         if self.kernel == "flash-attn":
             seqlens = cache.pos.to(torch.int32).expand(b).contiguous()  # tokens already cached
@@ -199,14 +215,15 @@ class Transformer(nn.Module):
 
     # ------------------------------------------------------------------------------------------ paper-like
     def prefill_cat(self, input_ids: torch.Tensor) -> CatKVCache:
-        """Paper-like prefill: one causal pass with the chosen kernel, keeping un-rotated keys (B*H, T, D)."""
+        """Paper-like prefill: one causal pass with the chosen kernel, keeping un-rotated keys (B*Hkv, T, D)."""
         b, t = input_ids.shape
+        rows, hd = b * self.cfg.n_kv_heads, self.cfg.head_dim
         ks: list[torch.Tensor] = []
         vs: list[torch.Tensor] = []
 
         def keep(i, k_raw, k_rot, v):
-            ks.append(k_raw.transpose(1, 2).reshape(b * self.cfg.n_heads, t, self.cfg.head_dim))
-            vs.append(v.transpose(1, 2).reshape(b * self.cfg.n_heads, t, self.cfg.head_dim))
+            ks.append(k_raw.transpose(1, 2).reshape(rows, t, hd))
+            vs.append(v.transpose(1, 2).reshape(rows, t, hd))
 
         self._trunk(input_ids, keep)
         return CatKVCache(ks, vs, b)

@@ -58,7 +58,7 @@ def test_rewind_leaves_a_dynamic_cache_contiguous(hf_and_ids):
                    for layer in past.cache.layers)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "1.3b", "2.7b", "6.7b"])
+@pytest.mark.parametrize("name", ["tiny", "small", "1.3b", "2.7b", "6.7b", "13b"])
 def test_param_count_within_2_percent_of_ours(name):
     cfg = TransformerConfig.from_name(name)
     hf = build_hf_llama(cfg, device="meta")

@@ -36,9 +36,10 @@ def test_presets_match_retnet_within_2_percent(name):
 
 
 def test_paper_sizes_and_head_dim():
-    sizes = {n: analytic.param_count(TransformerConfig.from_name(n)) / 1e9 for n in ("1.3b", "2.7b", "6.7b")}
-    assert sizes == pytest.approx({"1.3b": 1.34, "2.7b": 2.68, "6.7b": 6.71}, abs=0.01)
-    assert [TransformerConfig.from_name(n).n_heads for n in ("1.3b", "2.7b", "6.7b")] == [16, 20, 32]
+    names = ("1.3b", "2.7b", "6.7b", "13b")
+    sizes = {n: analytic.param_count(TransformerConfig.from_name(n)) / 1e9 for n in names}
+    assert sizes == pytest.approx({"1.3b": 1.34, "2.7b": 2.68, "6.7b": 6.71, "13b": 12.91}, abs=0.01)
+    assert [TransformerConfig.from_name(n).n_heads for n in names] == [16, 20, 32, 40]
 
 
 def test_analytic_decode_bytes_and_flops_by_hand():

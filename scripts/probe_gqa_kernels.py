@@ -1,0 +1,89 @@
+"""Which attention kernels run grouped-query attention natively on this GPU, what the repeat_interleave fallback costs,
+and whether an FP8 KV cache can be used (GPU diagnostic for issue #18, not part of the suites).
+
+For every kernel and phase: kernel_available (MHA) and gqa_support (native enable_gqa / K/V with fewer heads, or the
+labelled repeat_interleave fallback). Then one decode-attention call at 6.7B shapes (H=32, D=128, bf16) for MHA,
+GQA-8 and MQA: median CUDA-event time per call and the achieved GB/s over the K/V bytes the call must read. Then
+fp8_kv_cache_available for each flash package (it runs a tiny FA4 probe of bf16 q against FP8 K/V).
+    python scripts/probe_gqa_kernels.py [--batch 16] [--seq 8192]
+Writes gqa_probe.json to $OUT (or the working directory) and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+import torch
+
+from retnet_bench.baselines.kernels import (FLASH_PACKAGES, KERNELS, PHASES, KernelUnavailableError,
+                                            decode_attention_flash_attn_4, decode_attention_sdpa, gqa_support,
+                                            kernel_available, sdpa_context)
+from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
+
+
+def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50) -> dict:
+    """One query per sequence against a (B, Hkv, S, D) cache ((B, S, Hkv, D) for flash-attn-4), all S valid."""
+    dev, dt, h, d = torch.device("cuda"), torch.bfloat16, 32, 128
+    if kernel in FLASH_PACKAGES:
+        if kernel != "flash-attn-4":
+            return {"skipped": "flash-attn decode writes K/V itself; timed through the model only"}
+        q = torch.randn(batch, 1, h, d, device=dev, dtype=dt)
+        k, v = (torch.randn(batch, seq, n_kv, d, device=dev, dtype=dt) for _ in range(2))
+        seqused = torch.full((batch,), seq, dtype=torch.int32, device=dev)
+        call = lambda: decode_attention_flash_attn_4(q, k, v, seqused)  # noqa: E731
+    else:
+        q = torch.randn(batch, h, 1, d, device=dev, dtype=dt)
+        k, v = (torch.randn(batch, n_kv, seq, d, device=dev, dtype=dt) for _ in range(2))
+        mask = torch.zeros(1, 1, 1, seq, device=dev, dtype=dt)
+        call = lambda: decode_attention_sdpa(q, k, v, mask, kernel)  # noqa: E731
+    times = []
+    try:
+        with sdpa_context(kernel):
+            for _ in range(5):
+                call()
+            for _ in range(reps):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                call()
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b))
+    except (KernelUnavailableError, RuntimeError) as e:
+        return {"error": str(e).splitlines()[0][:300]}
+    ms = statistics.median(times)
+    kv_bytes = k.nbytes + v.nbytes
+    return {"ms": round(ms, 4), "kv_bytes": kv_bytes, "kv_GBps": round(kv_bytes / ms / 1e6, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=8192)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA GPU")
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    out: dict = {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
+                 "gpu": torch.cuda.get_device_name(), "support": {}, "decode": {}, "fp8_kv": {}}
+    for name in KERNELS:
+        for phase in PHASES:
+            ok, why = kernel_available(name, dev, dt, phase=phase)
+            gqa = gqa_support(name, dev, dt, phase) if ok else (False, "kernel unavailable")
+            out["support"][f"{name}/{phase}"] = {"mha": ok, "mha_why": why, "gqa_native": gqa[0], "gqa_why": gqa[1]}
+    for name in KERNELS:
+        if not kernel_available(name, dev, dt, phase="decode")[0]:
+            continue
+        for label, n_kv in (("MHA", 32), ("GQA-8", 8), ("MQA", 1)):
+            out["decode"][f"{name}/{label}"] = time_decode(name, args.batch, args.seq, n_kv)
+    for name in KERNELS:
+        out["fp8_kv"][name] = fp8_kv_cache_available(dev, name)[1]
+    text = json.dumps(out, indent=1)
+    print(text)
+    Path(os.environ.get("OUT", "."), "gqa_probe.json").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
