@@ -1,36 +1,31 @@
-"""matplotlib figures (Agg, headless): the paper's Fig. 6a/6b/6c, Table 4 as bars, roofline, capacity.
+"""matplotlib figures (Agg, headless) of decode: the paper's Fig. 6a/6b/6c, the roofline and the `long` sweep;
+training and capacity figures live in figures_train.py. `FIGURES` lists them all in report order.
 
 Every builder takes (rows, envs) and returns a Figure, or raises FigureSkipped(reason) when its data is missing.
-Titles carry GPU, dtype, date and run id; axes carry units; legends carry impl + kernel.
+Titles carry GPU, dtype, date and run id; axes carry units; one legend outside the data names each contestant
+in the colour it has in every figure (figure_style.py); OOM points are drawn and labelled.
 """
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless; must precede pyplot
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
-
-from . import paper_values as pv  # noqa: E402
-from .claims import RETNET_DECODE_IMPL  # noqa: E402
-from .load import impl_label, ok_rows, run_meta, with_memory  # noqa: E402
-
-PAPER_LIKE = ("paper-like", "torchscale-transformer")
+from . import paper_values as pv
+from .figure_style import (colour, draw_oom, is_subject, legend_outside, log2_ticks, log10_y, marker,
+                           new_figure, order, rows_of, spans_decades)
+from .load import run_meta
 
 
 class FigureSkipped(Exception):
     """The figure's data is missing; the message says what is missing (shown in the report)."""
 
 
-def _rows(df: pd.DataFrame, phase: str) -> pd.DataFrame:
-    rows = with_memory(ok_rows(df, phase))
-    return rows.assign(label=[impl_label(i, k) for i, k in zip(rows["impl"], rows["kernel"])])
+LONG_SUITE = "long"
+MEMORY_SOURCE_NAMES = {"mem_nvml_delta_gb": "device, NVML - idle", "mem_torch_reserved_gb": "torch reserved",
+                       "mem_torch_peak_gb": "torch allocated", "mem_rss_peak_gb": "process RSS"}
 
 
-def _pick_model(rows: pd.DataFrame) -> str:
+def pick_model(rows: pd.DataFrame) -> str:
     models = rows["model"].dropna().unique()
     if pv.PAPER_DECODE_MODEL in models:
         return pv.PAPER_DECODE_MODEL
@@ -38,172 +33,168 @@ def _pick_model(rows: pd.DataFrame) -> str:
     return str(sizes.idxmax())
 
 
-def _pick_batch(rows: pd.DataFrame) -> int:
+def pick_batch(rows: pd.DataFrame, target: int = pv.PAPER_DECODE_BATCH) -> int:
     """The batch nearest the paper's (8) among those with the most lengths measured."""
     n = rows.groupby("batch_size")["seq_len"].nunique()
     best = n[n == n.max()].index
-    return int(min(best, key=lambda b: (abs(b - pv.PAPER_DECODE_BATCH), -b)))
+    return int(min(best, key=lambda b: (abs(b - target), -b)))
 
 
-def _new(title: str, meta: str, size: tuple[float, float] = (7.5, 4.8)) -> tuple[Figure, object]:
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(f"{title}\n{meta}", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
+def _decode(df: pd.DataFrame, long: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ok decode rows, OOM decode rows), of the `long` suite or of every other suite."""
+    def pick(rows: pd.DataFrame) -> pd.DataFrame:
+        in_long = rows["suite"] == LONG_SUITE
+        return rows[in_long if long else ~in_long]
+    return pick(rows_of(df, "decode")), pick(rows_of(df, "decode", ("oom",)))
 
 
-def _log2x(ax) -> None:
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(ScalarFormatter())  # 2048, not 2^11
+def _line(ax, g: pd.DataFrame, x: str, y: str, label: str, mark: str = "o") -> None:
+    g = g.groupby(x, as_index=False)[y].median().sort_values(x)
+    subject = is_subject(label)
+    ax.plot(g[x], g[y], "-" if subject else "--", marker=mark, ms=5 if subject else 4, lw=2.2 if subject else 1.3,
+            color=colour(label), label=label, zorder=3 if subject else 2)
 
 
-def _lines(ax, rows: pd.DataFrame, x: str, y: str, group: str = "label") -> None:
-    for name, g in rows.groupby(group):
-        g = g.groupby(x, as_index=False)[y].median().sort_values(x)
-        style = "-" if str(name).startswith("retnet") else "--"
-        ax.plot(g[x], g[y], style, marker="o", ms=4, label=str(name))
-    ax.legend(fontsize=7, title="impl (kernel)", title_fontsize=7)
-
-
-def _decode_slice(df: pd.DataFrame, value: str, what: str) -> tuple[pd.DataFrame, str, int]:
-    rows = _rows(df, "decode").dropna(subset=[value, "seq_len"])
+def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str, envs: dict,
+               long: bool = False, log_y: bool | None = None) -> tuple[Figure, object, pd.DataFrame]:
+    """One line per contestant of `value` vs context length at one model and batch; OOM points at the top."""
+    rows, oom = _decode(df, long)
+    rows = rows.dropna(subset=[value, "seq_len"])
     if rows.empty:
-        raise FigureSkipped(f"{what}: no ok decode rows with {value}")
-    model = _pick_model(rows)
+        raise FigureSkipped(f"{name}: no ok decode rows with {value}" + (" in a `long` run" if long else ""))
+    model = pick_model(rows)
     rows = rows[rows["model"] == model]
-    batch = _pick_batch(rows)
-    return rows[rows["batch_size"] == batch], model, batch
+    batch = pick_batch(rows)
+    rows, oom = rows[rows["batch_size"] == batch], oom[(oom["model"] == model) & (oom["batch_size"] == batch)]
+    fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", run_meta(rows, envs))
+    for label in order(rows["label"]):
+        _line(ax, rows[rows["label"] == label], "seq_len", value, label)
+    for label, g in oom.groupby("label"):
+        draw_oom(ax, sorted(g["seq_len"].unique()), label)
+    log2_ticks(ax, pd.concat([rows["seq_len"], oom["seq_len"]]))
+    if log_y if log_y is not None else spans_decades(rows[value]):
+        log10_y(ax)
+    ax.set_xlabel("context length T (tokens)")
+    ax.set_ylabel(ylabel)
+    return fig, ax, rows
 
 
 def fig_memory_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Fig. 6a: decode GPU memory vs context length, with the model-weights line."""
-    rows, model, batch = _decode_slice(df, "mem_gb", "Fig. 6a")
-    fig, ax = _new(f"Fig. 6a: decode memory vs length ({model}, batch {batch})", run_meta(rows, envs))
-    _lines(ax, rows, "seq_len", "mem_gb")
+    fig, ax, rows = _by_length(df, "mem_gb", "memory (GB)", "Fig. 6a: decode memory vs length", "Fig. 6a", envs)
     weights = rows["weights_gb"].median()
     if pd.notna(weights):
         ax.axhline(weights, color="black", ls=":", lw=1.2, label=f"model weights ({weights:.2f} GB)")
-        ax.legend(fontsize=7, title="impl (kernel)", title_fontsize=7)
-    sources = ", ".join(sorted(rows["mem_source"].dropna().unique()))
-    ax.set_xlabel("context length T (tokens)")
+    sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
     ax.set_ylabel(f"memory (GB; {sources})")
-    _log2x(ax)
+    ax.set_ylim(bottom=0)
+    legend_outside(fig, [ax])
     return fig
 
 
 def fig_throughput_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Fig. 6b: decode throughput vs context length."""
-    rows, model, batch = _decode_slice(df, "tokens_per_s", "Fig. 6b")
-    fig, ax = _new(f"Fig. 6b: decode throughput vs length ({model}, batch {batch})", run_meta(rows, envs))
-    _lines(ax, rows, "seq_len", "tokens_per_s")
-    ax.set_xlabel("context length T (tokens)")
-    ax.set_ylabel("throughput (tokens/s)")
-    _log2x(ax)
+    """Fig. 6b: decode throughput vs context length (log y when contestants differ by a decade or more)."""
+    fig, ax, _ = _by_length(df, "tokens_per_s", "throughput (tokens/s)", "Fig. 6b: decode throughput vs length",
+                            "Fig. 6b", envs)
+    legend_outside(fig, [ax])
     return fig
 
 
 def fig_latency_vs_batch(df: pd.DataFrame, envs: dict[str, dict], max_lengths: int = 4) -> Figure:
-    """Fig. 6c: decode latency (ms per token) vs batch size for several lengths.
-
-    Lines: RetNet, the paper-like baseline and the fastest Transformer flavour, each at up to `max_lengths`
-    lengths (the longest ones), so the figure stays readable with many kernels."""
-    rows = _rows(df, "decode").dropna(subset=["ms_per_token"])
+    """Fig. 6c as small multiples: one panel per context length (the longest `max_lengths`), latency (ms per
+    token) vs batch size, one line per contestant; shared log y so panels compare."""
+    rows, oom = _decode(df)
+    rows = rows.dropna(subset=["ms_per_token"])
     if rows.empty or rows["batch_size"].nunique() < 2:
         raise FigureSkipped("Fig. 6c: needs ok decode rows at two or more batch sizes")
-    model = _pick_model(rows)
-    rows = rows[rows["model"] == model]
-    base = rows[rows["arch"] == "transformer"]
-    keep = set(rows.loc[rows["impl"].str.startswith("retnet"), "label"]) | set(
-        base.loc[base["impl"].isin(PAPER_LIKE), "label"])
-    if not base.empty:
-        keep.add(base.groupby("label")["tokens_per_s"].median().idxmax())
-    lengths = sorted(rows["seq_len"].unique())[-max_lengths:]
-    rows = rows[rows["label"].isin(keep) & rows["seq_len"].isin(lengths)]
-    rows = rows.assign(series=[f"{lab}, T={int(t)}" for lab, t in zip(rows["label"], rows["seq_len"])])
-    fig, ax = _new(f"Fig. 6c: decode latency vs batch size ({model})", run_meta(rows, envs))
-    _lines(ax, rows, "batch_size", "ms_per_token", group="series")
-    _log2x(ax)
-    ax.set_xlabel("batch size (sequences)")
-    ax.set_ylabel("latency (ms per token per sequence step)")
-    return fig
-
-
-def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and impl (kernel)."""
-    rows = _rows(df, "train")
-    if rows.empty:
-        raise FigureSkipped("Table 4 bars: no ok train rows")
-    rows = rows.sort_values("batch_size").drop_duplicates(["model", "label", "seq_len"], keep="last")
-    seq = int(min(rows["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
-    rows = rows[rows["seq_len"] == seq]
-    meta = run_meta(rows, envs)
-    fig = Figure(figsize=(10, 4.6), layout="constrained")
-    axes = fig.subplots(1, 2)
-    fig.suptitle(f"Table 4 (training cost, T={seq}) as bars\n{meta}", fontsize=9)
-    labels, models = sorted(rows["label"].unique()), sorted(rows["model"].unique())
-    width = 0.8 / max(len(labels), 1)
-    for ax, col, ylabel in ((axes[0], "mem_gb", "memory (GB)"), (axes[1], "tokens_per_s", "throughput (tokens/s)")):
-        for i, lab in enumerate(labels):
-            vals = [rows.loc[(rows["model"] == m) & (rows["label"] == lab), col].median() for m in models]
-            ax.bar(np.arange(len(models)) + i * width, vals, width, label=lab)
-        ax.set_xticks(np.arange(len(models)) + width * (len(labels) - 1) / 2, models)
-        ax.set_xlabel("model size (preset)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7, title="impl (kernel)", title_fontsize=7)
+    model = pick_model(rows)
+    rows, oom = rows[rows["model"] == model], oom[oom["model"] == model]
+    lengths = sorted(set(rows["seq_len"]) | set(oom["seq_len"]))[-max_lengths:]  # a length where all OOM counts
+    fig, axes = new_figure(f"Fig. 6c: decode latency vs batch size ({model}), one panel per context length",
+                           run_meta(rows, envs), ncols=len(lengths), size=(3.1 * len(lengths) + 2.6, 4.4),
+                           sharey=True)
+    batches = pd.concat([rows["batch_size"], oom["batch_size"]])
+    log_y = spans_decades(rows["ms_per_token"])
+    for ax, T in zip(axes, lengths):
+        here = rows[rows["seq_len"] == T]
+        for label in order(here["label"]):
+            _line(ax, here[here["label"] == label], "batch_size", "ms_per_token", label, marker(T, lengths))
+        for label, g in oom[oom["seq_len"] == T].groupby("label"):
+            draw_oom(ax, sorted(g["batch_size"].unique()), label)
+        ax.set_title(f"T = {int(T)}", fontsize=9)
+        log2_ticks(ax, batches)
+        if log_y:
+            log10_y(ax)
+        ax.set_xlabel("batch size (sequences)")
+    axes[0].set_ylabel("latency (ms per token per sequence step)")
+    legend_outside(fig, axes)
     return fig
 
 
 def fig_roofline(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """% of the measured peak copy bandwidth reached by each decode point, by impl (kernel)."""
-    rows = _rows(df, "decode").dropna(subset=["pct_peak_bw"])
+    """% of the measured copy bandwidth each decoder reaches per batch size at the length nearest 8k."""
+    rows, _ = _decode(df)
+    rows = rows.dropna(subset=["pct_peak_bw"])
     if rows.empty:
         raise FigureSkipped("Roofline: no decode rows with pct_peak_bw (needs a GPU run with peak_copy_gbps)")
-    model = _pick_model(rows)
+    model = pick_model(rows)
     rows = rows[rows["model"] == model]
-    fig, ax = _new(f"Roofline: decode bandwidth use ({model}, all batches)", run_meta(rows, envs))
-    for (name, g), marker in zip(rows.groupby("label"), "osD^v<>ph*"):
-        ax.scatter(g["seq_len"] * g["batch_size"], g["pct_peak_bw"], marker=marker, s=22, label=name, alpha=0.8)
-    ax.axhline(100, color="black", ls=":", lw=1, label="measured copy bandwidth")
-    ax.legend(fontsize=7, title="impl (kernel)", title_fontsize=7)
-    _log2x(ax)
-    ax.set_xlabel("tokens held in cache/state (batch x T)")
-    ax.set_ylabel("achieved bandwidth (% of peak copy GB/s)")
+    T = min(rows["seq_len"].unique(), key=lambda t: abs(t - pv.PAPER_DECODE_SEQ_LEN))
+    rows = rows[rows["seq_len"] == T]
+    fig, (ax,) = new_figure(f"Roofline: decode bandwidth use per batch ({model}, T={int(T)})", run_meta(rows, envs))
+    for label in order(rows["label"]):
+        _line(ax, rows[rows["label"] == label], "batch_size", "pct_peak_bw", label)
+    ax.axhline(100, color="black", ls=":", lw=1, label="measured copy bandwidth (100%)")
+    log2_ticks(ax, rows["batch_size"])
+    ax.set_ylim(0, max(110, float(rows["pct_peak_bw"].max()) * 1.05))
+    ax.set_xlabel("batch size (sequences)")
+    ax.set_ylabel("achieved bandwidth (% of measured copy GB/s)")
+    legend_outside(fig, [ax])
     return fig
 
 
-def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Throughput at the largest batch that fits the memory budget (capacity rows), per length."""
-    rows = _rows(df, "capacity").dropna(subset=["tokens_per_s"])
+def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
+    """The `long` suite: decode throughput and memory vs context length 8k..128k (log x) for both archs."""
+    rows, oom = _decode(df, long=True)
+    rows = rows.dropna(subset=["tokens_per_s"])
     if rows.empty:
-        raise FigureSkipped("Capacity: no ok capacity rows")
-    model = _pick_model(rows)
-    rows = rows[rows["model"] == model]
-    budget = rows["capacity_budget_gb"].max()
-    rows = rows[(rows["capacity_budget_gb"] == budget) | rows["capacity_budget_gb"].isna()]
-    best = rows.sort_values("batch_size").drop_duplicates(["label", "seq_len"], keep="last")
-    budget_txt = f"{budget:g} GB budget" if pd.notna(budget) else "budget not recorded"
-    fig, ax = _new(f"Capacity: throughput at the largest batch that fits ({model}, {budget_txt})",
-                   run_meta(best, envs))
-    _lines(ax, best, "seq_len", "tokens_per_s")
-    for _, r in best.iterrows():
-        ax.annotate(f"b={int(r['batch_size'])}", (r["seq_len"], r["tokens_per_s"]), fontsize=6,
-                    textcoords="offset points", xytext=(3, 3))
-    _log2x(ax)
-    ax.set_xlabel("context length T (tokens)")
-    ax.set_ylabel("throughput at max batch (tokens/s)")
+        raise FigureSkipped("Long context: no ok decode rows of a `long` suite run")
+    model = pick_model(rows)
+    rows, oom = rows[rows["model"] == model], oom[oom["model"] == model]
+    batch = pick_batch(rows, target=1)
+    rows, oom = rows[rows["batch_size"] == batch], oom[oom["batch_size"] == batch]
+    fig, axes = new_figure(f"Long context: decode vs length ({model}, batch {batch})", run_meta(rows, envs),
+                           ncols=2, size=(12.0, 4.8))
+    lengths = pd.concat([rows["seq_len"], oom["seq_len"]])
+    for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
+                              (axes[1], "mem_gb", "memory (GB)")):
+        for label in order(rows["label"]):
+            _line(ax, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
+        for label, g in oom.groupby("label"):
+            draw_oom(ax, sorted(g["seq_len"].unique()), label)
+        log2_ticks(ax, lengths)
+        if spans_decades(rows[value]):
+            log10_y(ax)
+        ax.set_xlabel("context length T (tokens)")
+        ax.set_ylabel(ylabel)
+        ax.tick_params(axis="x", labelrotation=30)
+    legend_outside(fig, axes)
     return fig
 
+
+from .figures_train import fig_capacity, fig_scaling, fig_table4  # noqa: E402
 
 FIGURES = {
     "fig6a_memory_vs_length": fig_memory_vs_length,
     "fig6b_throughput_vs_length": fig_throughput_vs_length,
     "fig6c_latency_vs_batch": fig_latency_vs_batch,
-    "table4_training_bars": fig_table4,
     "roofline": fig_roofline,
     "capacity": fig_capacity,
+    "table4_training_bars": fig_table4,
+    "long_context": fig_long,
+    "scaling": fig_scaling,
 }
+HEADLINE = ("fig6b_throughput_vs_length", "fig6a_memory_vs_length", "capacity")  # shown right under the summary
 
 
 def build_figures(df: pd.DataFrame, envs: dict[str, dict]) -> tuple[dict[str, Figure], dict[str, str]]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import paper_values as pv
 from .claims import claims_table
+from .figure_style import DPI
 from .figures import build_figures
 from .load import load_runs
 from .render import VERDICT_RULE, claims_display_frame, df_to_markdown, fmt, write_claims
@@ -44,7 +45,7 @@ class Block:
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
 
 

@@ -12,9 +12,15 @@ from torch import Tensor, nn
 
 from retnet.config import RetNetConfig
 from retnet.kernels import STEP_KERNELS, recurrent_step, triton_available
+from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
 MODES = ("parallel", "chunkwise", "recurrent")
+# Prefill runs a long prompt in segments of this many tokens, carrying the recurrent state, so its working set
+# (projections, fp32 rotated q/k, FFN activations: ~100-200 KiB per token and layer at 6.7B) is bounded by the
+# segment, not the prompt: ~1.5 GiB per sequence at 6.7B. 8192 tokens (the paper's training length) keep the
+# fused kernel at full occupancy and make the per-segment fixed costs (tables, launches) negligible.
+PREFILL_SEGMENT = 8192
 _TRITON_STATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -79,15 +85,19 @@ class MultiScaleRetention(nn.Module):
         return self.qkvg(x).split([d, d, dv, dv], dim=-1)
 
     def _gate_and_project(self, o: Tensor, g: Tensor) -> Tensor:
-        """o (..., H, dv) retention output in fp32/64, g (..., value_dim) -> (..., d)."""
+        """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d)."""
         norm = F.layer_norm if self.cfg.head_norm == "layernorm" else F.rms_norm
         o = norm(o, (self.dv,), eps=self.cfg.eps).to(g.dtype).flatten(-2)  # (..., value_dim)
         return self.out_proj(F.silu(g) * o)
 
     def forward(
-        self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None
+        self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None,
+        kernel: str = "torch",
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
-        """x (B, T, d) -> (B, T, d), and the state after the last token for the chunkwise form."""
+        """x (B, T, d) -> (B, T, d), and the state after the last token for the chunkwise form.
+        kernel: chunkwise kernel ("torch": the normalised reference form; else a fused kernel, see _forward_fused)."""
+        if mode == "chunkwise" and kernel != "torch":
+            return self._forward_fused(x, tables, kernel, chunk_size, state)
         B, T, _ = x.shape
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
@@ -101,6 +111,31 @@ class MultiScaleRetention(nn.Module):
             o, kv, k_sum = chunkwise_retention(q, k, v, tables.log_decay, tables.row_norm, kv, k_sum, chunk_size)
             new_state = (kv, k_sum)
         return self._gate_and_project(o.transpose(1, 2), g), new_state  # o: (B, T, H, dv)
+
+    def _forward_fused(
+        self, x: Tensor, tables: RetentionTables, kernel: str, chunk_size: int, state: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Chunkwise form through `chunk_retention(kernel=...)`, in [B, T, H, d] end to end (no transposes).
+
+        No row-sum normaliser: it is a positive scale per (token, head) and the head norm that follows removes it
+        (up to the norm's eps), so the kernel's unnormalised output feeds the norm directly. With a state, the
+        decayed key sum the decode step's normaliser needs is computed separately (`key_sum`, fp32 keys).
+        """
+        B, T, _ = x.shape
+        H, dt = self.n_heads, tables.cos.dtype
+        q, k, v, g = self._split(x)
+        cos, sin = tables.cos[:, None], tables.sin[:, None]  # (T, 1, dk/2): broadcast over heads
+        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin)  # (B, T, H, dk), rotation in fp32
+        k = theta_shift(k.view(B, T, H, self.dk).to(dt), cos * self.k_scale, sin * self.k_scale)  # k_scale folded in
+        kv0, k_sum0 = state if state is not None else (None, None)
+        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk)
+        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
+        o, kv = chunk_retention(
+            q.to(kernel_dtype), k.to(kernel_dtype), v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
+            chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
+        )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
+        return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
+
 
     def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
         """x (B, d) one token -> (B, d); kv (B, H, dk, dv) updated in place, new k_sum written to k_sum_next."""
@@ -141,8 +176,8 @@ class RetNetBlock(nn.Module):
         self.ffn_norm = make_norm(cfg.norm, cfg.d_model, cfg.eps)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state=None):
-        h, new_state = self.retention(self.retention_norm(x), tables, mode, chunk_size, state)
+    def forward(self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state=None, kernel: str = "torch"):
+        h, new_state = self.retention(self.retention_norm(x), tables, mode, chunk_size, state, kernel)
         x = x + h
         return x + self.ffn(self.ffn_norm(x)), new_state
 
@@ -165,6 +200,7 @@ class RetNet(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.step_kernel = cfg.step_kernel
+        self.chunk_kernel = cfg.chunk_kernel
         # decay / rotation constants in float64 per device; kept out of the buffers so that `.to(bfloat16)`
         # cannot round gamma = 1 - 1/512 to 1 and meta construction needs no data
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
@@ -225,6 +261,20 @@ class RetNet(nn.Module):
             raise ValueError(f"step_kernel={name!r}; expected 'auto' or one of {STEP_KERNELS}")
         self._step_kernel = name
 
+    @property
+    def chunk_kernel(self) -> str:
+        """Resolved chunkwise kernel of the parallel side ("torch" | "fla"): training, chunkwise forward, prefill."""
+        if self._chunk_kernel != "auto":
+            return self._chunk_kernel
+        half = self.embed.weight.dtype in (torch.bfloat16, torch.float16)
+        return "fla" if half and chunk_kernel_available("fla", self.device)[0] else "torch"
+
+    @chunk_kernel.setter
+    def chunk_kernel(self, name: str) -> None:
+        if name not in ("auto", *CHUNK_KERNELS):
+            raise ValueError(f"chunk_kernel={name!r}; expected 'auto' or one of {CHUNK_KERNELS}")
+        self._chunk_kernel = name
+
     # ---- forward forms ------------------------------------------------------------------------------------
     def _check_ids(self, input_ids: Tensor) -> None:
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
@@ -255,8 +305,9 @@ class RetNet(nn.Module):
         else:
             tables = self._tables(torch.arange(T, device=input_ids.device), self._compute_dtype())
             x = self._embed(input_ids)  # (B, T, d)
+            kernel = self.chunk_kernel if mode == "chunkwise" else "torch"
             for layer in self.layers:
-                x, _ = layer(x, tables, mode, chunk_size)
+                x, _ = layer(x, tables, mode, chunk_size, kernel=kernel)
         return self.lm_head(self.norm(x))
 
     # ---- decoding -----------------------------------------------------------------------------------------
@@ -277,25 +328,61 @@ class RetNet(nn.Module):
 
     @torch.no_grad()
     def prefill(
-        self, input_ids: Tensor, state: RetNetState | None = None, chunk_size: int = 512, last_only: bool = True
+        self, input_ids: Tensor, state: RetNetState | None = None, chunk_size: int = 512, last_only: bool = True,
+        segment_len: int | None = PREFILL_SEGMENT,
     ) -> tuple[Tensor, RetNetState]:
         """Run a whole prompt with the chunkwise form (no token loop), continuing from `state` (None -> fresh).
+
+        The prompt is processed in segments of `segment_len` tokens (None: one segment) that carry the recurrent
+        state, so peak memory is bounded by one segment, not by T; the result is the same function of the prompt.
         Returns logits (B, 1, V) if last_only else (B, T, V), and the state (updated in place) after the prompt."""
         self._check_ids(input_ids)
         B, T = input_ids.shape
+        segment_len = T if segment_len is None else segment_len
+        if segment_len < 1:
+            raise ValueError(f"segment_len must be >= 1, got {segment_len}")
         if state is None:
             state = self.init_state(B, device=input_ids.device)
+        kernel = self.chunk_kernel
+        logits = []
+        for start in range(0, T, segment_len):
+            x = self._prefill_segment(input_ids[:, start:start + segment_len], state, chunk_size, kernel)  # (B, S, d)
+            if not last_only:  # only the last token's logits are ever computed when last_only
+                logits.append(self.lm_head(self.norm(x)))
+        if last_only:
+            logits.append(self.lm_head(self.norm(x[:, -1:])))
+        return torch.cat(logits, dim=1), state
+
+    def _prefill_segment(self, input_ids: Tensor, state: RetNetState, chunk_size: int, kernel: str) -> Tensor:
+        """input_ids (B, S) -> hidden states (B, S, d) before the final norm; advances `state` in place."""
+        S = input_ids.shape[1]
         dt = torch.promote_types(self._compute_dtype(), state.kv.dtype)
-        tables = self._tables(state.pos + torch.arange(T, device=input_ids.device), dt)
-        x = self._embed(input_ids)  # (B, T, d)
+        tables = self._tables(state.pos + torch.arange(S, device=input_ids.device), dt)
+        x = self._embed(input_ids)  # (B, S, d)
         for i, layer in enumerate(self.layers):
-            x, (kv, k_sum) = layer(x, tables, "chunkwise", chunk_size, (state.kv[i], state.k_sum[i]))
+            x, (kv, k_sum) = layer(x, tables, "chunkwise", chunk_size, (state.kv[i], state.k_sum[i]), kernel=kernel)
             state.kv[i].copy_(kv)
             state.k_sum[i].copy_(k_sum)
-        state.pos.add_(T)
-        if last_only:
-            x = x[:, -1:]
-        return self.lm_head(self.norm(x)), state
+        state.pos.add_(S)
+        return x
+
+    def _step_core(self, ids: Tensor, state: RetNetState) -> tuple[Tensor, Tensor]:
+        """ids (B,) -> (last hidden x (B, d) before the final norm, norm(x)); advances `state` in place. No host
+        sync. Per layer with kernel "triton": add+norm, qkvg GEMM, state pass, epilogue, out_proj GEMM, add+norm,
+        FFN (two GEMMs and the activation)."""
+        x = self._embed(ids)  # (B, d)
+        dt = torch.promote_types(state.kv.dtype, torch.float32)
+        t = self._tables(state.pos.view(1), dt)
+        tables = RetentionTables(t.cos[0], t.sin[0], t.log_decay, t.row_norm[:, 0])  # (dk/2,), (H,)
+        kernel = self.step_kernel
+        norms = [layer.retention_norm for layer in self.layers] + [self.norm]
+        x, h = add_norm(x, None, norms[0], kernel == "triton")
+        for i, layer in enumerate(self.layers):
+            x, h = layer.step(x, h, norms[i + 1], tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
+        if kernel == "triton-statepass":  # that path writes the new key sums to the scratch buffer
+            state.k_sum.copy_(state.k_sum_next)
+        state.pos.add_(1)
+        return x, h
 
     def _step_hidden(self, ids: Tensor, state: RetNetState) -> Tensor:
         """ids (B,) -> last hidden (B, d) before the final norm; advances `state` in place. No host sync."""

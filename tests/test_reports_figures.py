@@ -1,5 +1,6 @@
-"""Figures render headless from synthetic rows, with the expected titles and axis labels; the report is
-self-contained (no external URL for scripts, styles or images); missing data skips a figure, never crashes."""
+"""Figures render headless from synthetic rows with the structure a paper figure needs: a series per contestant
+in a colour fixed across figures, integer ticks, OOM points drawn and labelled, legends outside the axes,
+titles that name GPU, date and run; missing data skips a figure with a note, never crashes."""
 from __future__ import annotations
 
 import re
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reports_fixtures import GPU, decode_row, known_ratio_rows, write_run  # noqa: E402
+from reports_fixtures import GPU, decode_row, gqa_rows, known_ratio_rows, train_row, write_run  # noqa: E402
 
 from retnet_bench.reports import load_runs, write_report  # noqa: E402
-from retnet_bench.reports.figures import FigureSkipped, build_figures  # noqa: E402
 from retnet_bench.reports import figures as F  # noqa: E402
+from retnet_bench.reports.figure_style import SUBJECT_COLOUR, colour  # noqa: E402
+from retnet_bench.reports.figures import FigureSkipped, build_figures  # noqa: E402
 
 
 def _smoke_rows() -> list[dict]:
@@ -23,62 +25,153 @@ def _smoke_rows() -> list[dict]:
                              ("static", "sdpa", 2.5)):
         for b in (1, 2):
             for T in (64, 128):
-                r = decode_row("tiny", impl, kernel, b, T, ms * (1 + (T / 512 if impl != "retnet-recurrent" else 0)),
-                               None, mem_rss_peak_gb=0.5 + T / 1e4, device="cpu", gpu_name=None)
-                rows.append(r)
+                rows.append(decode_row("tiny", impl, kernel, b, T, ms * (1 + (T / 512 if impl != "retnet-recurrent"
+                                                                                else 0)),
+                                       None, mem_rss_peak_gb=0.5 + T / 1e4, device="cpu", gpu_name=None))
+    return rows
+
+
+def _extra_rows() -> list[dict]:
+    """OOM decode points, a `long` sweep, OOM training points and a 1/2/4-GPU training sweep."""
+    rows = [decode_row("6.7b", "paper-like", "bmm-softmax", 8, 16384, None, status="oom", error="OOM")]
+    for T in (8192, 32768, 131072):
+        rows.append(decode_row("6.7b", "retnet-recurrent", "torch", 1, T, 5.0, 14.0, suite="long"))
+        if T < 131072:
+            rows.append(decode_row("6.7b", "static", "sdpa-cudnn", 1, T, 5.0 * T / 8192, 14.0 + T / 2048,
+                                   suite="long"))
+    rows.append(decode_row("6.7b", "static", "sdpa-cudnn", 1, 131072, None, suite="long", status="oom", error="x"))
+    rows.append(dict(train_row("2.7b", "transformer", "bmm-softmax", 4, 8192, 1.0, None), status="oom",
+                     error="OOM", tokens_per_s=None, ms_median=None))
+    rows.append(train_row("2.7b", "retnet-chunkwise", "torch", 4, 8192, 40000.0, 40.0))
+    for ws, per_gpu in ((1, 10000.0), (2, 9500.0), (4, 9000.0)):
+        rows.append(train_row("6.7b", "retnet-chunkwise", "torch", 1, 8192, per_gpu * ws, 30.0, world_size=ws,
+                              tokens_per_s_per_gpu=per_gpu, suite="scaling"))
     return rows
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
-    run = write_run(tmp_path_factory.mktemp("full"), known_ratio_rows())
+    run = write_run(tmp_path_factory.mktemp("full"), known_ratio_rows() + gqa_rows() + _extra_rows())
     return load_runs([run])
 
 
-EXPECTED = {
-    "fig6a_memory_vs_length": ("Fig. 6a", "context length T (tokens)", "memory (GB"),
-    "fig6b_throughput_vs_length": ("Fig. 6b", "context length T (tokens)", "throughput (tokens/s)"),
-    "fig6c_latency_vs_batch": ("Fig. 6c", "batch size (sequences)", "latency (ms"),
-    "roofline": ("Roofline", "tokens held in cache/state (batch x T)", "% of peak copy GB/s"),
-    "capacity": ("Capacity", "context length T (tokens)", "throughput at max batch (tokens/s)"),
-}
-
-
-def test_figures_titles_labels_legends(full):
-    df, envs = full
-    figs, skipped = build_figures(df, envs)
+@pytest.fixture(scope="module")
+def figs(full):
+    built, skipped = build_figures(*full)
     assert skipped == {}
-    for name, (title, xlabel, ylabel) in EXPECTED.items():
-        ax = figs[name].axes[0]
-        assert ax.get_title().startswith(title), name
-        assert GPU in ax.get_title() and "2025-01-02" in ax.get_title() and "run-a" in ax.get_title()
-        assert ax.get_xlabel() == xlabel
-        assert ylabel in ax.get_ylabel()
-        legend = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert any("retnet-recurrent (torch)" in t for t in legend), (name, legend)
-    a = figs["fig6a_memory_vs_length"].axes[0]
-    assert any(t.get_text().startswith("model weights (13.40 GB)") for t in a.get_legend().get_texts())
-    bars = figs["table4_training_bars"]
-    assert bars.get_suptitle().startswith("Table 4") and GPU in bars.get_suptitle()
-    assert [ax.get_ylabel() for ax in bars.axes] == ["memory (GB)", "throughput (tokens/s)"]
-    legend = [t.get_text() for t in bars.axes[0].get_legend().get_texts()]
-    assert legend == ["retnet-chunkwise (torch)", "transformer (bmm-softmax)", "transformer (flash-attn)"]
+    return built
 
 
-def test_fig6a_lines_are_the_data(full):
-    df, envs = full
-    ax = F.fig_memory_vs_length(df, envs).axes[0]
-    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+def _series(ax) -> dict[str, object]:
+    return {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def _legend(fig) -> list[str]:
+    assert fig.legends, "one figure legend, outside the axes"
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _oom_texts(ax) -> int:
+    return sum(t.get_text() == "OOM" for t in ax.texts)
+
+
+def test_every_figure_names_gpu_date_run_and_renders_at_150_dpi(figs):
+    for name, fig in figs.items():
+        title = fig.get_suptitle()
+        assert GPU in title and "2025-01-02" in title and "run-a" in title, name
+        assert fig.dpi >= 150, name
+
+
+def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
+    fig = figs["fig6a_memory_vs_length"]
+    ax = fig.axes[0]
+    lines = _series(ax)
     paper_like = lines["paper-like (bmm-softmax)"]
     assert list(paper_like.get_xdata()) == [2048, 8192] and list(paper_like.get_ydata()) == [24.0, 48.0]
+    assert lines["retnet-recurrent (torch)"].get_color() == SUBJECT_COLOUR
+    assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() == colour("static (sdpa-cudnn), 8 KV heads")
+    legend = _legend(fig)
+    assert legend[0] == "retnet-recurrent (torch)" and any(t.startswith("model weights (13.40 GB)") for t in legend)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2048", "4096", "8192", "16384"]  # integer ticks
+    assert _oom_texts(ax) == 1  # paper-like at 16k, batch 8
+    for name in ("fig6b_throughput_vs_length", "fig6c_latency_vs_batch", "roofline"):  # same colour everywhere
+        for ax2 in figs[name].axes:
+            for label, line in _series(ax2).items():
+                if label == "retnet-recurrent (torch)":
+                    assert line.get_color() == SUBJECT_COLOUR
+
+
+def test_fig6b_goes_log_when_values_span_decades(figs):
+    ax = figs["fig6b_throughput_vs_length"].axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "log"
+    assert ax.get_ylabel() == "throughput (tokens/s)"
+
+
+def test_fig6c_is_small_multiples_one_panel_per_length(figs):
+    fig = figs["fig6c_latency_vs_batch"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["T = 2048", "T = 4096", "T = 8192", "T = 16384"]
+    panel = fig.axes[2]  # T = 8192: RetNet (fp32 and bf16 state), paper-like, two static MHA, two GQA flavours
+    assert set(_series(panel)) == {"retnet-recurrent (torch)", "retnet-recurrent (torch), bfloat16 state",
+                                   "paper-like (bmm-softmax)", "static (sdpa-cudnn)", "static (flash-attn)",
+                                   "static (sdpa-cudnn), 8 KV heads", "hf (sdpa), 8 KV heads"}
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["1", "8", "16", "64"]
+    assert _oom_texts(fig.axes[3]) == 1 and panel.get_xlabel() == "batch size (sequences)"
+
+
+def test_roofline_is_percent_of_copy_bandwidth_per_batch_at_8k(figs):
+    fig = figs["roofline"]
+    ax = fig.axes[0]
+    assert "T=8192" in fig.get_suptitle() and ax.get_xlabel() == "batch size (sequences)"
+    lines = _series(ax)
+    assert list(lines["retnet-recurrent (torch)"].get_ydata()) == [45.0]
+    assert "measured copy bandwidth (100%)" in lines
+
+
+def test_capacity_is_bars_of_batch_and_throughput(figs):
+    fig = figs["capacity"]
+    batch_ax, tps_ax = fig.axes
+    labels = [t.get_text() for t in batch_ax.get_yticklabels()]
+    assert labels[0] == "static (sdpa-cudnn), 8 KV heads" or "retnet-recurrent (torch)" in labels
+    assert labels[-1] == "retnet-recurrent (torch)"  # drawn bottom-up: the subject on top
+    widths = {lab: p.get_width() for lab, p in zip(labels, batch_ax.patches)}
+    assert widths["retnet-recurrent (torch)"] == 64 and widths["static (sdpa-cudnn), 8 KV heads"] == 40
+    assert {lab: p.get_width() for lab, p in zip(labels, tps_ax.patches)}["retnet-recurrent (torch)"] == 3200
+
+
+def test_table4_bars_show_oom(figs):
+    fig = figs["table4_training_bars"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["memory per GPU (GB)", "throughput (tokens/s)"]
+    assert _legend(fig)[0] == "retnet-chunkwise (torch)"
+    for ax in fig.axes:
+        assert _oom_texts(ax) == 1
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1.3b", "2.7b", "6.7b"]
+
+
+def test_long_context_figure(figs):
+    fig = figs["long_context"]
+    thr, mem = fig.axes
+    assert set(_series(thr)) == {"retnet-recurrent (torch)", "static (sdpa-cudnn)"}
+    assert [t.get_text() for t in thr.get_xticklabels()] == ["8192", "32768", "131072"]
+    assert _oom_texts(thr) == 1 and _oom_texts(mem) == 1 and mem.get_ylabel() == "memory (GB)"
+
+
+def test_scaling_figure_has_the_ideal_line(figs):
+    fig = figs["scaling"]
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines()]
+    measured = [ln for ln in lines if ln.get_label() == "retnet-chunkwise (torch)"][0]
+    ideal = [ln for ln in lines if ln.get_label().startswith("ideal")][0]
+    assert list(measured.get_xdata()) == [1, 2, 4] and list(measured.get_ydata()) == [10000, 9500, 9000]
+    assert list(ideal.get_ydata()) == [10000] * 3 and ax.get_ylabel() == "tokens/s per GPU"
 
 
 def test_smoke_run_skips_missing_figures_with_a_note(tmp_path):
     df, envs = load_runs([write_run(tmp_path, _smoke_rows(), run_id="smoke")])
     figs, skipped = build_figures(df, envs)
     assert set(figs) == {"fig6a_memory_vs_length", "fig6b_throughput_vs_length", "fig6c_latency_vs_batch"}
-    assert set(skipped) == {"table4_training_bars", "roofline", "capacity"}
-    assert "mem_rss_peak_gb" in figs["fig6a_memory_vs_length"].axes[0].get_ylabel()
+    assert set(skipped) == {"table4_training_bars", "roofline", "capacity", "long_context", "scaling"}
+    assert "process RSS" in figs["fig6a_memory_vs_length"].axes[0].get_ylabel()
     with pytest.raises(FigureSkipped):
         F.fig_roofline(df, envs)
 
@@ -93,7 +186,8 @@ def test_write_report_self_contained(tmp_path):
     assert not re.search(r"<script|<link", html, re.I)
     assert html.count('src="data:image/png;base64,') == 6
     md = paths["report_md"].read_text()
-    for name in EXPECTED:
+    for name in ("fig6a_memory_vs_length", "fig6b_throughput_vs_length", "fig6c_latency_vs_batch", "roofline",
+                 "capacity", "table4_training_bars"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert "does not hold" in md and "2307.08621" in md and GPU in md
     csvs = sorted(p.name for p in (out / "tables").glob("*.csv"))
