@@ -125,13 +125,14 @@ class MultiScaleRetention(nn.Module):
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
         cos, sin = tables.cos[:, None], tables.sin[:, None]  # (T, 1, dk/2): broadcast over heads
-        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin)  # (B, T, H, dk), rotation in fp32
+        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
+        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin).to(kernel_dtype)  # (B, T, H, dk), rotated in fp32
         k = theta_shift(k.view(B, T, H, self.dk).to(dt), cos * self.k_scale, sin * self.k_scale)  # k_scale folded in
         kv0, k_sum0 = state if state is not None else (None, None)
-        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk)
-        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
+        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk), from fp32 keys
+        k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
         o, kv = chunk_retention(
-            q.to(kernel_dtype), k.to(kernel_dtype), v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
+            q, k, v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
             chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
         )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
         return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
