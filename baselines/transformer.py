@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retnet.kernels.add_norm import add_layer_norm
+
 from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
-from .fused_norm import add_layer_norm
 from .kernels import (causal_attention, check_kernel, decode_attention_flash_attn, decode_attention_flash_attn_4,
                       decode_attention_sdpa, gqa_support, sdpa_context, uses_bshd_cache)
 from .rotary import apply_rotary, apply_rotary_rolled, rotary_tables, signed_sin

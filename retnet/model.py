@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retnet.config import RetNetConfig
-from retnet.kernels import STEP_KERNELS, recurrent_step, triton_available
+from retnet.kernels import recurrent_step, triton_available
+from retnet.kernels.add_norm import add_norm
+from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
@@ -30,7 +32,7 @@ class RetNetState:
 
     kv: Tensor  # (L, B, H, dk, dv) decayed sum of k^T v
     k_sum: Tensor  # (L, B, H, dk) decayed sum of k (for the row-sum normaliser)
-    k_sum_next: Tensor  # (L, B, H, dk) scratch: the fused kernel writes the new k_sum here, then one copy
+    k_sum_next: Tensor  # (L, B, H, dk) scratch of the "triton-statepass" step only (new k_sum, then one copy)
     pos: Tensor  # () int64 on the device: number of tokens consumed (the next token's position)
 
     @property
@@ -125,29 +127,35 @@ class MultiScaleRetention(nn.Module):
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
         cos, sin = tables.cos[:, None], tables.sin[:, None]  # (T, 1, dk/2): broadcast over heads
-        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
-        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin).to(kernel_dtype)  # (B, T, H, dk), rotated in fp32
+        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin)  # (B, T, H, dk), rotation in fp32
         k = theta_shift(k.view(B, T, H, self.dk).to(dt), cos * self.k_scale, sin * self.k_scale)  # k_scale folded in
         kv0, k_sum0 = state if state is not None else (None, None)
-        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk), from fp32 keys
-        k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
+        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk)
+        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
         o, kv = chunk_retention(
-            q, k, v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
+            q.to(kernel_dtype), k.to(kernel_dtype), v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
             chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
         )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
         return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
 
 
     def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
-        """x (B, d) one token -> (B, d); kv (B, H, dk, dv) updated in place, new k_sum written to k_sum_next."""
+        """x (B, d) one normed token -> (B, d); kv (B, H, dk, dv) and k_sum (B, H, dk) updated in place.
+        kernel "torch" | "triton": `retention_step` (state pass + key sum + head norm + gate; "triton" = two
+        launches); "triton-statepass": the Triton state pass writes the new k_sum to k_sum_next (the model copies
+        it back after the last layer) and the head norm and gate run in torch (the pre-issue-#16 path)."""
         B = x.shape[0]
         q, k, v, g = self._split(x)  # views of one projection output, no copies
         q, k = q.view(B, self.n_heads, self.dk), k.view(B, self.n_heads, self.dk)
         v = v.view(B, self.n_heads, self.dv)
-        o = recurrent_step(
-            kernel, q, k, v, kv, k_sum, k_sum_next, tables.cos, tables.sin, tables.log_decay, tables.row_norm, self.k_scale
-        )  # (B, H, dv)
-        return self._gate_and_project(o, g)
+        cos, sin, lam, row_norm = tables
+        if kernel == "triton-statepass":
+            o = recurrent_step("triton", q, k, v, kv, k_sum, k_sum_next, cos, sin, lam, row_norm, self.k_scale)
+            return self._gate_and_project(o, g)  # o: (B, H, dv)
+        gated = retention_step(
+            kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
+        )  # (B, value_dim) in the weights' dtype
+        return self.out_proj(gated)
 
 
 class FeedForward(nn.Module):
@@ -182,9 +190,15 @@ class RetNetBlock(nn.Module):
         x = x + h
         return x + self.ffn(self.ffn_norm(x)), new_state
 
-    def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
-        x = x + self.retention.step(self.retention_norm(x), tables, kv, k_sum, k_sum_next, kernel)
-        return x + self.ffn(self.ffn_norm(x))
+    def step(
+        self, x: Tensor, h: Tensor, next_norm: nn.Module, tables: RetentionTables,
+        kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str,
+    ) -> tuple[Tensor, Tensor]:
+        """x (B, d) residual stream, h = retention_norm(x) -> (x', next_norm(x')) for the next block (or the final
+        norm). Each residual add is fused with the norm after it (one launch) when kernel == "triton"."""
+        fused = kernel == "triton"
+        x, h = add_norm(x, self.retention.step(h, tables, kv, k_sum, k_sum_next, kernel), self.ffn_norm, fused)
+        return add_norm(x, self.ffn(h), next_norm, fused)
 
 
 class RetNet(nn.Module):
@@ -247,7 +261,7 @@ class RetNet(nn.Module):
 
     @property
     def step_kernel(self) -> str:
-        """Resolved decode-step kernel name ("torch" | "triton"), recorded by the runner."""
+        """Resolved decode-step kernel name ("torch" | "triton" | "triton-statepass"), recorded by the runner."""
         if self._step_kernel != "auto":
             return self._step_kernel
         use_triton = (
@@ -258,8 +272,8 @@ class RetNet(nn.Module):
 
     @step_kernel.setter
     def step_kernel(self, name: str) -> None:
-        if name not in ("auto", *STEP_KERNELS):
-            raise ValueError(f"step_kernel={name!r}; expected 'auto' or one of {STEP_KERNELS}")
+        if name not in ("auto", *MODEL_STEP_KERNELS):
+            raise ValueError(f"step_kernel={name!r}; expected 'auto' or one of {MODEL_STEP_KERNELS}")
         self._step_kernel = name
 
     @property
@@ -385,21 +399,30 @@ class RetNet(nn.Module):
         state.pos.add_(1)
         return x, h
 
-    def _step_hidden(self, ids: Tensor, state: RetNetState) -> Tensor:
-        """ids (B,) -> last hidden (B, d) before the final norm; advances `state` in place. No host sync."""
+    def _step_core(self, ids: Tensor, state: RetNetState) -> tuple[Tensor, Tensor]:
+        """ids (B,) -> (last hidden x (B, d) before the final norm, norm(x)); advances `state` in place. No host
+        sync. Per layer with kernel "triton": add+norm, qkvg GEMM, state pass, epilogue, out_proj GEMM, add+norm,
+        FFN (two GEMMs and the activation)."""
         x = self._embed(ids)  # (B, d)
         dt = torch.promote_types(state.kv.dtype, torch.float32)
         t = self._tables(state.pos.view(1), dt)
         tables = RetentionTables(t.cos[0], t.sin[0], t.log_decay, t.row_norm[:, 0])  # (dk/2,), (H,)
         kernel = self.step_kernel
+        norms = [layer.retention_norm for layer in self.layers] + [self.norm]
+        x, h = add_norm(x, None, norms[0], kernel == "triton")
         for i, layer in enumerate(self.layers):
-            x = layer.step(x, tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
-        state.k_sum.copy_(state.k_sum_next)
+            x, h = layer.step(x, h, norms[i + 1], tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
+        if kernel == "triton-statepass":  # that path writes the new key sums to the scratch buffer
+            state.k_sum.copy_(state.k_sum_next)
         state.pos.add_(1)
-        return x
+        return x, h
+
+    def _step_hidden(self, ids: Tensor, state: RetNetState) -> Tensor:
+        """ids (B,) -> last hidden (B, d) before the final norm; advances `state` in place. No host sync."""
+        return self._step_core(ids, state)[0]
 
     @torch.no_grad()
     def step(self, next_ids: Tensor, state: RetNetState) -> tuple[Tensor, RetNetState]:
         """next_ids (B,) or (B, 1) -> logits (B, 1, V); `state` is advanced in place (graph-capturable)."""
-        x = self._step_hidden(next_ids.reshape(state.batch_size), state)
-        return self.lm_head(self.norm(x)).unsqueeze(1), state
+        _, h = self._step_core(next_ids.reshape(state.batch_size), state)  # h: final norm of the last hidden
+        return self.lm_head(h).unsqueeze(1), state

@@ -1,10 +1,14 @@
-"""GPU only: fused Triton step == torch reference (outputs and new state); a CUDA-graph-captured step == eager."""
+"""GPU only: fused Triton step == torch reference (outputs and new state); a CUDA-graph-captured step == eager.
+The fused pieces at their 6.7B shapes (state pass + epilogue, add+norm) are here; their small-shape parity tests,
+which also run on a CPU under the Triton interpreter, are in test_retnet_step_fused.py."""
 
 import pytest
 import torch
 
 from retnet import RetNet, RetNetConfig
 from retnet.kernels import triton_available
+from retnet.kernels.add_norm import add_norm_torch, add_norm_triton
+from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step_torch, retention_step_triton
 from retnet.kernels.recurrent_step import recurrent_step_torch, recurrent_step_triton
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -50,24 +54,70 @@ def _gpu_model(state_dtype=torch.float32) -> RetNet:
 
 
 @needs_triton
-def test_model_triton_step_matches_torch_step():
-    model = _gpu_model()
-    assert model.step_kernel == "triton"  # the CUDA default when triton imports
+@pytest.mark.parametrize("B", [1, 16])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_norm", ["layernorm", "rmsnorm"])
+def test_fused_retention_step_matches_reference_at_6p7b_shapes(B, state_dtype, head_norm):
+    """State pass + epilogue (key sum in place, denominator, head norm, swish gate, cast) vs the torch twin."""
+    torch.manual_seed(0)
+    H, dk, dv = 16, 256, 512
+    proj = torch.randn(B, H * (2 * dk + 2 * dv), device="cuda").to(torch.bfloat16)  # one qkvg output
+    q, k = proj[:, : H * dk].view(B, H, dk), proj[:, H * dk : 2 * H * dk].view(B, H, dk)
+    v = proj[:, 2 * H * dk : 2 * H * dk + H * dv].view(B, H, dv)
+    g = proj[:, 2 * H * dk + H * dv :]
+    kv = (torch.randn(B, H, dk, dv, device="cuda") * 0.1).to(state_dtype)
+    k_sum = torch.randn(B, H, dk, device="cuda").to(state_dtype)
+    theta = torch.rand(dk // 2, device="cuda") * 100
+    args = (theta.cos(), theta.sin(), torch.log1p(-torch.rand(H, device="cuda") / 16),
+            torch.rand(H, device="cuda") * 10 + 1, dk**-0.5, head_norm, 1e-6)
+    kv_ref, z_ref = kv.clone(), k_sum.clone()
+    out = retention_step_triton(q, k, v, g, kv, k_sum, *args)
+    ref = retention_step_torch(q, k, v, g, kv_ref, z_ref, *args)
+    torch.cuda.synchronize()
+    state_tol = 1e-5 if state_dtype == torch.float32 else 1e-2
+    assert _rel(kv, kv_ref) <= state_tol
+    assert _rel(k_sum, z_ref) <= state_tol
+    assert out.dtype == torch.bfloat16 and _rel(out, ref) <= 2e-2  # bf16 output: an ulp of rounding
+
+
+@needs_triton
+@pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
+def test_add_norm_matches_reference_at_6p7b_width(kind):
+    torch.manual_seed(0)
+    norm = (torch.nn.LayerNorm(4096, eps=1e-6) if kind == "layernorm" else torch.nn.RMSNorm(4096, eps=1e-6))
+    norm = norm.to("cuda", torch.bfloat16)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(16, 4096, device="cuda", dtype=torch.bfloat16)
+    delta = torch.randn_like(x)
+    ref_x, ref_h = add_norm_torch(x, delta, norm)
+    out_x, out_h = add_norm_triton(x, delta, norm)
+    torch.testing.assert_close(out_x, ref_x, rtol=0, atol=0)  # the same rounded sum
+    torch.testing.assert_close(out_h, ref_h, rtol=2e-2, atol=2e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("kernel", ["triton", "triton-statepass"])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_model_triton_step_matches_torch_step(kernel, state_dtype):
+    model = _gpu_model(state_dtype)
+    assert model.step_kernel == "triton"  # the CUDA default when triton imports: the fused step
     ids = torch.randint(0, 512, (4, 40), device="cuda")
     _, state = model.prefill(ids[:, :32], chunk_size=16)
     ref_state = state.clone()
     for t in range(32, 40):
-        model.step_kernel = "triton"
+        model.step_kernel = kernel
         logits, state = model.step(ids[:, t], state)
         model.step_kernel = "torch"
         ref_logits, ref_state = model.step(ids[:, t], ref_state)
         assert _rel(logits, ref_logits) < 2e-2
     assert _rel(state.kv, ref_state.kv) < 1e-2
+    assert _rel(state.k_sum, ref_state.k_sum) < 1e-2
 
 
-@pytest.mark.parametrize("kernel", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_step_captured_in_cuda_graph_matches_eager(kernel):
-    model = _gpu_model()
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kernel", [k if k == "torch" else pytest.param(k, marks=needs_triton) for k in MODEL_STEP_KERNELS])
+def test_step_captured_in_cuda_graph_matches_eager(kernel, state_dtype):
+    model = _gpu_model(state_dtype)
     model.step_kernel = kernel
     B = 4
     ids = torch.randint(0, 512, (B, 48), device="cuda")
