@@ -1,0 +1,210 @@
+"""Run one training point on N ranks: in this process for N = 1, else through torch's elastic launcher
+(`torch.distributed.launcher.api.elastic_launch`, what `torchrun` runs, started from Python as optimum-benchmark
+does). Every rank builds the same model, shards it with FSDP2, trains, measures itself, and writes its RankResult
+as JSON to a folder the parent reads back (files rather than the launcher's return values: a rank that failed still
+leaves its reason, and the ones the agent had to kill are reported as such).
+
+Faults never hang the caller: a rank that raises records `oom`/`error` with the message, then exits at once with
+status 1; the elastic agent (max_restarts=0) then stops the other ranks, and `ChildFailedError` is caught here. A
+rank blocked in a collective on a dead peer fails after `collective_timeout_s` at most.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
+from .measure import GB, NvmlPeakSampler, StepTimer, rss_peak_gb, torch_peaks_gb
+from .recipe import ModelRecipe, build_model, matmul_params, model_forward
+from .step import TrainSettings, apply_checkpointing, make_optimizer, synthetic_batch, train_step
+
+# Test hook: "<rank>:error" or "<rank>:oom" makes that rank raise before its first step (inherited by launched ranks).
+FAULT_ENV = "RETNET_BENCH_TRAIN_FAULT"
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass
+class RankResult:
+    """What one rank measured. step_ms holds the timed steps only; losses every step (warm-up included), each the
+    mean over all ranks' tokens."""
+
+    rank: int
+    world_size: int
+    status: str = "error"  # ok | oom | error
+    error: str | None = None
+    failed_at: float | None = None  # time.time() of the failure: the earliest one is the cause
+    kernel: str | None = None  # resolved kernel that ran
+    device: str | None = None
+    gpu_name: str | None = None
+    n_params: int | None = None
+    n_matmul_params: int | None = None
+    step_ms: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    mem_torch_peak_gb: float | None = None
+    mem_torch_reserved_gb: float | None = None
+    mem_nvml_peak_gb: float | None = None
+    mem_nvml_delta_gb: float | None = None  # peak minus the device memory in use before the model was built
+    mem_rss_peak_gb: float | None = None
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _inject_fault(rank: int) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    fault_rank, _, kind = spec.partition(":")
+    if int(fault_rank) != rank:
+        return
+    if kind == "oom":
+        raise torch.OutOfMemoryError(f"injected by {FAULT_ENV} on rank {rank}")
+    raise RuntimeError(f"injected by {FAULT_ENV} on rank {rank}")
+
+
+def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, rank: int, world_size: int,
+             local_rank: int, store: dist.Store | None = None) -> RankResult:
+    """Set up, train and measure one rank. Never raises: failures come back as status oom/error. Leaves the
+    process group initialised (the caller decides how to tear it down: cleanly, or by exiting)."""
+    res = RankResult(rank=rank, world_size=world_size)
+    sampler = None
+    try:
+        device = rank_device(device_type, local_rank)
+        res.device = str(device)
+        res.gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store)
+        sampler = NvmlPeakSampler(device)
+        compute_dtype = settings.torch_compute_dtype
+        torch.manual_seed(settings.seed)  # same full model on every rank; each keeps its shard
+        model = build_model(recipe, device, torch.float32, compute_dtype)
+        res.kernel = recipe.resolved_kernel(device, compute_dtype)
+        res.n_params = sum(p.numel() for p in model.parameters())
+        res.n_matmul_params = matmul_params(model)
+        vocab = recipe.config().vocab_size
+        apply_checkpointing(model, settings.checkpointing)
+        shard_model(model, mesh, compute_dtype)
+        optimizer = make_optimizer(model, settings, device)
+        if device.type == "cuda":  # the full fp32 model each rank built before sharding is not training memory
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        sampler.start()
+        _inject_fault(rank)
+        timer, losses = StepTimer(device), []
+        for step in range(settings.warmup_steps + settings.steps):
+            batch = synthetic_batch(step, settings, vocab, world_size, rank).to(device)  # (A, B, T + 1)
+            timer.start()
+            losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), optimizer, batch))
+            timer.stop()
+        res.step_ms = timer.elapsed_ms()[settings.warmup_steps:]
+        res.losses = all_reduce_mean(torch.stack(losses)).tolist()
+        res.status = "ok"
+    except Exception as exc:  # the point fails, the sweep goes on
+        res.status = "oom" if is_oom(exc) else "error"
+        res.error = f"rank {rank}: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        res.failed_at = time.time()
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+            if sampler.peak is not None:
+                res.mem_nvml_peak_gb = sampler.peak / GB
+                res.mem_nvml_delta_gb = (sampler.peak - sampler.baseline) / GB
+        if res.device is not None:
+            res.mem_torch_peak_gb, res.mem_torch_reserved_gb = torch_peaks_gb(torch.device(res.device))
+        res.mem_rss_peak_gb = rss_peak_gb()
+    return res
+
+
+def _rank_entry(recipe: ModelRecipe, settings: TrainSettings, device_type: str, out_dir: str) -> None:
+    """Entry point of a launched rank (module level: the launcher pickles it by name into spawned processes)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    res = run_rank(recipe, settings, device_type, rank, world, int(os.environ["LOCAL_RANK"]))
+    tmp = Path(out_dir) / f"rank{rank}.json.tmp"
+    tmp.write_text(json.dumps(asdict(res)))
+    tmp.rename(Path(out_dir) / f"rank{rank}.json")  # atomic: the parent never reads half a file
+    if res.status != "ok":
+        # exit now, no process-group teardown: a clean destroy could wait on peers stuck in a collective. The
+        # agent sees exit 1 and stops the other ranks.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    shutdown_distributed()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_nproc(nproc: int, device_type: str) -> None:
+    """Bad input (ValueError): nproc < 1, an unknown device type, more ranks than visible GPUs."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if device_type not in ("cuda", "cpu"):
+        raise ValueError(f"device_type={device_type!r}; expected 'cuda' or 'cpu'")
+    if device_type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if nproc > visible:
+            raise ValueError(f"nproc={nproc} but {visible} CUDA GPU(s) are visible")
+
+
+def run_distributed(nproc: int, recipe: ModelRecipe, settings: TrainSettings, device_type: str = "cuda") -> list[RankResult]:
+    """Train `settings` on `nproc` ranks (one GPU each, or CPU processes with gloo). Returns one RankResult per
+    rank, in rank order; raises only for bad input (ValueError), never for a failing rank."""
+    check_nproc(nproc, device_type)
+    set_nccl_env()
+    if nproc == 1:
+        try:
+            return [run_rank(recipe, settings, device_type, 0, 1, 0, store=dist.HashStore())]
+        finally:  # one rank has no peer to wait for: a clean teardown is safe even after a failure
+            shutdown_distributed()
+            if device_type == "cuda":
+                torch.cuda.empty_cache()
+    return _launch(nproc, recipe, settings, device_type)
+
+
+def _launch(nproc: int, recipe: ModelRecipe, settings: TrainSettings, device_type: str) -> list[RankResult]:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"retnet-bench-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}", max_restarts=0,
+        monitor_interval=0.1, start_method="spawn",
+    )
+    # rank -> (why it has no result, when it failed; None for a rank the agent stopped because another failed)
+    failures: dict[int, tuple[str, float | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="retnet-train-") as out_dir:
+        try:
+            elastic_launch(config, _rank_entry)(recipe, settings, device_type, out_dir)
+        except ChildFailedError as exc:  # per-rank files say why; the agent's view fills in ranks without one
+            for rank, failure in exc.failures.items():
+                if failure.exitcode < 0:
+                    failures[rank] = (f"killed by {failure.signal_name()}", None)
+                else:
+                    failures[rank] = (f"exit code {failure.exitcode}", float(failure.timestamp))
+        except Exception as exc:  # rendezvous or agent failure: no rank result at all
+            failures = {r: (f"launcher: {type(exc).__name__}: {exc}", time.time()) for r in range(nproc)}
+        results = []
+        for rank in range(nproc):
+            path = Path(out_dir) / f"rank{rank}.json"
+            if path.exists():
+                results.append(RankResult(**json.loads(path.read_text())))
+                continue
+            why, when = failures.get(rank, ("stopped by the launcher after another rank failed", None))
+            results.append(RankResult(rank=rank, world_size=nproc, status="error", failed_at=when,
+                                      error=f"rank {rank}: no result ({why})"))
+    return results

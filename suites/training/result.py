@@ -1,0 +1,113 @@
+"""One training point's result from its ranks' results: the numbers a result row needs."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from retnet.kernels.chunk import FLA_CHUNK  # fla tiles by 64 tokens whatever chunk_size says
+
+from .launch import RankResult, run_distributed
+from .mfu import mfu, retnet_train_flops_per_token, transformer_train_flops_per_token
+from .recipe import ModelRecipe
+from .step import TrainSettings
+
+@dataclass
+class TrainPointResult:
+    world_size: int
+    status: str  # ok | oom | error (the first rank to fail decides)
+    error: str | None
+    kernel: str | None
+    ms_median: float | None = None  # optimizer step, the slowest rank's time per step
+    ms_p10: float | None = None
+    ms_p90: float | None = None
+    n_repeats: int = 0
+    tokens_per_step: int = 0  # all ranks
+    tokens_per_s: float | None = None  # all ranks
+    tokens_per_s_per_gpu: float | None = None
+    flops_per_token: float | None = None
+    mfu: float | None = None
+    mem_torch_peak_gb: float | None = None  # max over ranks
+    mem_torch_reserved_gb: float | None = None
+    mem_nvml_peak_gb: float | None = None
+    mem_nvml_delta_gb: float | None = None
+    mem_rss_peak_gb: float | None = None
+    n_params: int | None = None
+    gpu_name: str | None = None
+    device: str | None = None
+    losses: list[float] = field(default_factory=list)
+    ranks: list[RankResult] = field(default_factory=list)
+
+    def row_fields(self, settings: TrainSettings) -> dict:
+        """The result-row columns this point fills (suites/contract.py names); the runner adds run/suite/model/
+        arch/impl/dtype/timestamp. batch_size is sequences per optimizer step over all ranks."""
+        notes = (f"FSDP2 x{self.world_size}, micro_batch {settings.micro_batch} x grad_accum {settings.grad_accum}"
+                 f" per rank, checkpointing {settings.checkpointing}, AdamW fp32 master / {settings.compute_dtype}"
+                 f" compute / fp32 reduce" + (f", final loss {self.losses[-1]:.4f}" if self.losses else ""))
+        return dict(
+            kernel=self.kernel, batch_size=settings.sequences_per_step(self.world_size), seq_len=settings.seq_len,
+            chunk_size=settings.chunk_size, world_size=self.world_size, status=self.status, error=self.error,
+            ms_median=self.ms_median, ms_p10=self.ms_p10, ms_p90=self.ms_p90, n_repeats=self.n_repeats,
+            tokens_per_s=self.tokens_per_s, tokens_per_s_per_gpu=self.tokens_per_s_per_gpu,
+            ms_per_token=1e3 / self.tokens_per_s if self.tokens_per_s else None, mfu=self.mfu,
+            mem_nvml_peak_gb=self.mem_nvml_peak_gb, mem_nvml_delta_gb=self.mem_nvml_delta_gb,
+            mem_torch_peak_gb=self.mem_torch_peak_gb, mem_torch_reserved_gb=self.mem_torch_reserved_gb,
+            mem_rss_peak_gb=self.mem_rss_peak_gb, flops_per_token=self.flops_per_token, n_params=self.n_params,
+            device=self.device, gpu_name=self.gpu_name, notes=notes,
+        )
+
+
+def train_flops_per_token(recipe: ModelRecipe, settings: TrainSettings, kernel: str | None) -> float:
+    cfg = recipe.config()
+    if recipe.family == "retnet":
+        chunk = FLA_CHUNK if kernel == "fla" else settings.chunk_size
+        return retnet_train_flops_per_token(cfg, chunk, settings.seq_len)
+    return transformer_train_flops_per_token(cfg, settings.seq_len)
+
+
+def _max(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(ranks: list[RankResult], recipe: ModelRecipe, settings: TrainSettings) -> TrainPointResult:
+    world = len(ranks)
+    failed = [r for r in ranks if r.status != "ok"]
+    # the cause is the earliest failure with a time; ranks stopped by the launcher have none
+    cause = min(failed, key=lambda r: (r.failed_at is None, r.failed_at or 0.0, r.rank)) if failed else None
+    first = ranks[0]
+    out = TrainPointResult(
+        world_size=world, status=cause.status if cause else "ok",
+        error="; ".join(r.error for r in [cause] + [r for r in failed if r is not cause] if r.error) if cause else None,
+        kernel=next((r.kernel for r in ranks if r.kernel), None), tokens_per_step=settings.tokens_per_step(world),
+        mem_torch_peak_gb=_max(r.mem_torch_peak_gb for r in ranks),
+        mem_torch_reserved_gb=_max(r.mem_torch_reserved_gb for r in ranks),
+        mem_nvml_peak_gb=_max(r.mem_nvml_peak_gb for r in ranks),
+        mem_nvml_delta_gb=_max(r.mem_nvml_delta_gb for r in ranks),
+        mem_rss_peak_gb=_max(r.mem_rss_peak_gb for r in ranks),
+        n_params=first.n_params, gpu_name=first.gpu_name, device=first.device, ranks=ranks,
+    )
+    out.flops_per_token = train_flops_per_token(recipe, settings, out.kernel)
+    if cause is not None:
+        return out
+    # a step ends when its slowest rank ends (the ranks meet in every collective anyway)
+    per_step = sorted(max(steps) for steps in zip(*(r.step_ms for r in ranks)))
+    out.ms_median, out.n_repeats = statistics.median(per_step), len(per_step)
+    out.ms_p10, out.ms_p90 = _quantile(per_step, 0.1), _quantile(per_step, 0.9)
+    out.tokens_per_s = out.tokens_per_step / (out.ms_median / 1e3)
+    out.tokens_per_s_per_gpu = out.tokens_per_s / world
+    out.mfu = mfu(out.tokens_per_s, out.flops_per_token, out.gpu_name, world)
+    out.losses = first.losses
+    return out
+
+
+def run_point(nproc: int, recipe: ModelRecipe, settings: TrainSettings, device_type: str = "cuda") -> TrainPointResult:
+    """run_distributed + summarize: what the runner calls per training point."""
+    return summarize(run_distributed(nproc, recipe, settings, device_type), recipe, settings)

@@ -1,0 +1,170 @@
+"""Training engine (issue #14), single process on the CPU: the real step, FSDP2 on one rank against a plain training
+loop (its naive twin), checkpointing, mixed precision, faults, FLOPs hand counts, the summary of rank results."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import retnet
+from retnet_bench.baselines import Transformer, TransformerConfig
+from retnet_bench.suites.training import (
+    FAULT_ENV, ModelRecipe, RankResult, TrainSettings, build_model, check_nproc, mfu, model_forward, peak_flops,
+    retnet_train_flops_per_token, run_distributed, summarize, synthetic_batch, train_step,
+    transformer_train_flops_per_token,
+)
+from retnet_bench.suites.training.recipe import TransformerForTraining, matmul_params
+from retnet_bench.suites.training.step import make_optimizer
+
+VOCAB = 256
+# the transformer runs sdpa-math: a named backend exercises the per-block sdpa_context under recomputation
+RECIPES = {
+    "retnet": ModelRecipe("retnet", "tiny", kernel="torch", overrides={"vocab_size": VOCAB}),
+    "transformer": ModelRecipe("transformer", "tiny", kernel="sdpa-math", overrides={"vocab_size": VOCAB}),
+}
+# fp32 compute on the CPU so that runs can be compared exactly; lr high enough to see the loss move in 6 steps
+SETTINGS = TrainSettings(micro_batch=2, grad_accum=2, seq_len=32, chunk_size=8, steps=6, warmup_steps=0,
+                         compute_dtype="float32", lr=1e-2, collective_timeout_s=60)
+
+
+def plain_training_losses(recipe: ModelRecipe, settings: TrainSettings) -> list[float]:
+    """The naive twin: the same model, data and step without FSDP or a process group."""
+    torch.manual_seed(settings.seed)
+    model = build_model(recipe, "cpu", torch.float32, torch.float32)
+    opt = make_optimizer(model, settings, torch.device("cpu"))
+    losses = []
+    for step in range(settings.warmup_steps + settings.steps):
+        batch = synthetic_batch(step, settings, VOCAB, 1, 0)
+        losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), opt, batch).item())
+    return losses
+
+
+@pytest.mark.parametrize("family", ["retnet", "transformer"])
+def test_one_process_fsdp_step_trains_like_plain_training(family):
+    recipe = RECIPES[family]
+    (res,) = run_distributed(1, recipe, SETTINGS, "cpu")
+    assert res.status == "ok", res.error
+    assert not dist.is_initialized()  # the in-process group is torn down
+    assert len(res.step_ms) == SETTINGS.steps and all(ms > 0 for ms in res.step_ms)
+    assert len(res.losses) == SETTINGS.steps
+    # learns the data's cycle: from ~log(256) = 5.5 clearly down within 6 steps
+    assert res.losses[-1] < res.losses[0] - 0.3, res.losses
+    # one FSDP rank (gradient reduce-scatter over one rank: a divide by 1) is plain training, to fp32 rounding
+    torch.testing.assert_close(res.losses, plain_training_losses(recipe, SETTINGS), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("family", ["retnet", "transformer"])
+def test_full_checkpointing_recomputes_the_same_step(family):
+    settings = dataclasses.replace(SETTINGS, steps=2)
+    none, full = (run_distributed(1, RECIPES[family], dataclasses.replace(settings, checkpointing=c), "cpu")[0]
+                  for c in ("none", "full"))
+    assert none.status == full.status == "ok", (none.error, full.error)
+    torch.testing.assert_close(full.losses, none.losses, rtol=1e-6, atol=0)
+
+
+def test_bf16_compute_with_fp32_master_weights_runs():
+    settings = dataclasses.replace(SETTINGS, steps=2)
+    fp32 = run_distributed(1, RECIPES["retnet"], settings, "cpu")[0]
+    bf16 = run_distributed(1, RECIPES["retnet"], dataclasses.replace(settings, compute_dtype="bfloat16"), "cpu")[0]
+    assert bf16.status == "ok", bf16.error
+    # same fp32 weights, bf16 matmuls: the first loss agrees to bf16 precision, and it is not the fp32 run
+    assert bf16.losses[0] == pytest.approx(fp32.losses[0], rel=2e-2)
+    assert bf16.losses != fp32.losses
+
+
+def test_transformer_training_view_is_the_baseline_forward():
+    cfg = TransformerConfig.from_name("tiny", vocab_size=VOCAB)
+    torch.manual_seed(0)
+    model = Transformer(cfg, kernel="sdpa-math")
+    ids = torch.randint(VOCAB, (2, 16))
+    torch.testing.assert_close(TransformerForTraining(model)(ids), model(ids), rtol=0, atol=0)
+
+
+def test_global_batch_is_split_over_ranks_in_order():
+    one = synthetic_batch(3, dataclasses.replace(SETTINGS, grad_accum=4), VOCAB, 1, 0)  # (4, 2, T + 1)
+    ranks = [synthetic_batch(3, SETTINGS, VOCAB, 2, r) for r in range(2)]  # 2 x (2, 2, T + 1)
+    assert torch.equal(torch.cat(ranks), one)
+    assert not torch.equal(synthetic_batch(4, SETTINGS, VOCAB, 2, 0), ranks[0])  # fresh data every step
+
+
+def test_injected_oom_becomes_an_oom_result(monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "0:oom")
+    (res,) = run_distributed(1, RECIPES["retnet"], dataclasses.replace(SETTINGS, steps=1), "cpu")
+    assert res.status == "oom" and "injected" in res.error
+    assert not dist.is_initialized()
+    point = summarize([res], RECIPES["retnet"], SETTINGS)
+    assert point.status == "oom" and point.tokens_per_s is None
+
+
+def test_bad_input_is_a_value_error():
+    with pytest.raises(ValueError):
+        check_nproc(0, "cpu")
+    with pytest.raises(ValueError):
+        check_nproc(torch.cuda.device_count() + 1, "cuda")
+    with pytest.raises(ValueError):
+        TrainSettings(checkpointing="selective")
+    with pytest.raises(ValueError):
+        ModelRecipe("mamba", "tiny")
+
+
+# ---------------------------------------------------------------------------------------------------- FLOPs
+def test_retnet_flops_per_token_hand_count():
+    cfg = retnet.RetNetConfig.from_name("tiny", vocab_size=VOCAB)  # L=2, d=64, H=2 -> dk=32, dv=64, ffn 128
+    # per layer: qkvg 64*384 = 24576, out 128*64 = 8192, fc_in 64*128 = 8192, fc_out 8192 -> 49152 (= 12 d^2)
+    # N = 2 * 49152 + head 64*256 = 16384 -> 114688; 6 N = 688128
+    # retention, C = 8: per head 2*8*32 + 2*8*64 + 2*32*64 + 2*32*64 = 512 + 1024 + 4096 + 4096 = 9728,
+    # x H = 2 -> 19456 per layer forward, x3 x L=2 -> 116736
+    assert retnet_train_flops_per_token(cfg, chunk_size=8, seq_len=32) == 688128 + 116736
+    assert retnet_train_flops_per_token(cfg, chunk_size=512, seq_len=32) == retnet_train_flops_per_token(cfg, 32, 32)
+    torch.manual_seed(0)
+    assert matmul_params(retnet.RetNet(cfg)) == 114688  # the N above is the model's
+
+
+def test_transformer_flops_per_token_hand_count():
+    cfg = TransformerConfig.from_name("tiny", vocab_size=VOCAB)  # L=2, d=64, 2 heads of 32, ffn 256
+    # per layer: wqkv 64*192 = 12288, wo 4096, fc1 64*256 = 16384, fc2 16384 -> 49152; N = 98304 + 16384 = 114688
+    # attention (PaLM 12 L H Q T): 12 * 2 * 2 * 32 * 32 = 49152
+    assert transformer_train_flops_per_token(cfg, seq_len=32) == 6 * 114688 + 49152
+    assert matmul_params(TransformerForTraining(Transformer(cfg))) == 114688
+
+
+def test_peak_table_and_mfu():
+    assert peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops(None) is None and peak_flops("Some CPU") is None
+    assert mfu(1e4, 1e10, "NVIDIA H200", 2) == pytest.approx(1e14 / (2 * 989e12))
+    assert mfu(1e4, 1e10, None, 1) is None
+
+
+# ---------------------------------------------------------------------------------------------------- summary
+def _ok(rank: int, step_ms: list[float], peak: float) -> RankResult:
+    return RankResult(rank=rank, world_size=2, status="ok", kernel="torch", gpu_name="NVIDIA H200", n_params=10,
+                      step_ms=step_ms, losses=[2.0], mem_torch_peak_gb=peak, mem_torch_reserved_gb=peak + 1)
+
+
+def test_summary_takes_the_slowest_rank_per_step_and_max_memory():
+    settings = dataclasses.replace(SETTINGS, grad_accum=1, micro_batch=1, seq_len=1000)
+    point = summarize([_ok(0, [10.0, 30.0, 20.0], 5.0), _ok(1, [20.0, 10.0, 20.0], 7.0)], RECIPES["retnet"], settings)
+    assert point.status == "ok" and point.world_size == 2 and point.n_repeats == 3
+    assert point.ms_median == 20.0  # per-step maxima 20, 30, 20
+    assert point.tokens_per_step == 2000 and point.tokens_per_s == pytest.approx(1e5)
+    assert point.tokens_per_s_per_gpu == pytest.approx(5e4)
+    assert point.mem_torch_peak_gb == 7.0 and point.mem_torch_reserved_gb == 8.0
+    assert point.mfu == pytest.approx(1e5 * point.flops_per_token / (2 * 989e12))
+    from retnet_bench.suites.contract import ROW_COLUMNS  # the runner's row contract
+
+    fields = point.row_fields(settings)
+    assert set(fields) <= set(ROW_COLUMNS) and fields["world_size"] == 2 and fields["batch_size"] == 2
+
+
+def test_summary_names_the_first_failure():
+    stopped = RankResult(rank=0, world_size=3, error="rank 0: no result (stopped by the launcher)")
+    late = RankResult(rank=2, world_size=3, error="rank 2: gloo connection closed", failed_at=200.0)
+    cause = RankResult(rank=1, world_size=3, status="oom", error="rank 1: OutOfMemoryError", failed_at=100.0)
+    point = summarize([stopped, cause, late], RECIPES["retnet"], SETTINGS)
+    assert point.status == "oom" and point.error.startswith("rank 1: OutOfMemoryError")
+    assert point.ms_median is None and point.mfu is None
