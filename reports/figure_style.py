@@ -90,7 +90,7 @@ def new_figure(title: str, meta: str, ncols: int = 1, nrows: int = 1, size: tupl
     """A constrained-layout figure whose suptitle (title + wrapped run meta line) never clips."""
     fig = Figure(figsize=size, layout="constrained", dpi=DPI)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)).ravel()
-    wrapped = "\n".join(textwrap.wrap(meta, 110))
+    wrapped = "\n".join(textwrap.wrap(meta, int(size[0] * 11)))
     fig.suptitle(f"{title}\n{wrapped}", fontsize=9)
     for ax in axes:
         ax.grid(True, alpha=0.3, which="major")
@@ -121,6 +121,7 @@ def spans_decades(values) -> bool:
 def draw_oom(ax, xs, label: str, text: str = "OOM") -> None:
     """OOM (or over-budget) points: an 'x' in the contestant's colour at the top of the axes, labelled."""
     trans = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    ax.set_ymargin(0.15)  # headroom: the OOM row at the top stays clear of the data
     for x in xs:
         ax.plot([x], [0.96], OOM_MARKER, color=colour(label), ms=8, mew=2, transform=trans, label="_oom",
                 clip_on=False)
@@ -137,5 +138,24 @@ def legend_outside(fig: Figure, axes, title: str = "contestant (impl (kernel))")
     labels = [lab for lab in order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
                                                                               "measured copy"))])]
     extra = [k for k in handles if k not in labels]
-    fig.legend([handles[k] for k in labels + extra], labels + extra, loc="outside right upper", fontsize=7,
-               title=title, title_fontsize=7, frameon=False)
+    # below the axes: outside the data, and clear of the (wrapped) title whatever its length
+    fig.legend([handles[k] for k in labels + extra], labels + extra, loc="outside lower center", fontsize=7,
+               title=title, title_fontsize=7, frameon=False, ncols=min(4, len(labels + extra)))
+
+
+def figure_meta(rows: pd.DataFrame, envs: dict[str, dict]) -> str:
+    """One compact line for a figure title: GPU(s) · dtype(s) · date(s) · run id(s), each value once."""
+    run_ids = sorted(rows["run_id"].dropna().astype(str).unique()) if len(rows) else sorted(envs)
+
+    def once(values) -> str:
+        return ", ".join(dict.fromkeys(v for v in values if v)) or "?"
+    gpus = once(envs.get(r, {}).get("gpu_name") or _first(rows, r, "gpu_name") or _first(rows, r, "device")
+                or "cpu" for r in run_ids)
+    dtypes = once(sorted(rows["dtype"].dropna().astype(str).unique()) if len(rows) else [])
+    dates = once(str(envs.get(r, {}).get("created") or _first(rows, r, "timestamp") or "")[:10] for r in run_ids)
+    return f"{gpus} · {dtypes} · {dates} · run{'s' if len(run_ids) > 1 else ''} {', '.join(run_ids)}"
+
+
+def _first(rows: pd.DataFrame, run_id: str, col: str) -> str | None:
+    vals = rows.loc[rows["run_id"] == run_id, col].dropna() if len(rows) else []
+    return str(vals.iloc[0]) if len(vals) else None

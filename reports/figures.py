@@ -11,9 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import (colour, draw_oom, is_subject, legend_outside, log2_ticks, log10_y, marker,
-                           new_figure, order, rows_of, spans_decades)
-from .load import run_meta
+from .figure_style import (colour, draw_oom, figure_meta, is_subject, legend_outside, log2_ticks, log10_y,
+                           marker, new_figure, order, rows_of, spans_decades)
 
 
 class FigureSkipped(Exception):
@@ -66,7 +65,7 @@ def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str,
     rows = rows[rows["model"] == model]
     batch = pick_batch(rows)
     rows, oom = rows[rows["batch_size"] == batch], oom[(oom["model"] == model) & (oom["batch_size"] == batch)]
-    fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", run_meta(rows, envs))
+    fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", figure_meta(rows, envs))
     for label in order(rows["label"]):
         _line(ax, rows[rows["label"] == label], "seq_len", value, label)
     for label, g in oom.groupby("label"):
@@ -111,7 +110,7 @@ def fig_latency_vs_batch(df: pd.DataFrame, envs: dict[str, dict], max_lengths: i
     rows, oom = rows[rows["model"] == model], oom[oom["model"] == model]
     lengths = sorted(set(rows["seq_len"]) | set(oom["seq_len"]))[-max_lengths:]  # a length where all OOM counts
     fig, axes = new_figure(f"Fig. 6c: decode latency vs batch size ({model}), one panel per context length",
-                           run_meta(rows, envs), ncols=len(lengths), size=(3.1 * len(lengths) + 2.6, 4.4),
+                           figure_meta(rows, envs), ncols=len(lengths), size=(3.1 * len(lengths) + 2.6, 4.4),
                            sharey=True)
     batches = pd.concat([rows["batch_size"], oom["batch_size"]])
     log_y = spans_decades(rows["ms_per_token"])
@@ -141,7 +140,7 @@ def fig_roofline(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows = rows[rows["model"] == model]
     T = min(rows["seq_len"].unique(), key=lambda t: abs(t - pv.PAPER_DECODE_SEQ_LEN))
     rows = rows[rows["seq_len"] == T]
-    fig, (ax,) = new_figure(f"Roofline: decode bandwidth use per batch ({model}, T={int(T)})", run_meta(rows, envs))
+    fig, (ax,) = new_figure(f"Roofline: decode bandwidth use per batch ({model}, T={int(T)})", figure_meta(rows, envs))
     for label in order(rows["label"]):
         _line(ax, rows[rows["label"] == label], "batch_size", "pct_peak_bw", label)
     ax.axhline(100, color="black", ls=":", lw=1, label="measured copy bandwidth (100%)")
@@ -163,7 +162,7 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows, oom = rows[rows["model"] == model], oom[oom["model"] == model]
     batch = pick_batch(rows, target=1)
     rows, oom = rows[rows["batch_size"] == batch], oom[oom["batch_size"] == batch]
-    fig, axes = new_figure(f"Long context: decode vs length ({model}, batch {batch})", run_meta(rows, envs),
+    fig, axes = new_figure(f"Long context: decode vs length ({model}, batch {batch})", figure_meta(rows, envs),
                            ncols=2, size=(12.0, 4.8))
     lengths = pd.concat([rows["seq_len"], oom["seq_len"]])
     for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
@@ -175,6 +174,8 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
         log2_ticks(ax, lengths)
         if spans_decades(rows[value]):
             log10_y(ax)
+        elif value == "mem_gb":
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("context length T (tokens)")
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelrotation=30)

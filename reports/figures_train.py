@@ -9,8 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import colour, legend_outside, log2_ticks, new_figure, order, rows_of
-from .load import run_meta
+from .figure_style import colour, figure_meta, legend_outside, log2_ticks, new_figure, order, rows_of
 
 
 def _skip(reason: str) -> Exception:
@@ -38,7 +37,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     ok, oom = ok[ok["seq_len"] == seq], oom[oom["seq_len"] == seq]
     models = sorted(set(ok["model"]) | set(oom["model"]), key=_size)
     labels = order(set(ok["label"]) | set(oom["label"]))
-    fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq}", run_meta(ok, envs), ncols=2,
+    fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq}", figure_meta(ok, envs), ncols=2,
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
     for ax, col, ylabel in ((axes[0], "mem_gb", "memory per GPU (GB)"),
@@ -81,7 +80,7 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     best = best.set_index("label").loc[labels]
     budget_txt = f"{budget:g} GB budget" if pd.notna(budget) else "budget not recorded"
     fig, axes = new_figure(f"Capacity: the largest batch that fits ({model}, T={T}, {budget_txt})",
-                           run_meta(best.reset_index(), envs), ncols=2, size=(12.0, 0.45 * len(labels) + 2.2),
+                           figure_meta(best.reset_index(), envs), ncols=2, size=(12.0, 0.45 * len(labels) + 2.2),
                            sharey=True)
     y = np.arange(len(labels))
     for ax, col, xlabel, fmt in ((axes[0], "batch_size", "largest batch within the budget (sequences)", "{:,.0f}"),
@@ -110,7 +109,7 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     if rows.empty:
         raise _skip("Scaling: no contestant measured at two or more world sizes")
     models = sorted(rows["model"].unique())
-    fig, axes = new_figure("Training scaling: tokens/s per GPU vs GPUs", run_meta(rows, envs), ncols=len(models),
+    fig, axes = new_figure("Training scaling: tokens/s per GPU vs GPUs", figure_meta(rows, envs), ncols=len(models),
                            size=(4.5 * len(models) + 2.6, 4.4))
     for ax, m in zip(axes, models):
         here = rows[rows["model"] == m]

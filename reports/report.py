@@ -1,5 +1,7 @@
-"""write_report: one page (report.md + a self-contained report.html) with claims, tables and figures.
+"""write_report: one page (report.md + a self-contained report.html) that leads with the answer.
 
+Order: title, a five-line verdict summary (claim, framing, measured, verdict), the headline figures, the full
+claims table (unjudged claims collapsed to one line each), the other figures, then the tables and the runs.
 The HTML embeds figures as base64 PNG and styles inline; it references no external URL.
 """
 from __future__ import annotations
@@ -13,11 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import paper_values as pv
-from .claims import claims_table
+from .claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_PAPER, FRAMING_STRONGEST, claims_table)
+from .claims_select import MEMORY_MEASURE_WHY
 from .figure_style import DPI
-from .figures import build_figures
-from .load import load_runs
-from .render import VERDICT_RULE, claims_display_frame, df_to_markdown, fmt, write_claims
+from .figures import HEADLINE, build_figures
+from .load import ReportInputError, load_runs
+from .render import (UNJUDGED, VERDICT_RULE, claims_display_frame, collapsed_lines, df_to_markdown, fmt,
+                     write_claims)
 from .tables import Table, all_tables
 
 CSS = """
@@ -28,8 +32,14 @@ th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top}
 th{background:#f3f3f3} td.text,th.text{text-align:left}
 .caption{color:#555;font-size:12px;margin:0 0 0.3em} .note{color:#8a5a00}
 .holds{background:#d9f2d9} .partly{background:#fff3c4} .does-not-hold{background:#f8d0d0}
-.not-measured{color:#888} img{max-width:100%;border:1px solid #eee}
+.not-measured,.not-applicable{color:#888} img{max-width:100%;border:1px solid #eee}
+#summary table{font-size:15px} #summary td,#summary th{text-align:left}
 """
+# The five headline claims, in this order when judged (claim_id, framing); other judged rows fill the gaps.
+SUMMARY_CLAIMS = (("decode_throughput", FRAMING_STRONGEST), ("decode_memory", FRAMING_STRONGEST),
+                  ("decode_throughput", FRAMING_CAPACITY), ("decode_throughput", FRAMING_MODERN),
+                  ("decode_throughput", FRAMING_PAPER), ("decode_memory", FRAMING_PAPER))
+SUMMARY_LINES = 5
 
 
 @dataclass
@@ -54,11 +64,30 @@ def _run_summary(envs: dict[str, dict]) -> list[str]:
     for run_id, env in envs.items():
         versions = env.get("versions") or {}
         torch_v = env.get("torch") or versions.get("torch")
-        items.append(f"{run_id}: GPU {env.get('gpu_name') or env.get('device') or '?'}, driver {env.get('driver')}, "
-                     f"CUDA {env.get('cuda')}, torch {torch_v}, dtype {env.get('dtype')}, created {env.get('created')},"
+        where = f"GPU {env['gpu_name']}, driver {env.get('driver')}, CUDA {env.get('cuda')}" if env.get("gpu_name") \
+            else f"device {env.get('device') or 'cpu'} (no GPU)"
+        items.append(f"{run_id}: {where}, torch {torch_v}, dtype {env.get('dtype')}, created {env.get('created')},"
                      f" git {str(env.get('git_sha'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, peak copy "
                      f"{fmt(env.get('peak_copy_gbps'))} GB/s, suite {env.get('suite') or env.get('suite_name')}")
     return items
+
+
+def _title(df: pd.DataFrame) -> str:
+    gpus = sorted(df["gpu_name"].dropna().astype(str).unique()) if len(df) else []
+    if gpus:
+        return f"RetNet vs KV-cache Transformer: does the paper hold on {' / '.join(gpus)}?"
+    devices = "/".join(sorted(df["device"].dropna().astype(str).unique())) or "cpu"
+    return f"RetNet vs KV-cache Transformer: a {devices} run (no GPU, so no verdict on the paper's claims)"
+
+
+def summary_frame(claims: pd.DataFrame) -> pd.DataFrame:
+    """Up to five judged claims (claim, framing, paper, measured, verdict), headline ones first."""
+    judged = claims[~claims["verdict"].isin(UNJUDGED)]
+    keyed = {(r.claim_id, r.framing): i for i, r in zip(judged.index, judged.itertuples())}
+    picked = [keyed[k] for k in SUMMARY_CLAIMS if k in keyed]
+    picked += [i for i in judged.index if i not in picked]
+    shown = claims_display_frame(judged.loc[picked[:SUMMARY_LINES]])
+    return shown[["claim", "framing", "paper", "measured", "verdict"]]
 
 
 def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.DataFrame, list[Table], dict]:
@@ -66,33 +95,51 @@ def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.D
     claims = claims_table(df, envs)
     tables = all_tables(df, envs)
     figures, skipped = build_figures(df, envs)
-    blocks = [Block("h1", "RetNet vs KV-cache Transformer: does the paper hold on this GPU?"),
-              Block("list", items=tuple(_run_summary(envs))),
-              Block("p", f"{len(df)} rows, {int((df['status'] == 'ok').sum())} ok; rows with another status are "
-                         "counted below but never used as values."),
-              Block("h2", "Paper claims under three framings"),
-              Block("p", "1 = the paper's pipeline (cat-grown KV cache; Table 4's vanilla/FlashAttention); "
-                         "2 = same batch and length against the fastest Transformer flavour measured; "
-                         "3 = equal memory budget, each model at its largest batch that fits. "
-                         "'baseline % of peak BW' is the baseline's achieved bandwidth over the measured copy "
-                         "bandwidth: a baseline far below 100% is a weak baseline."),
-              Block("table", frame=claims_display_frame(claims)),
-              Block("p", VERDICT_RULE),
-              Block("p", "Memory: claims use the GPU memory the process holds (NVML peak minus the idle baseline, "
-                         "else torch's reserved peak); tables and figures fall back to torch allocated peak, then "
-                         "process RSS (CPU runs), and name the source."),
-              Block("h2", "What we could not confirm in the paper"),
-              Block("list", items=pv.UNCONFIRMED)]
-    blocks.append(Block("h2", "Figures"))
+    summary = summary_frame(claims)
+    blocks = [Block("h1", _title(df)), Block("h2", "Verdict summary")]
+    if len(summary):
+        blocks.append(Block("summary", frame=summary))
+    else:
+        blocks.append(Block("summary", text="No verdict from these rows. " + " ".join(collapsed_lines(claims))))
+    blocks.append(Block("p", f"{len(df)} rows, {int((df['status'] == 'ok').sum())} ok, from "
+                             f"{len(envs)} run(s); rows with another status are counted in the tables, never used "
+                             "as values. Full claims table, method and runs below."))
+    fig_blocks = {}
     for name, fig in figures.items():
-        png = _png(fig)
         rel = f"figures/{name}.png"
-        (out_dir / rel).write_bytes(png)
-        blocks.append(Block("figure", text=fig.axes[0].get_title() or fig.get_suptitle(), png=png, path=rel))
+        png = _png(fig)
+        try:
+            (out_dir / rel).write_bytes(png)
+        except OSError as e:
+            raise ReportInputError(f"cannot write {out_dir / rel}: {e.strerror or type(e).__name__}") from None
+        fig_blocks[name] = Block("figure", text=fig.get_suptitle() or fig.axes[0].get_title(), png=png, path=rel)
+    headline = [n for n in HEADLINE if n in fig_blocks]
+    if headline:
+        blocks.append(Block("h2", "Headline figures"))
+        blocks += [fig_blocks[n] for n in headline]
+    blocks += [Block("h2", "Paper claims under four framings"),
+               Block("p", "1 = the paper's pipeline (cat-grown KV cache; Table 4's vanilla/FlashAttention); "
+                          "2 = same batch and length against the fastest full-attention Transformer measured; "
+                          "3 = equal memory budget, each model at its largest batch that fits; "
+                          "4 = the baseline deployed today, grouped-query attention with 8 KV heads (4a equal "
+                          "batch, 4b equal memory). The baseline column names each baseline's KV heads; "
+                          "'baseline % of peak BW' is its achieved bandwidth over the measured copy bandwidth: "
+                          "a baseline far below 100% is a weak baseline."),
+               Block("table", frame=claims_display_frame(claims, collapse=True))]
+    lines = collapsed_lines(claims)
+    if lines:
+        blocks.append(Block("list", text="Not judged (one line per claim)", items=tuple(lines)))
+    blocks += [Block("p", VERDICT_RULE), Block("p", MEMORY_MEASURE_WHY),
+               Block("h2", "What we could not confirm in the paper"), Block("list", items=pv.UNCONFIRMED)]
+    others = [n for n in fig_blocks if n not in headline]
+    if others or skipped:
+        blocks.append(Block("h2", "More figures"))
+    blocks += [fig_blocks[n] for n in others]
     for name, why in skipped.items():
         blocks.append(Block("note", f"Figure {name} skipped: {why}"))
     blocks.append(Block("h2", "Tables"))
     blocks += [Block("table", table=t) for t in tables]
+    blocks += [Block("h2", "Runs"), Block("list", items=tuple(_run_summary(envs)))]
     return blocks, claims, tables, envs
 
 
@@ -108,7 +155,9 @@ def _md(blocks: list[Block]) -> str:
         elif b.kind == "note":
             out.append(f"> **Note:** {b.text}")
         elif b.kind == "list":
-            out.append("\n".join(f"- {i}" for i in b.items))
+            out.append((f"**{b.text}**\n\n" if b.text else "") + "\n".join(f"- {i}" for i in b.items))
+        elif b.kind == "summary":
+            out.append(df_to_markdown(b.frame, index=False) if b.frame is not None else f"**{b.text}**")
         elif b.kind == "figure":
             out.append(f"![{b.text.splitlines()[0]}]({b.path})\n\n*{b.text.replace(chr(10), ' — ')}*")
         elif b.kind == "table" and b.table is not None:
@@ -147,7 +196,11 @@ def _html(blocks: list[Block]) -> str:
         elif b.kind == "note":
             out.append(f'<p class="note"><b>Note:</b> {html.escape(b.text)}</p>')
         elif b.kind == "list":
-            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
+            out.append((f"<p><b>{html.escape(b.text)}</b></p>" if b.text else "")
+                       + "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
+        elif b.kind == "summary":
+            inner = _html_table(b.frame, False) if b.frame is not None else f"<p><b>{html.escape(b.text)}</b></p>"
+            out.append(f'<section id="summary">{inner}</section>')
         elif b.kind == "figure":
             data = base64.b64encode(b.png).decode("ascii")
             out.append(f'<figure><img alt="{html.escape(b.text.splitlines()[0])}" src="data:image/png;base64,'
@@ -164,21 +217,28 @@ def _html(blocks: list[Block]) -> str:
 
 def write_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict[str, Path]:
     """Write report.md, report.html, figures/*.png, tables/*.csv, claims.csv/.md into out_dir (default: the first
-    run's folder). Returns name -> path of everything written."""
+    run's folder). Returns name -> path of everything written. A missing/unreadable run or an unwritable out_dir
+    raises ReportInputError (one line; the CLI exits 2)."""
     run_dirs = [Path(p) for p in run_dirs]
     out_dir = Path(out_dir) if out_dir is not None else (run_dirs[0] if run_dirs else Path("."))
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    try:
+        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+        (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportInputError(f"cannot write the report to {out_dir}: {e.strerror or type(e).__name__}") from None
     blocks, claims, tables, _ = build_blocks(run_dirs, out_dir)
     paths = {"report_md": out_dir / "report.md", "report_html": out_dir / "report.html"}
-    paths["report_md"].write_text(_md(blocks), encoding="utf-8")
-    paths["report_html"].write_text(_html(blocks), encoding="utf-8")
+    try:
+        paths["report_md"].write_text(_md(blocks), encoding="utf-8")
+        paths["report_html"].write_text(_html(blocks), encoding="utf-8")
+        for t in tables:
+            p = out_dir / "tables" / f"{t.name}.csv"
+            t.to_csv_frame().to_csv(p, index=False)
+            paths[f"table:{t.name}"] = p
+    except OSError as e:
+        raise ReportInputError(f"cannot write the report to {out_dir}: {e.strerror or type(e).__name__}") from None
     for b in blocks:
         if b.kind == "figure":
             paths[f"figure:{Path(b.path).stem}"] = out_dir / b.path
-    for t in tables:
-        p = out_dir / "tables" / f"{t.name}.csv"
-        t.to_csv_frame().to_csv(p, index=False)
-        paths[f"table:{t.name}"] = p
     paths.update(write_claims(claims, out_dir))
     return paths
