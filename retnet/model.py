@@ -127,17 +127,17 @@ class MultiScaleRetention(nn.Module):
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
         cos, sin = tables.cos[:, None], tables.sin[:, None]  # (T, 1, dk/2): broadcast over heads
-        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin)  # (B, T, H, dk), rotation in fp32
+        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
+        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin).to(kernel_dtype)  # (B, T, H, dk), rotated in fp32
         k = theta_shift(k.view(B, T, H, self.dk).to(dt), cos * self.k_scale, sin * self.k_scale)  # k_scale folded in
         kv0, k_sum0 = state if state is not None else (None, None)
-        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk)
-        kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
+        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk), from fp32 keys
+        k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
         o, kv = chunk_retention(
-            q.to(kernel_dtype), k.to(kernel_dtype), v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
+            q, k, v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
             chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
         )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
         return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
-
 
     def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
         """x (B, d) one normed token -> (B, d); kv (B, H, dk, dv) and k_sum (B, H, dk) updated in place.
@@ -380,24 +380,6 @@ class RetNet(nn.Module):
             state.k_sum[i].copy_(k_sum)
         state.pos.add_(S)
         return x
-
-    def _step_core(self, ids: Tensor, state: RetNetState) -> tuple[Tensor, Tensor]:
-        """ids (B,) -> (last hidden x (B, d) before the final norm, norm(x)); advances `state` in place. No host
-        sync. Per layer with kernel "triton": add+norm, qkvg GEMM, state pass, epilogue, out_proj GEMM, add+norm,
-        FFN (two GEMMs and the activation)."""
-        x = self._embed(ids)  # (B, d)
-        dt = torch.promote_types(state.kv.dtype, torch.float32)
-        t = self._tables(state.pos.view(1), dt)
-        tables = RetentionTables(t.cos[0], t.sin[0], t.log_decay, t.row_norm[:, 0])  # (dk/2,), (H,)
-        kernel = self.step_kernel
-        norms = [layer.retention_norm for layer in self.layers] + [self.norm]
-        x, h = add_norm(x, None, norms[0], kernel == "triton")
-        for i, layer in enumerate(self.layers):
-            x, h = layer.step(x, h, norms[i + 1], tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
-        if kernel == "triton-statepass":  # that path writes the new key sums to the scratch buffer
-            state.k_sum.copy_(state.k_sum_next)
-        state.pos.add_(1)
-        return x, h
 
     def _step_core(self, ids: Tensor, state: RetNetState) -> tuple[Tensor, Tensor]:
         """ids (B,) -> (last hidden x (B, d) before the final norm, norm(x)); advances `state` in place. No host
