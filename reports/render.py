@@ -88,8 +88,12 @@ def collapsed_lines(claims: pd.DataFrame) -> list[str]:
         return []
     na = rest[rest["verdict"] == "not applicable"]
     lines = []
-    if len(na) == len(claims) and na["conditions"].str.split(":").str[0].nunique() == 1:
-        return [f"All {len(claims)} claims: {na['conditions'].iloc[0].split(' (')[0]} (no verdict from these rows)."]
+    if len(rest) == len(claims) and len(na):  # nothing judged (a CPU or tiny-model run): say why in a line or two
+        reasons = list(dict.fromkeys(c.split(" (")[0] for c in na["conditions"]))
+        lines = [f"No verdict from these rows: {r}." for r in reasons]
+        if len(rest) > len(na):
+            lines.append(f"The other {len(rest) - len(na)} claim rows are not measured (no rows for them).")
+        return lines
     for claim, g in rest.groupby("claim", sort=False):
         parts = []
         for v, gv in g.groupby("verdict", sort=False):

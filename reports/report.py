@@ -100,7 +100,7 @@ def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.D
     if len(summary):
         blocks.append(Block("summary", frame=summary))
     else:
-        blocks.append(Block("summary", text="No verdict from these rows. " + " ".join(collapsed_lines(claims))))
+        blocks.append(Block("summary", text=" ".join(collapsed_lines(claims)) or "No claim could be judged."))
     blocks.append(Block("p", f"{len(df)} rows, {int((df['status'] == 'ok').sum())} ok, from "
                              f"{len(envs)} run(s); rows with another status are counted in the tables, never used "
                              "as values. Full claims table, method and runs below."))

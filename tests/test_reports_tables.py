@@ -49,3 +49,20 @@ def test_claims_render(loaded):
     console.print(claims_rich_table(claims))
     text = console.export_text()
     assert "does not hold" in text and "static (flash-attn)" in text
+
+
+def test_a_cpu_run_prints_no_verdict_in_two_lines(tmp_path):
+    from reports_fixtures import decode_row
+
+    from retnet_bench.reports.render import collapsed_lines
+
+    rows = [decode_row("tiny", impl, kernel, b, 64, ms, None, device="cpu", gpu_name=None, mem_rss_peak_gb=0.5)
+            for impl, kernel, ms in (("retnet-recurrent", "torch", 2.0), ("paper-like", "bmm-softmax", 3.0))
+            for b in (1, 2)]
+    claims = claims_table(*load_runs([write_run(tmp_path, rows)]))
+    assert not claims["verdict"].isin(["holds", "partly", "does not hold"]).any()
+    lines = collapsed_lines(claims)
+    assert lines[0] == "No verdict from these rows: not applicable on cpu/tiny: run fig6 on a GPU."
+    assert len(lines) == 2 and "not measured" in lines[1]
+    md = render_claims_markdown(claims)
+    assert "| holds |" not in md and "No verdict" in md
