@@ -1,6 +1,7 @@
 """retnet-bench: a thin Typer app over suites/ (measure) and reports/ (explain). All logic lives there."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -31,8 +32,11 @@ def one_line_errors(fn: Callable) -> Callable:
             return fn(*a, **kw)
         except typer.Exit:
             raise
-        except (ValueError, FileNotFoundError, PermissionError, KeyError) as e:
+        except (ValueError, KeyError) as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except OSError as e:  # a read-only or missing folder: say which and why, in one line
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            _fail(f"{where}{e.strerror or e}")
 
     return wrapper
 
@@ -65,6 +69,37 @@ def _device(name: str):
     return torch.device(name)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"retnet-bench {version('retnet-bench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(_version_flag: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit")) -> None:
+    """Does RetNet decode 8.4x faster with 70% less memory than a KV-cache Transformer? Measure it on your GPU."""
+
+
+def _filter_impls(s, impls: list[str]):
+    """--impl applies to every scenario: each keeps the named impls that take part in it; a scenario left with none
+    is dropped (the op scenario names none and is kept only when an op-level impl is named)."""
+    from retnet_bench.suites.contestants.spec import get_spec
+    from retnet_bench.suites.plan import SCENARIO_PHASES
+
+    specs = [get_spec(i) for i in impls]  # unknown names: ValueError, one line
+    kept = {}
+    for kind, sc in s.scenarios.items():
+        mine = [sp.name for sp in specs if set(sp.phases) & set(SCENARIO_PHASES[kind])]
+        if mine:
+            kept[kind] = dataclasses.replace(sc, impls=mine) if kind != "op" else sc
+    if not kept:
+        raise ValueError(f"no scenario of suite {s.name!r} takes {', '.join(impls)}")
+    return dataclasses.replace(s, scenarios=kept)
+
+
 @app.command()
 @one_line_errors
 def run(
@@ -74,7 +109,7 @@ def run(
     batch: Optional[str] = typer.Option(None, "--batch", help="Comma-separated batch sizes, e.g. 1,8"),
     seq: Optional[str] = typer.Option(None, "--seq", help="Comma-separated lengths, e.g. 2048,8192"),
     impl: Optional[str] = typer.Option(None, "--impl", help="Comma-separated impl names (see `list`)"),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="Comma-separated attention kernels"),
+    kernel: Optional[str] = typer.Option(None, "--kernel", help="Comma-separated kernels (attention or retention)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
     out: Path = typer.Option(Path("results"), "--out", help="Folder that receives results/<run-id>/"),
@@ -82,62 +117,83 @@ def run(
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run (id or folder), skipping finished points"),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop cleanly after this many seconds "
                                                "(continue later with --resume)"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Training ranks (one GPU each; FSDP2 when > 1)"),
     no_nvml: bool = typer.Option(False, "--no-nvml", help="Do not sample NVML during points"),
     no_graph: bool = typer.Option(False, "--no-graph", help="Do not capture CUDA graphs"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report and print claims at the end"),
 ) -> None:
     """Run a suite; rows go to results/<run-id>/rows.jsonl as each point finishes."""
     from retnet_bench.suites import RunOptions, load_suite, run_suite
+    from retnet_bench.suites.suite import with_overrides
 
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"--time-limit must be a positive number of seconds, got {time_limit:g}")
     dev = _device(device)
+    if nproc is not None:
+        _check_nproc(nproc, dev)
     names = [suite] if suite else (["fig6", "table4"] if dev.type == "cuda" else ["smoke"])
     if resume and len(names) > 1:
         raise ValueError("--resume needs an explicit suite name")
-    overrides = dict(models=_names(model), batch_sizes=_ints(batch, "batch"), seq_lens=_ints(seq, "seq"),
-                     impls=_names(impl), kernels=_names(kernel), dtype=dtype)
-    if overrides["impls"] is not None:
-        overrides["train_impls"] = overrides["impls"]
+    impls = _names(impl)
     run_dirs = []
     for name in names:
-        s = load_suite(name)
-        over = dict(overrides)
-        if over.get("impls") is not None:  # --impl filters decode and train impls by what each phase accepts
-            from retnet_bench.suites.registry import IMPLS
-
-            bad = [i for i in over["impls"] if i not in IMPLS]
-            if bad:
-                raise ValueError(f"unknown impl {bad[0]!r} (choose from {', '.join(IMPLS)})")
-            over["impls"] = [i for i in over["impls"] if set(IMPLS[i].phases) & {"decode", "capacity"}] or s.impls
-            over["train_impls"] = [i for i in over["train_impls"] if "train" in IMPLS[i].phases] or s.train_impls
-        s = s.with_overrides(**over)
+        s = with_overrides(load_suite(name), models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
+                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), nproc=nproc)
+        if impls is not None:
+            s = _filter_impls(s, impls)
         opts = RunOptions(device=dev, out_root=out, run_id=run_id if len(names) == 1 else None, resume=resume,
                           use_nvml=not no_nvml, use_graph=not no_graph, time_limit_s=time_limit, console=console)
-        outcome = run_suite(s, opts)
+        try:
+            outcome = run_suite(s, opts)
+        except KeyboardInterrupt:
+            err.print("interrupted: every finished row is kept; continue with "
+                      f"`retnet-bench run {name} --resume <run folder> --out {out}`", markup=False, highlight=False)
+            raise typer.Exit(130)
         state = "complete" if outcome.complete else "stopped early (time limit): continue with --resume"
-        console.print(f"[bold]{s.name}[/]: {outcome.n_rows} rows in {outcome.run_dir} ({state})")
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts.items())) or "no new rows"
+        console.print(f"{s.name}: {outcome.n_rows} rows in {outcome.run_dir} ({state}; this run: {summary})",
+                      markup=False, highlight=False)
+        if outcome.counts and set(outcome.counts) == {"skipped"}:
+            err.print(f"warning: every point of {s.name} was skipped (see the rows' error column, e.g. a missing "
+                      "package or no GPU)", markup=False, highlight=False)
         run_dirs.append(outcome.run_dir)
         if not outcome.complete:
             report = False
     if report:
         _report(run_dirs, None)
-        _claims(run_dirs)
+        _claims(run_dirs, None)
+
+
+def _check_nproc(nproc: int, dev) -> None:
+    import torch
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"--nproc {nproc} is more than the {torch.cuda.device_count()} visible GPU(s)")
 
 
 def _report(run_dirs: list[Path], out: Optional[Path]) -> None:
     from retnet_bench.reports import write_report
 
+    from retnet_bench.suites.contract import read_rows
+
+    for d in run_dirs:
+        if Path(d).is_dir() and (Path(d) / "rows.jsonl").is_file() and not read_rows(Path(d) / "rows.jsonl", warn=False):
+            raise ValueError(f"{d}: the run has no rows yet (nothing to report)")
     paths = write_report(run_dirs, out)
-    console.print(f"report: {paths.get('report.md', paths)}")
+    main_file = paths.get("report.html") or paths.get("report.md") or next(iter(paths.values()), "")
+    console.print(f"report: {main_file}", markup=False, highlight=False)
 
 
-def _claims(run_dirs: list[Path]) -> None:
+def _claims(run_dirs: list[Path], out: Optional[Path]) -> None:
     from retnet_bench.reports import claims_rich_table, claims_table, load_runs, write_claims
 
     df, envs = load_runs(run_dirs)
     claims = claims_table(df, envs)
     console.print(claims_rich_table(claims))
-    written = write_claims(claims, run_dirs[0])
-    console.print(f"claims: {', '.join(str(p) for p in written)}")
+    written = write_claims(claims, out or run_dirs[0])
+    console.print(f"claims: {', '.join(str(p) for p in written)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -150,9 +206,11 @@ def report(runs: List[Path] = typer.Argument(..., help="Run folders"),
 
 @app.command()
 @one_line_errors
-def claims(runs: List[Path] = typer.Argument(..., help="Run folders")) -> None:
+def claims(runs: List[Path] = typer.Argument(..., help="Run folders"),
+           out: Optional[Path] = typer.Option(None, "--out", help="Folder for claims.csv/.md (default: the first run)"),
+           ) -> None:
     """Print the paper-claims table (paper value / measured / conditions / verdict) and save it."""
-    _claims(runs)
+    _claims(runs, out)
 
 
 @app.command()
@@ -196,32 +254,46 @@ def list_() -> None:
     """Suites, model presets, impls and kernels (with whether each can run here)."""
     import torch
 
+    from retnet.config import PRESETS
     from retnet_bench.suites import builtin_suites, load_suite
-    from retnet_bench.suites.registry import IMPLS, availability, kernel_names, preset_names
+    from retnet_bench.suites.contestants.spec import load_specs
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # names and install commands are what a user copies: fold long cells, never cut them ("...")
     t = Table(title="suites")
-    for c in ("suite", "gpu", "description"):
-        t.add_column(c)
+    for c in ("suite", "gpu", "scenarios", "description"):
+        t.add_column(c, overflow="fold")
     for name in builtin_suites():
         s = load_suite(name)
-        t.add_row(name, "yes" if s.requires_gpu else "", s.description)
+        t.add_row(name, "yes" if s.requires_gpu else "", ",".join(s.scenarios), s.description)
     console.print(t)
-    console.print("presets: " + ", ".join(preset_names()))
-    t = Table(title=f"impls and kernels on this machine ({dev.type})")
-    for c in ("name", "kind", "phases", "usable here", "what"):
-        t.add_column(c)
+    console.print("presets: " + ", ".join(PRESETS), markup=False)
+    t = Table(title=f"contestants and their kernels on this machine ({dev.type})")
+    specs = load_specs().values()
+    widest = max(len(x) for sp in specs for x in (sp.name, *sp.kernels, *sp.resolve_kernels([], dev)))
+    t.add_column("impl", no_wrap=True, min_width=max(len(sp.name) for sp in specs))
+    t.add_column("kernel", no_wrap=True, min_width=min(widest, 14))
+    for c in ("role", "phases", "usable here"):
+        t.add_column(c, overflow="fold")
     dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    for name, info in IMPLS.items():
-        ok, why = availability(name, "sdpa", dev, dt)
-        t.add_row(name, "impl", ",".join(info.phases), "yes" if ok else f"no: {why}", info.description)
-    from retnet_bench.baselines import kernel_available
-
-    for k in kernel_names():
-        for phase in ("train", "decode"):
-            ok, why = kernel_available(k, dev, dt, phase=phase)
-            t.add_row(k, "kernel", phase, "yes" if ok else f"no: {why}", "attention kernel")
+    for spec in specs:
+        for kernel in spec.kernels or spec.resolve_kernels([], dev):
+            ok, why = spec.available(kernel, dev, dt)
+            hint = f" ({spec.install_hint})" if not ok and spec.install_hint and spec.install_hint not in why else ""
+            t.add_row(spec.name, kernel, spec.role, ", ".join(spec.phases), "yes" if ok else f"no: {why}{hint}")
     console.print(t)
+    t = Table(title="what each contestant is")
+    t.add_column("impl", no_wrap=True)
+    t.add_column("what", overflow="fold")
+    for spec in specs:
+        t.add_row(spec.name, spec.description + (" [official code]" if spec.source == "official" else ""))
+    console.print(t)
+    hints: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.install_hint:
+            hints.setdefault(spec.install_hint, []).append(spec.name)
+    for hint, names in hints.items():  # printed whole, never folded into a cell: this is what users copy
+        console.print(f"to install {', '.join(names)}: {hint}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

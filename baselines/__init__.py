@@ -9,19 +9,13 @@ from .kernels import KERNELS, KernelUnavailableError, gqa_support, kernel_availa
 from .quantized_kv import fp8_kv_cache_available
 from .transformer import Transformer
 
-# stable names used in result rows (CONTRACTS.md)
-DECODE_FLAVOURS: tuple[str, ...] = ("static", "paper-like", "hf", "hf-static")
-
-
-def check_flavour(name: str) -> str:
-    if name not in DECODE_FLAVOURS:
-        raise ValueError(f"unknown decoding flavour {name!r}; known: {', '.join(DECODE_FLAVOURS)}")
-    return name
+# The decoding flavours' names (static, paper-like, hf, hf-static) are declared once, in the contestant specs
+# (suites/contestants/).
 
 
 __all__ = [
     "analytic", "CatKVCache", "StaticKVCache", "PRESETS", "VOCAB_SIZE", "TransformerConfig", "HFDecodeState",
     "build_hf_llama", "hf_config_from", "hf_prefill", "hf_rewind", "hf_step", "KERNELS", "KernelUnavailableError",
-    "kernel_available", "reference_attention", "Transformer", "DECODE_FLAVOURS", "check_flavour", "FFN_MULTIPLE",
+    "kernel_available", "reference_attention", "Transformer", "FFN_MULTIPLE",
     "matched_ffn_dim", "gqa_support", "fp8_kv_cache_available",
 ]

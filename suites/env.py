@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .schema import SCHEMA_VERSION
+from .contract import SCHEMA_VERSION
 
 _PACKAGES = {
     "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",

@@ -1,10 +1,21 @@
-"""From a suite definition to the points to measure, grouped by the model each group builds once."""
+"""From a suite definition to the points to measure, grouped by the model each group builds once.
+
+Every name a row will carry (impl, kernel, KV heads, state precision) is decided here, from the contestant specs,
+so that the plan's point keys and the rows' keys are the same and `--resume` skips exactly the finished points.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import registry
-from .spec import Suite
+import torch
+
+from .contestants.spec import ContestantSpec, Variant, get_spec
+from .contract import point_key
+from .suite import Scenario, Suite
+
+# the phases each scenario measures, in the order its points run
+SCENARIO_PHASES = {"decode": ("decode",), "capacity": ("capacity",), "train": ("train",),
+                   "op": ("op_fwd", "op_fwdbwd", "op_decode")}
 
 
 @dataclass
@@ -17,44 +28,92 @@ class Point:
 @dataclass
 class Group:
     """Points measured with one built model (weights built once per group)."""
+    scenario: str
     model: str
-    impl: str
+    spec: ContestantSpec
     kernel: str
+    variant: Variant
+    settings: Scenario
     points: list[Point] = field(default_factory=list)
 
     @property
+    def impl(self) -> str:
+        return self.spec.name
+
+    @property
     def arch(self) -> str:
-        return registry.IMPLS[self.impl].arch
+        return self.spec.arch
+
+    @property
+    def world_size(self) -> int:
+        return getattr(self.settings, "nproc", 1)
+
+    def key(self, p: Point, dtype: str) -> tuple:
+        return point_key(self.row_identity(p, dtype))
+
+    def row_identity(self, p: Point, dtype: str) -> dict:
+        """The identifying columns of this point's row (also its resume key)."""
+        return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
+                    n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
+                    batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size)
 
 
-def plan(suite: Suite) -> list[Group]:
+def query_heads(model: str) -> int:
+    from retnet_bench.baselines import TransformerConfig
+
+    return TransformerConfig.from_name(model).n_heads
+
+
+def variants(spec: ContestantSpec, sc: Scenario, model: str) -> list[Variant]:
+    """The variants of `spec` a scenario asks for, with the values rows carry (KV heads as a count: 0 -> n_heads)."""
+    out: list[Variant] = []
+    if "n_kv_heads" in spec.variants:
+        heads = query_heads(model)
+        for n in sc.n_kv_heads:
+            v = Variant(n_kv_heads=n or heads)
+            if v not in out:
+                out.append(v)
+    elif spec.arch == "transformer":  # every attention model has a KV-head count; this one is fixed (MHA)
+        out = [Variant(n_kv_heads=query_heads(model))]
+    elif "state_dtype" in spec.variants:
+        out = [Variant(state_dtype=d) for d in dict.fromkeys(sc.state_dtypes)]
+    return out or [Variant()]
+
+
+def impls_for(kind: str, sc: Scenario) -> list[ContestantSpec]:
+    """The contestants of a scenario. The `op` scenario runs every op-level contestant (none is named)."""
+    if kind == "op":
+        from .contestants.spec import load_specs
+
+        return [s for s in load_specs().values() if set(s.phases) & set(SCENARIO_PHASES["op"])]
+    return [get_spec(name) for name in sc.impls]
+
+
+def check_phases(suite: Suite) -> None:
+    """A contestant named in a scenario it does not take part in is bad input (ValueError, one line): a decode-only
+    impl in the train table would otherwise give rows labelled with a name that did not run."""
+    for kind, sc in suite.scenarios.items():
+        for spec in impls_for(kind, sc):
+            if not set(spec.phases) & set(SCENARIO_PHASES[kind]):
+                raise ValueError(f"suite {suite.name!r} [{kind}]: impl {spec.name!r} has no {kind} phase "
+                                 f"(it takes part in: {', '.join(spec.phases)})")
+
+
+def plan(suite: Suite, device: torch.device) -> list[Group]:
     groups: list[Group] = []
-
-    def kernels_for(impl: str) -> list[str]:
-        return suite.kernels if impl in registry.KERNEL_IMPLS else [registry.contestant_kernel(impl, "")]
-
     for model in suite.models:
-        for impl in suite.impls:
-            for kernel in kernels_for(impl):
-                g = Group(model, impl, kernel)
-                if "decode" in suite.phases:
-                    g.points += [Point("decode", b, t) for t in suite.seq_lens for b in suite.batch_sizes]
-                if "capacity" in suite.phases:
-                    g.points.append(Point("capacity", None, suite.capacity_seq_len))
-                if g.points:
-                    groups.append(g)
-        if "op" in suite.phases:
-            from .ops import OP_IMPLS, RETENTION_STEP_KERNELS
-
-            for impl, phases in OP_IMPLS.items():
-                kernels = suite.kernels if impl == "attention" else (
-                    list(RETENTION_STEP_KERNELS) if impl == "retention-recurrent" else ["torch"])
-                for kernel in kernels:
-                    groups.append(Group(model, impl, kernel, [Point(ph, b, t) for ph in phases
-                                                              for t in suite.seq_lens for b in suite.batch_sizes]))
-        if "train" in suite.phases:
-            for impl in suite.train_impls:
-                for kernel in kernels_for(impl):
-                    groups.append(Group(model, impl, kernel, [Point("train", b, t) for t in suite.train_seq_lens
-                                                              for b in suite.train_batch_sizes]))
+        for kind in ("decode", "capacity", "op", "train"):
+            sc = suite.scenarios.get(kind)
+            if sc is None:
+                continue
+            for spec in impls_for(kind, sc):
+                phases = [ph for ph in SCENARIO_PHASES[kind] if ph in spec.phases]
+                for kernel in spec.resolve_kernels(sc.kernels, device):
+                    for variant in variants(spec, sc, model):
+                        g = Group(kind, model, spec, kernel, variant, sc)
+                        if kind == "capacity":
+                            g.points = [Point("capacity", None, sc.seq_len)]
+                        else:
+                            g.points = [Point(ph, b, t) for ph in phases for t in sc.seq_lens for b in sc.batch_sizes]
+                        groups.append(g)
     return groups

@@ -57,6 +57,10 @@ def test_default_cpu_job_runs_smoke_writes_report_and_claims(tmp_path):
     (["run", "smoke", "--device", "tpu"], "unknown device"),
     (["compare", "missing-a", "missing-b"], "missing-a"),
     (["report", "missing-run"], "missing-run"),
+    (["run", "smoke", "--device", "cpu", "--time-limit", "-1"], "--time-limit must be a positive"),
+    (["run", "smoke", "--device", "cpu", "--run-id", "../escape"], "--run-id '../escape'"),
+    (["run", "smoke", "--device", "cpu", "--nproc", "0"], "--nproc must be >= 1"),
+    (["run", "smoke", "--device", "cpu", "--impl", "attention,static", "--kernel", "triton-x"], "unknown kernel"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     _assert_bad_input(_run(*args, "--out", str(tmp_path)) if args[0] == "run" else _run(*args), needle)
@@ -66,10 +70,14 @@ def test_malformed_suite_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = 'x'\nbatch_sizes = [1,\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "malformed suite file")
-    bad.write_text("name = 'x'\nimpls=['static']\nbatch_sizes = 'many'\n")
+    bad.write_text("name = 'x'\n[decode]\nimpls=['static']\nbatch_sizes = 'many'\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "batch_sizes")
-    bad.write_text("name = 'x'\nimpls=['static']\nwarp = 9\n")
+    bad.write_text("name = 'x'\n[decode]\nimpls=['static']\nwarp = 9\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "unknown key 'warp'")
+    bad.write_text("name = 'x'\n[train]\nimpls=['static']\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "has no train phase")
+    bad.write_text("name = 'x'\nimpls=['static']\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "unknown key 'impls'")
     _assert_bad_input(_run("run", str(tmp_path / "absent.toml"), "--device", "cpu"), "suite file not found")
 
 
@@ -92,3 +100,46 @@ def test_list_and_env(tmp_path):
     assert res.exit_code == 0 and "fig6" in res.output and "retnet-recurrent" in res.output
     res = _run("env")
     assert res.exit_code == 0 and '"torch"' in res.output
+
+
+def test_out_that_is_a_file_says_so(tmp_path):
+    f = tmp_path / "somefile.txt"
+    f.write_text("x")
+    _assert_bad_input(_run("run", "smoke", "--device", "cpu", "--out", str(f)), "is a file, not a folder")
+
+
+def test_impl_filters_every_scenario(tmp_path):
+    res = _run("run", "smoke", "--device", "cpu", "--out", str(tmp_path), "--run-id", "one", "--no-report",
+               "--impl", "retnet-recurrent", "--batch", "1", "--seq", "32")
+    assert res.exit_code == 0, res.output
+    rows = [__import__("json").loads(line) for line in (tmp_path / "one" / "rows.jsonl").read_text().splitlines()]
+    assert {r["impl"] for r in rows} == {"retnet-recurrent"} and {r["phase"] for r in rows} == {"decode", "prefill"}
+    assert {(r["batch_size"], r["seq_len"]) for r in rows} == {(1, 32)}
+
+
+def test_every_point_skipped_warns(tmp_path):
+    res = _run("run", "smoke", "--device", "cpu", "--out", str(tmp_path), "--run-id", "fla", "--no-report",
+               "--impl", "fla-retnet", "--batch", "1", "--seq", "32")
+    assert res.exit_code == 0 and "every point of smoke was skipped" in res.stderr, res.output
+
+
+def test_list_names_are_never_cut(tmp_path):
+    res = runner.invoke(app, ["list"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0
+    for name in ("retnet-recurrent", "torchscale-transformer", "pip install --no-deps torchscale==0.3.0 fairscale==0.4.0",
+                 "pip install flash-linear-attention==0.6.0"):
+        assert name in res.output, name
+    assert "..." not in res.output and "…" not in res.output
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("retnet-bench ")
+
+
+def test_report_of_an_empty_run_is_bad_input(tmp_path):
+    run = tmp_path / "empty"
+    run.mkdir()
+    (run / "rows.jsonl").write_text("")
+    (run / "env.json").write_text("{}")
+    _assert_bad_input(_run("report", str(run)), "no rows")

@@ -6,20 +6,38 @@ import sys
 import pytest
 import torch
 
+from retnet.config import VOCAB_SIZE
 from retnet_bench.baselines import peers
-from retnet_bench.baselines.peers import PEERS, build_peer, peer_available
+from retnet_bench.baselines.peers import fla as fla_mod
+from retnet_bench.baselines.peers import torchscale as ts_mod
+from retnet_bench.baselines.peers import (build_fla_retnet_peer, build_torchscale_retnet_peer,
+                                          build_torchscale_transformer_peer)
+
+# the test's own short names for the three peer builders (the impl names live in suites/contestants/peers.py)
+BUILDERS = {"torchscale-retnet": build_torchscale_retnet_peer,
+            "torchscale-transformer": build_torchscale_transformer_peer, "fla-retnet": build_fla_retnet_peer}
+
+
+def build_peer(name, preset, dtype, device):
+    return BUILDERS[name](preset, dtype, device)
+
+
+def peer_available(name):
+    return peers.fla_available() if name == "fla-retnet" else peers.torchscale_available()
+
 
 TORCHSCALE_OK, TORCHSCALE_WHY = peers.torchscale_available()
 needs_torchscale = pytest.mark.skipif(not TORCHSCALE_OK, reason=TORCHSCALE_WHY)
 TS_PEERS = ("torchscale-retnet", "torchscale-transformer")
 PRESETS = ("tiny", "small", "1.3b", "2.7b", "6.7b")
-V = peers.VOCAB_SIZE
+V = VOCAB_SIZE
 
 
-def test_names_and_unknown_peer():
-    assert PEERS == ("torchscale-retnet", "torchscale-transformer", "fla-retnet")
-    with pytest.raises(ValueError, match="unknown peer"):
-        peer_available("nope")
+def test_every_peer_has_a_contestant_spec_with_its_library_availability():
+    from retnet_bench.suites.contestants.spec import load_specs
+
+    official = {n for n, s in load_specs().items() if s.source == "official"}
+    assert official == set(BUILDERS)
 
 
 @needs_torchscale
@@ -163,10 +181,10 @@ def test_timm_stand_in_is_scoped_to_the_torchscale_import():
 
     if importlib.util.find_spec("timm") is None:
         assert "timm" not in sys.modules  # the stand-in does not leak to other libraries
-        assert droppath.drop_path is peers._timm_drop_path
+        assert droppath.drop_path is ts_mod._timm_drop_path
     x = torch.ones(64, 3)
-    assert peers._timm_drop_path(x, 0.5, training=False) is x
-    dropped = peers._timm_drop_path(x, 0.5, training=True)
+    assert ts_mod._timm_drop_path(x, 0.5, training=False) is x
+    dropped = ts_mod._timm_drop_path(x, 0.5, training=True)
     assert set(dropped[:, 0].tolist()) <= {0.0, 2.0} and (dropped == dropped[:, :1]).all()
 
 
@@ -193,19 +211,19 @@ def test_fla_availability_has_a_reason():
         assert not ok and why
     if not ok:
         assert peer_available("fla-retnet") == (False, why)
-        with pytest.raises(RuntimeError, match="fla-retnet"):
+        with pytest.raises(RuntimeError, match="flash-linear-attention|fla"):
             build_peer("fla-retnet", "tiny", torch.bfloat16, "cpu")
 
 
 def test_fla_other_versions_are_refused_with_the_install_line(monkeypatch):
     assert peers.FLA_VERSION == "0.6.0"
-    monkeypatch.setattr(peers, "_fla_installed_version", lambda: None)
+    monkeypatch.setattr(fla_mod, "_fla_installed_version", lambda: None)
     assert peers.fla_available() == (False, f"flash-linear-attention not installed: {peers.FLA_INSTALL}")
     for old in ("0.3.2", "unknown"):
-        monkeypatch.setattr(peers, "_fla_installed_version", lambda old=old: old)
+        monkeypatch.setattr(fla_mod, "_fla_installed_version", lambda old=old: old)
         ok, why = peers.fla_available()
         assert not ok and old in why and "written for 0.6.0" in why and why.endswith(peers.FLA_INSTALL)
-    monkeypatch.setattr(peers, "_fla_installed_version", lambda: peers.FLA_VERSION)
+    monkeypatch.setattr(fla_mod, "_fla_installed_version", lambda: peers.FLA_VERSION)
     ok, why = peers.fla_available()
     if not torch.cuda.is_available():  # the version passes; triton or the GPU is what is missing here
         assert not ok and "written for" not in why and ("triton" in why or "CUDA" in why), why
@@ -312,7 +330,7 @@ def test_fla_prefilled_cache_has_the_structure_fla_builds_itself(dtype):
 
 @needs_torchscale
 def test_torchscale_id_buffer_grows_past_its_headroom(monkeypatch):
-    monkeypatch.setattr(peers, "TOKEN_HEADROOM", 1)
+    monkeypatch.setattr(ts_mod, "TOKEN_HEADROOM", 1)
     peer = build_peer("torchscale-retnet", "tiny", torch.float32, "cpu")
     peer.prefill_state(1, 3)
     for _ in range(6):

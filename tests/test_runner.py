@@ -9,28 +9,45 @@ import torch
 
 from retnet_bench.suites import RunError, RunOptions, load_suite, run_suite
 from retnet_bench.suites import runner as runner_mod
-from retnet_bench.suites.rows import read_rows
-from retnet_bench.suites.schema import ROW_COLUMNS, point_key
+from retnet_bench.suites.contestants.spec import BuildArgs, get_spec
+from retnet_bench.suites.contract import ROW_COLUMNS, point_key, read_rows
 
-MINI = """
+TIMING = """warmup = 1
+min_steps = 2
+min_seconds = 0.0
+max_steps = 3
+chunk_size = 8
+"""
+HEAD = """
 name = "mini"
 dtype = "float32"
 models = ["tiny"]
-phases = ["decode", "train"]
+"""
+DECODE = """[decode]
 impls = ["retnet-recurrent", "static"]
 kernels = ["sdpa"]
 batch_sizes = [1, 2]
 seq_lens = [16]
-warmup = 1
-min_steps = 2
-min_seconds = 0.0
-max_steps = 3
-train_impls = ["retnet-chunkwise"]
-train_batch_sizes = [1]
-train_seq_lens = [16]
-train_steps = 1
+""" + TIMING
+TRAIN = """[train]
+impls = ["retnet-chunkwise"]
+batch_sizes = [1]
+seq_lens = [16]
+steps = 1
 chunk_size = 8
 """
+MINI = HEAD + DECODE + TRAIN
+
+
+def build(impl: str, kernel: str = "sdpa", **kw):
+    spec = get_spec(impl)
+    kernel = kernel if kernel in spec.kernels else spec.resolve_kernels([], torch.device("cpu"))[0]
+    return spec.build(spec, BuildArgs("tiny", kernel, torch.device("cpu"), torch.float32, use_graph=False, **kw))
+
+
+def capacity_suite(impls: str, seq_len: int, budget: float, max_batch: int, fill: str = "random") -> str:
+    return (HEAD.replace('"mini"', '"cap"') + f"[capacity]\nimpls = {impls}\nkernels = [\"sdpa\"]\n" + TIMING
+            + f'seq_len = {seq_len}\nmemory_budget_gb = {budget}\nmax_batch = {max_batch}\nfill = "{fill}"\n')
 
 
 @pytest.fixture
@@ -57,7 +74,11 @@ def test_rows_have_every_column_and_expected_points(tmp_path, mini):
     assert d["tokens_per_s"] > 0 and d["ms_p10"] <= d["ms_median"] <= d["ms_p90"] and d["n_params"] > 0
     assert d["bytes_per_step"] > 0 and d["mem_analytic_gb"] > 0
     env = json.loads((out.run_dir / "env.json").read_text())
-    assert env["suite"] == "mini" and env["schema_version"] == 1 and "git_sha" in env
+    assert env["suite"] == "mini" and env["schema_version"] == 2 and "git_sha" in env
+    assert env["nvml_sampler"] is False and env["cuda_graphs"] is False  # what was really used on a CPU
+    assert {r["role"] for r in rows if r["impl"] == "static"} == {"baseline"}
+    assert {r["n_kv_heads"] for r in rows if r["impl"] == "static"} == {2}  # tiny: 2 query heads, MHA
+    assert {r["state_dtype"] for r in rows if r["impl"] == "retnet-recurrent"} == {"float32"}
     assert (out.run_dir / "table.csv").read_text().splitlines()[0].split(",")[: 3] == list(ROW_COLUMNS[:3])
 
 
@@ -94,7 +115,7 @@ def test_resume_after_crash_keeps_rows_and_duplicates_none(tmp_path, mini, monke
 
 
 def test_injected_oom_is_recorded_and_the_sweep_goes_on(tmp_path, mini, monkeypatch):
-    from retnet_bench.suites.impl_retnet import RetNetContestant
+    from retnet_bench.suites.contestants.retnet import RetNetContestant
 
     def oom(self):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -110,16 +131,16 @@ def test_injected_oom_is_recorded_and_the_sweep_goes_on(tmp_path, mini, monkeypa
 
 
 def test_build_failure_gives_error_rows_for_its_points(tmp_path, mini, monkeypatch):
-    from retnet_bench.suites import registry
+    import dataclasses
 
-    real = registry.build
+    from retnet_bench.suites.contestants import spec as spec_mod
 
-    def broken(impl, *a, **kw):
-        if impl == "static":
-            raise RuntimeError("kernel not supported on this device")
-        return real(impl, *a, **kw)
+    spec_mod.load_specs()
 
-    monkeypatch.setattr(registry, "build", broken)
+    def broken(spec, args):
+        raise RuntimeError("kernel not supported on this device")
+
+    monkeypatch.setitem(spec_mod.SPECS, "static", dataclasses.replace(spec_mod.SPECS["static"], build=broken))
     out = run_suite(mini, _opts(tmp_path, run_id="err"))
     rows = read_rows(out.run_dir / "rows.jsonl")
     static = [r for r in rows if r["impl"] == "static"]
@@ -136,18 +157,30 @@ def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, mini):
 @pytest.mark.parametrize("fill", ["prefill", "random"])
 def test_capacity_finds_the_largest_batch_within_budget(tmp_path, fill):
     p = tmp_path / "cap.toml"
-    suite = (MINI.replace('phases = ["decode", "train"]', 'phases = ["capacity"]')
-             .replace('name = "mini"', 'name = "cap"')
-             .replace('impls = ["retnet-recurrent", "static"]', 'impls = ["retnet-recurrent", "static", "paper-like"]'))
-    p.write_text(suite + f'capacity_seq_len = 16\nmemory_budget_gb = 0.05\nmax_batch = 64\nfill = "{fill}"\n')
+    p.write_text(capacity_suite('["retnet-recurrent", "static", "paper-like"]', 16, 0.05, 64, fill))
     out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="cap"))
-    rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["status"] == "ok"]
-    assert {r["impl"] for r in rows} == {"retnet-recurrent", "static", "paper-like"}
-    assert all(("random values" in (r["notes"] or "")) == (fill == "random") for r in rows)
-    for r in rows:
-        assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05 and r["capacity_budget_gb"] == 0.05
-    retnet, static = (next(r for r in rows if r["impl"] == i) for i in ("retnet-recurrent", "static"))
-    assert retnet["batch_size"] >= 1 and static["batch_size"] >= 1
+    all_rows = read_rows(out.run_dir / "rows.jsonl")
+    answers = [r for r in all_rows if r["phase"] == "capacity"]
+    assert sorted(r["impl"] for r in answers) == ["paper-like", "retnet-recurrent", "static"]
+    for r in answers:  # exact: the answer is ok, and batch + 1 was probed and did not fit (or is beyond max_batch)
+        assert r["status"] == "ok" and r["mem_analytic_gb"] <= 0.05 and r["capacity_budget_gb"] == 0.05
+        assert ("random values" in (r["notes"] or "")) == (fill == "random")
+        probes = {q["batch_size"]: q["status"] for q in all_rows if q["phase"] == "capacity_probe"
+                  and q["impl"] == r["impl"]}
+        assert probes[r["batch_size"]] == "ok"
+        assert r["batch_size"] == 64 or probes[r["batch_size"] + 1] in ("over_budget", "oom")
+
+
+def test_capacity_search_finds_the_exact_boundary_in_few_probes():
+    from retnet_bench.suites.scenarios.capacity import search
+
+    for best in (1, 7, 13, 14, 100, 209, 1000):
+        for guess in (1, best - 3, best, best + 1, best + 40, 1024):
+            guess = max(1, min(guess, 1024))
+            found, probed = search(lambda b: b <= best, guess, 1024)
+            assert found == best and best + 1 in probed + [1025] and len(probed) <= 24, (best, guess, probed)
+    assert search(lambda b: False, 10, 1024)[0] is None
+    assert search(lambda b: True, 10, 50)[0] == 50
 
 
 @pytest.mark.skipif(not __import__("retnet_bench.baselines.peers", fromlist=["x"]).torchscale_available()[0],
@@ -157,8 +190,7 @@ def test_peers_get_no_prefill_row_and_enter_capacity_searches(tmp_path):
     capacity search start from the right batch."""
     peers = 'impls = ["torchscale-retnet", "torchscale-transformer"]'
     p = tmp_path / "peers.toml"
-    p.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', peers)
-                 .replace('phases = ["decode", "train"]', 'phases = ["decode"]'))
+    p.write_text(HEAD + DECODE.replace('impls = ["retnet-recurrent", "static"]', peers))
     out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="peers"))
     rows = read_rows(out.run_dir / "rows.jsonl")
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
@@ -166,11 +198,9 @@ def test_peers_get_no_prefill_row_and_enter_capacity_searches(tmp_path):
     for r in rows:
         assert r["mem_analytic_gb"] > r["weights_gb"] and "pre-filled with random" in r["notes"]
     cap = tmp_path / "cap.toml"
-    cap.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', peers)
-                   .replace('phases = ["decode", "train"]', 'phases = ["capacity"]').replace('"mini"', '"cap"')
-                   + 'capacity_seq_len = 64\nmemory_budget_gb = 0.05\nmax_batch = 4096\nfill = "random"\n')
+    cap.write_text(capacity_suite('["torchscale-retnet", "torchscale-transformer"]', 64, 0.05, 4096))
     out = run_suite(load_suite(str(cap)), _opts(tmp_path, run_id="cap"))
-    found = {r["impl"]: r for r in read_rows(out.run_dir / "rows.jsonl") if r["status"] == "ok"}
+    found = {r["impl"]: r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "capacity"}
     assert set(found) == {"torchscale-retnet", "torchscale-transformer"}
     for r in found.values():
         assert r["phase"] == "capacity" and r["mem_analytic_gb"] <= 0.05
@@ -194,9 +224,7 @@ _CAT_IMPLS = ["paper-like", "hf"] + (["torchscale-transformer"] if __import__(
 @pytest.mark.parametrize("impl", _CAT_IMPLS)
 def test_cat_grown_caches_are_back_at_T_and_contiguous_between_steps(impl):
     """Every timed step decodes at exactly T, from a cache laid out as the model's own decoding leaves it."""
-    from retnet_bench.suites import registry
-
-    c = registry.build(impl, "sdpa", "tiny", torch.device("cpu"), torch.float32, use_graph=False)
+    c = build(impl)
     B, T = 2, 12
     (c.prefill if c.can_prefill else c.fill)(B, T)
 
@@ -229,11 +257,55 @@ def test_env_names_the_commit_given_by_the_environment_over_git(monkeypatch):
 def test_a_peer_that_cannot_run_here_gives_skipped_rows_and_the_sweep_goes_on(tmp_path):
     """fla-retnet needs fla, triton and a CUDA GPU: on this CPU it is a clean `skipped` row with the reason."""
     p = tmp_path / "fla.toml"
-    p.write_text(MINI.replace('impls = ["retnet-recurrent", "static"]', 'impls = ["fla-retnet", "retnet-recurrent"]')
-                 .replace('phases = ["decode", "train"]', 'phases = ["decode"]'))
+    p.write_text(HEAD + DECODE.replace('impls = ["retnet-recurrent", "static"]',
+                                       'impls = ["fla-retnet", "retnet-recurrent"]'))
     out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="fla"))
     rows = read_rows(out.run_dir / "rows.jsonl")
     fla = [r for r in rows if r["impl"] == "fla-retnet"]
     assert len(fla) == 2 and all(r["status"] == "skipped" for r in fla)
     assert all(("not installed" in r["error"]) or ("CUDA GPU" in r["error"]) for r in fla)
     assert all(r["status"] == "ok" for r in rows if r["impl"] == "retnet-recurrent")
+
+
+def test_resume_on_the_gpu_path_adds_no_row(tmp_path, mini, monkeypatch):
+    """On a GPU the RetNet step kernel resolves to `triton`; the plan must key its points with the name the rows
+    carry, or a resume measures every RetNet point again (issue 13). Force the GPU default on this CPU."""
+    import dataclasses
+
+    from retnet_bench.suites.contestants import spec as spec_mod
+
+    real = spec_mod.load_specs()["retnet-recurrent"]
+    gpu_like = dataclasses.replace(real, kernels=("torch", "triton-cpu"), default_kernel=lambda d: "triton-cpu",
+                                   available=lambda k, d, t: (True, ""),
+                                   build=lambda sp, a: real.build(sp, dataclasses.replace(a, kernel="torch")))
+    monkeypatch.setitem(spec_mod.SPECS, "retnet-recurrent", gpu_like)
+    out = run_suite(mini, _opts(tmp_path, run_id="gpu"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    assert {r["kernel"] for r in rows if r["impl"] == "retnet-recurrent" and r["phase"] == "decode"} == {"triton-cpu"}
+    again = run_suite(mini, _opts(tmp_path, resume="gpu"))
+    assert again.n_rows == len(rows) and again.counts == {}
+
+
+def test_a_decode_only_impl_in_the_train_table_is_bad_input(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text(HEAD + TRAIN.replace('impls = ["retnet-chunkwise"]', 'impls = ["static"]'))
+    with pytest.raises(RunError, match="'static' has no train phase"):
+        run_suite(load_suite(str(p)), _opts(tmp_path, run_id="bad"))
+
+
+def test_every_impl_name_lives_in_exactly_one_spec():
+    """`git grep` would find each impl name in one spec only: the registry holds no second list of names."""
+    import re
+
+    from retnet_bench.suites.contestants.spec import load_specs
+
+    root = Path(__file__).resolve().parents[1]
+    # the model packages (retnet/, baselines/) know no impl names at all; "static" there is HF's own cache kind
+    code = [f for f in (root / "suites").rglob("*.py")] + [root / "cli.py"]
+    specs = load_specs()
+    families = {sp.arch for sp in specs.values()}
+    for name in specs:
+        # an impl named like its family ("transformer") can only be told apart where it is declared as a name
+        pattern = rf'name="{re.escape(name)}"' if name in families else rf'"{re.escape(name)}"'
+        hits = [f.relative_to(root) for f in code if re.search(pattern, f.read_text())]
+        assert len(hits) == 1 and str(hits[0]).startswith("suites/contestants/"), (name, hits)

@@ -7,19 +7,38 @@ import torch
 from retnet_bench import baselines as tb
 from retnet_bench.baselines import analytic as ta
 
-from .contestants import Analytic, Contestant, random_ids
+from .base import Analytic, Contestant, kv_cache_costs, random_ids
+from .spec import Availability, BuildArgs, ContestantSpec, contestant
+
+
+def transformer_config(preset: str, n_kv_heads: int | None) -> tb.TransformerConfig:
+    """The matched Transformer preset; with fewer KV heads than query heads, the parameter-matched GQA/MQA variant."""
+    base = tb.TransformerConfig.from_name(preset)
+    if n_kv_heads is None or n_kv_heads == base.n_heads:
+        return base
+    return tb.TransformerConfig.from_name(preset, n_kv_heads=n_kv_heads)
+
+
+def _kv_heads(cfg: tb.TransformerConfig) -> int:
+    return getattr(cfg, "n_kv_heads", None) or cfg.n_heads
+
+
+def _costs(c: Contestant, cfg: tb.TransformerConfig, batch: int, seq_len: int) -> Analytic:
+    return kv_cache_costs(c.n_params, cfg.vocab_size, cfg.d_model, batch, c.dtype.itemsize,
+                          lambda t: ta.kv_cache_bytes(cfg, batch, t, c.dtype), seq_len,
+                          ta.flops_per_token(cfg, seq_len))
 
 
 class TransformerContestant(Contestant):
     arch = "transformer"
 
-    def __init__(self, preset: str, impl: str, kernel: str, device: torch.device, dtype: torch.dtype,
-                 use_graph: bool = True, seed: int = 0):
+    def __init__(self, spec: ContestantSpec, a: BuildArgs):
         # only our static cache is captured in a CUDA graph; paper-like and HF run eagerly as their users would
-        super().__init__(device, dtype, use_graph and impl == "static")
+        impl, kernel, device, dtype, seed = spec.name, a.kernel, a.device, a.dtype, a.seed
+        super().__init__(device, dtype, a.use_graph and impl == "static")
         self.impl, self.seed = impl, seed
-        self.cfg = tb.TransformerConfig.from_name(preset)
-        self.kernel = "bmm-softmax" if impl == "paper-like" else kernel
+        self.cfg = transformer_config(a.preset, a.variant.n_kv_heads)
+        self.kernel = kernel
         torch.manual_seed(seed)
         # paper-like prefills with PyTorch's own SDPA choice: the decode step is what the flavour is about
         with torch.device(device):
@@ -35,12 +54,7 @@ class TransformerContestant(Contestant):
             self.notes = "KV cache grown by torch.cat and cut back to T before each step; rotary re-applied to all keys"
 
     def analytic(self, batch: int, seq_len: int) -> Analytic:
-        return Analytic(
-            weights_bytes=ta.weight_bytes(self.cfg, self.dtype),
-            cache_bytes=ta.kv_cache_bytes(self.cfg, batch, seq_len, self.dtype),
-            bytes_per_step=ta.decode_bytes_per_step(self.cfg, batch, seq_len, self.dtype),
-            flops_per_token=ta.flops_per_token(self.cfg, seq_len),
-        )
+        return _costs(self, self.cfg, batch, seq_len)
 
     @torch.inference_mode()
     def prefill(self, batch: int, seq_len: int) -> None:
@@ -62,7 +76,7 @@ class TransformerContestant(Contestant):
         if self.impl == "paper-like":
             from retnet_bench.baselines import CatKVCache
 
-            shape = (batch * self.cfg.n_heads, seq_len, self.cfg.head_dim)
+            shape = (batch * _kv_heads(self.cfg), seq_len, self.cfg.head_dim)
             new = lambda: torch.randn(shape, device=self.device, dtype=self.dtype)  # noqa: E731
             self.cache = CatKVCache([new() for _ in range(self.cfg.n_layers)], [new() for _ in range(self.cfg.n_layers)],
                                     batch)
@@ -109,10 +123,11 @@ class HFContestant(Contestant):
 
     arch = "transformer"
 
-    def __init__(self, preset: str, impl: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    def __init__(self, spec: ContestantSpec, a: BuildArgs):
+        impl, device, dtype, seed = spec.name, a.device, a.dtype, a.seed
         super().__init__(device, dtype, use_graph=False)
-        self.impl, self.kernel, self.seed = impl, "sdpa", seed
-        self.cfg = tb.TransformerConfig.from_name(preset)
+        self.impl, self.kernel, self.seed = impl, a.kernel, seed
+        self.cfg = transformer_config(a.preset, a.variant.n_kv_heads)
         torch.manual_seed(seed)
         self.model = tb.build_hf_llama(self.cfg, dtype=dtype, device=device, attn_implementation="sdpa")
         self.model.eval()
@@ -126,9 +141,7 @@ class HFContestant(Contestant):
         self.notes = f"transformers LlamaForCausalLM, {self.cache_kind} cache"
 
     def analytic(self, batch: int, seq_len: int) -> Analytic:
-        per_param = torch.empty((), dtype=self.dtype).element_size()
-        kv = ta.kv_cache_bytes(self.cfg, batch, seq_len, self.dtype)
-        return Analytic(self.n_params * per_param, kv, self.n_params * per_param + kv, ta.flops_per_token(self.cfg, seq_len))
+        return _costs(self, self.cfg, batch, seq_len)
 
     @torch.inference_mode()
     def prefill(self, batch: int, seq_len: int) -> None:
@@ -151,3 +164,38 @@ class HFContestant(Contestant):
     def close(self) -> None:
         super().close()
         del self.model
+
+
+def _attention_kernel_available(phase: str):
+    def check(kernel: str, device: torch.device, dtype: torch.dtype) -> Availability:
+        # a decode contestant needs the kernel's masked single-query path (sdpa-flash has none)
+        return tb.kernel_available(kernel, device, dtype, phase=phase)
+    return check
+
+
+_ATTENTION = tuple(tb.KERNELS)
+
+
+@contestant(name="static", arch="transformer", role="baseline", phases=("decode", "capacity"),
+            description="Transformer, preallocated KV cache, in-place writes, one CUDA graph per step, chosen kernel",
+            kernels=_ATTENTION, default_kernel="sdpa", available=_attention_kernel_available("decode"),
+            variants=("n_kv_heads",))
+@contestant(name="paper-like", arch="transformer", role="baseline", phases=("decode", "capacity"),
+            description="Transformer as the paper's pipeline decoded: torch.cat-grown cache, bmm + fp32 softmax",
+            default_kernel="bmm-softmax", pipeline="paper")
+@contestant(name="transformer", arch="transformer", role="baseline", phases=("train",),
+            description="Transformer training with the chosen attention kernel",
+            kernels=_ATTENTION, default_kernel="sdpa", available=_attention_kernel_available("train"),
+            variants=("n_kv_heads",))
+def build_transformer(spec: ContestantSpec, args: BuildArgs) -> TransformerContestant:
+    return TransformerContestant(spec, args)
+
+
+@contestant(name="hf", arch="transformer", role="baseline", phases=("decode", "capacity"),
+            description="Hugging Face LlamaForCausalLM, SDPA, dynamic cache", default_kernel="sdpa",
+            variants=("n_kv_heads",))
+@contestant(name="hf-static", arch="transformer", role="baseline", phases=("decode", "capacity"),
+            description="Hugging Face LlamaForCausalLM, static cache (torch.compile on GPU)", default_kernel="sdpa",
+            variants=("n_kv_heads",))
+def build_hf(spec: ContestantSpec, args: BuildArgs) -> HFContestant:
+    return HFContestant(spec, args)

@@ -14,6 +14,7 @@ length, so it simply advances.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,27 @@ class Analytic:
     @property
     def mem_bytes(self) -> int:
         return self.weights_bytes + self.cache_bytes
+
+
+# ---- one cost model per family (every adapter of a family, ours or a peer's, goes through these) ----------------
+def weights_read_bytes(n_params: int, vocab: int, d_model: int, batch: int, elt: int) -> int:
+    """A decode step reads every weight once, except the input embedding table, of which only B rows are read."""
+    return (n_params - vocab * d_model + batch * d_model) * elt
+
+
+def kv_cache_costs(n_params: int, vocab: int, d_model: int, batch: int, elt: int, kv_bytes_at: Callable[[int], int],
+                   seq_len: int, flops_per_token: float) -> Analytic:
+    """Transformer family: the whole KV prefix of T tokens read and the new token's K and V written."""
+    kv = kv_bytes_at(seq_len)
+    return Analytic(n_params * elt, kv, weights_read_bytes(n_params, vocab, d_model, batch, elt) + kv + kv_bytes_at(1),
+                    flops_per_token)
+
+
+def recurrent_state_costs(n_params: int, vocab: int, d_model: int, batch: int, elt: int, state_bytes: int,
+                          flops_per_token: float) -> Analytic:
+    """RetNet family: the whole recurrent state read once and written once (its size does not depend on T)."""
+    return Analytic(n_params * elt, state_bytes,
+                    weights_read_bytes(n_params, vocab, d_model, batch, elt) + 2 * state_bytes, flops_per_token)
 
 
 def cuda_graph(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:

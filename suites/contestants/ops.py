@@ -14,25 +14,18 @@ from retnet.retention import chunkwise_retention, log_decay, parallel_retention,
 from retnet_bench.baselines import TransformerConfig
 from retnet_bench.baselines import kernels as attn
 
-from .contestants import Analytic, Contestant
-
-OP_IMPLS = {  # impl -> phases it measures
-    "attention": ("op_fwd", "op_fwdbwd", "op_decode"),
-    "retention-parallel": ("op_fwd", "op_fwdbwd"),
-    "retention-chunkwise": ("op_fwd", "op_fwdbwd"),
-    "retention-recurrent": ("op_decode",),
-}
-RETENTION_STEP_KERNELS = ("torch", "triton")
+from .base import Analytic, Contestant
+from .retnet import _chunk_kernel_available, _step_kernel_available
+from .spec import Availability, BuildArgs, ContestantSpec, contestant
 
 
 class OpContestant(Contestant):
-    def __init__(self, impl: str, kernel: str, preset: str, device: torch.device, dtype: torch.dtype,
-                 chunk_size: int = 512, seed: int = 0):
-        super().__init__(device, dtype, use_graph=False)
-        self.impl, self.kernel, self.chunk_size = impl, kernel, chunk_size
-        self.arch = "transformer" if impl == "attention" else "retnet"
-        self.rcfg, self.tcfg = RetNetConfig.from_name(preset), TransformerConfig.from_name(preset)
-        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+    def __init__(self, spec: ContestantSpec, a: BuildArgs):
+        super().__init__(a.device, a.dtype, use_graph=False)
+        self.impl, self.kernel, self.chunk_size, self.arch = spec.name, a.kernel, a.chunk_size, spec.arch
+        device, dtype = a.device, a.dtype
+        self.rcfg, self.tcfg = RetNetConfig.from_name(a.preset), TransformerConfig.from_name(a.preset)
+        self.gen = torch.Generator(device="cpu").manual_seed(a.seed)
         self.elt = torch.empty((), dtype=dtype).element_size()
         self._fn = None
         self._bytes = 0
@@ -79,12 +72,19 @@ class OpContestant(Contestant):
         v = self._rand(batch, H, seq_len, dv, grad=grad)  # (B, H, T, dv)
         _, _, row_norm = position_tables(torch.arange(seq_len, device=self.device), rotary_angle(dk), lg, self.dtype)
         lg_c = lg.to(self.dtype)
+        if self.impl == "retention-chunkwise" and self.kernel != "torch":
+            from retnet.kernels import chunk_retention as fused
+
+            # the fused kernels take (B, T, H, d): make the inputs in that layout, as the model's projections give them
+            qt, kt, vt = (self._rand(batch, seq_len, H, d, grad=grad) for d in (dk, dk, dv))
 
         def ret():
             if self.impl == "retention-parallel":
                 out = parallel_retention(q, k, v, lg_c, row_norm)
-            else:
+            elif self.kernel == "torch":
                 out = chunkwise_retention(q, k, v, lg_c, row_norm, chunk_size=self.chunk_size)[0]
+            else:  # a fused kernel in fla's (B, T, H, d) layout, unnormalised (the head norm after it removes the scale)
+                out = fused(qt, kt, vt, lg, kernel=self.kernel, chunk_size=self.chunk_size)[0]
             if grad:
                 out.backward(torch.ones_like(out))
         self._fn = ret
@@ -116,3 +116,22 @@ class OpContestant(Contestant):
 
     def end(self) -> None:
         self._fn = None
+
+
+def _attention_available(kernel: str, device: torch.device, dtype: torch.dtype) -> Availability:
+    return attn.kernel_available(kernel, device, dtype, phase="train")
+
+
+@contestant(name="attention", arch="transformer", role="baseline", phases=("op_fwd", "op_fwdbwd", "op_decode"),
+            description="one layer's causal attention (op level), chosen kernel", kernels=tuple(attn.KERNELS),
+            default_kernel="sdpa", available=_attention_available)
+@contestant(name="retention-parallel", arch="retnet", role="candidate", phases=("op_fwd", "op_fwdbwd"),
+            description="one layer's retention, parallel form (op level)", kernels=("torch",))
+@contestant(name="retention-chunkwise", arch="retnet", role="candidate", phases=("op_fwd", "op_fwdbwd"),
+            description="one layer's retention, chunkwise form (op level), kernel by name (torch, fla)",
+            kernels=("torch", "fla"), available=_chunk_kernel_available)
+@contestant(name="retention-recurrent", arch="retnet", role="candidate", phases=("op_decode",),
+            description="one recurrent retention step (op level), torch or triton", kernels=("torch", "triton"),
+            available=_step_kernel_available)
+def build_op(spec: ContestantSpec, args: BuildArgs) -> OpContestant:
+    return OpContestant(spec, args)

@@ -1,0 +1,137 @@
+"""The result-row contract: the one home of the row columns, the point key and the rows.jsonl reader/writer.
+
+Imported by the runner (writing), the report loader and `compare` (reading). It imports neither torch nor a model,
+so the report layer may import it (docs/CONTRACTS.md); `retnet_bench.suites` loads its torch-heavy modules lazily.
+Every row has every column in ROW_COLUMNS (None where not applicable).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
+    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "status", "error",
+    "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu",
+    "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb",
+    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
+    "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
+)
+NUMERIC_COLUMNS: tuple[str, ...] = (
+    "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "ms_median", "ms_p10", "ms_p90", "n_repeats",
+    "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb",
+    "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb",
+    "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb",
+)
+
+# What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
+# (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.
+ROLES = ("candidate", "baseline")
+
+# Identifies a sweep point; `--resume` skips points whose key already has a row. The variant columns (KV heads,
+# state precision, world size) are part of it: the same impl at another variant is another point.
+POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "phase", "batch_size",
+                              "seq_len", "dtype", "world_size")
+
+STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
+
+
+def make_row(**values: Any) -> dict[str, Any]:
+    """A full row: every column present, unknown keys rejected (a typo must not become a new column)."""
+    unknown = set(values) - set(ROW_COLUMNS)
+    if unknown:
+        raise KeyError(f"unknown result columns: {sorted(unknown)}")
+    row = {c: None for c in ROW_COLUMNS}
+    row.update(values)
+    if row["status"] not in STATUSES:
+        raise ValueError(f"bad status {row['status']!r}")
+    if row["role"] is not None and row["role"] not in ROLES:
+        raise ValueError(f"bad role {row['role']!r}")
+    row["timestamp"] = row["timestamp"] or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
+def point_key(row: dict[str, Any]) -> tuple:
+    # rows written before a key column existed read it as None, as does a point that has no such variant
+    return tuple(row.get(k) for k in POINT_KEY)
+
+
+class RowsError(ValueError):
+    """rows.jsonl is unreadable (a bad line that is not the last one); the message names the file and line."""
+
+
+def read_rows(path: Path, *, warn: bool = True) -> list[dict[str, Any]]:
+    """Rows of a rows.jsonl. A torn last line (a crash mid-write) is dropped with a note on stderr; any other bad
+    line, or a line that is not a JSON object, raises RowsError. A missing file gives no rows."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RowsError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+    rows = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == last:
+                if warn:
+                    print(f"note: {path}: dropped a half-written last line (a run stopped mid-write)", file=sys.stderr)
+                continue
+            raise RowsError(f"{path}:{i + 1}: not a JSON row ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise RowsError(f"{path}:{i + 1}: a row must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+class RowWriter:
+    """Append-only: each row is flushed and fsynced as its point finishes, so finished rows survive a crash."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        line = json.dumps({k: _clean(v) for k, v in row.items()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Rewrite rows.jsonl without a torn final line so that appends start on a clean line."""
+    path = Path(path)
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            rows = read_rows(path, warn=False)
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def done_keys(rows: Iterable[dict[str, Any]]) -> set[tuple]:
+    return {point_key(r) for r in rows}
+
+
+def write_table(run_dir: Path) -> Path:
+    import pandas as pd
+
+    rows = read_rows(Path(run_dir) / "rows.jsonl", warn=False)
+    out = Path(run_dir) / "table.csv"
+    pd.DataFrame(rows, columns=list(ROW_COLUMNS)).to_csv(out, index=False)
+    return out

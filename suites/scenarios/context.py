@@ -1,0 +1,45 @@
+"""What the runner lends every scenario: the device, trackers, the roofline ceiling and the row maker."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..suite import Scenario
+from ..trackers import GB, LatencyTracker, MemoryTracker
+from ..trackers import free_device_memory
+
+
+@dataclass
+class Context:
+    device: torch.device
+    dtype: torch.dtype
+    peak_gbps: float | None
+    memory: MemoryTracker | None               # the run's tracker (its NVML idle baseline was taken before any model)
+    make_row: Callable[..., dict[str, Any]]    # make_row(group, point, status, **columns)
+
+    def tracker(self) -> MemoryTracker:
+        return self.memory if self.memory is not None else MemoryTracker(self.device, use_nvml=False)
+
+    def latency(self, sc: Scenario) -> LatencyTracker:
+        return LatencyTracker(self.device, sc.min_steps, sc.min_seconds, sc.max_steps)
+
+    def once(self) -> LatencyTracker:
+        return LatencyTracker(self.device, 1, 0, 1)
+
+    def roofline(self, bytes_per_step: int, ms: float) -> dict[str, float | None]:
+        gbps = bytes_per_step / (ms / 1e3) / GB
+        return dict(achieved_gbps=gbps, pct_peak_bw=100.0 * gbps / self.peak_gbps if self.peak_gbps else None)
+
+    def free(self) -> None:
+        free_device_memory(self.device)
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
+
+
+def fmt_error(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:500]

@@ -1,0 +1,61 @@
+"""Decode at length T (and the prefill that builds the cache, as its own `prefill` row).
+
+"Decode at length T" is the steady-state cost of one step with T tokens of context: the prompt is prefilled in one
+pass (or the cache filled with random values when the suite says fill = "random"), then every timed step sees
+exactly T tokens (see contestants/base.py for how each cache is rewound).
+"""
+from __future__ import annotations
+
+from ..contestants.base import Contestant
+from ..plan import Group, Point
+from ..trackers import GB
+from .context import Context
+
+
+def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
+    return measure(ctx, c, g, p, p.batch_size, common)
+
+
+def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common: dict, phase: str = "decode") -> list[dict]:
+    s, T = g.settings, p.seq_len
+    mem = ctx.tracker()
+    rows = []
+    if getattr(s, "prefill_segment", 0):
+        c.prefill_segment = s.prefill_segment
+    # peers that cannot run a prompt are always filled; their fill time is not a prefill and gets no row
+    run_prompt = s.fill == "prefill" and c.can_prefill
+    if not run_prompt:
+        c.fill(batch, T)
+        if s.fill == "random":
+            common = dict(common, notes="; ".join(filter(None, [common.get("notes"),
+                          "cache/state filled with random values to length T (no prompt run)"])))
+    elif s.prefill and s.prefill_warmup:  # the first call at a shape pays for kernel selection: keep it out
+        c.prefill(batch, T)
+        c.end()
+        ctx.free()
+    if run_prompt:
+        with mem:
+            prefill_ms = ctx.once().time_once(lambda: c.prefill(batch, T))
+        prefill_mem = mem.result()
+    an = c.analytic(batch, T)
+    if s.prefill and run_prompt:
+        rows.append(ctx.make_row(g, Point("prefill", batch, T), "ok", ms_median=prefill_ms, ms_p10=prefill_ms,
+                                 ms_p90=prefill_ms, n_repeats=1, tokens_per_s=batch * T / (prefill_ms / 1e3),
+                                 weights_gb=an.weights_bytes / GB, **prefill_mem,
+                                 **dict(common, kernel=getattr(c, "prefill_kernel", c.kernel))))
+    ctx.free()  # decode memory is measured without the prefill's freed activations
+    with mem:
+        c.begin_decode()
+        for _ in range(s.warmup):
+            c.step()
+            c.between_steps()
+        timing = ctx.latency(s).time(c.step, between=c.between_steps)
+    rows.append(ctx.make_row(
+        g, Point(phase, batch, T), "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10,
+        ms_p90=timing.ms_p90, n_repeats=timing.n, tokens_per_s=batch / (timing.ms_median / 1e3),
+        ms_per_token=timing.ms_median, mem_analytic_gb=an.mem_bytes / GB, weights_gb=an.weights_bytes / GB,
+        bytes_per_step=an.bytes_per_step, flops_per_token=an.flops_per_token,
+        **ctx.roofline(an.bytes_per_step, timing.ms_median), **mem.result(), **common))
+    c.end()
+    ctx.free()
+    return rows
