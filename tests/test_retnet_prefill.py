@@ -144,12 +144,18 @@ def _rms_ratio(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).square().mean().sqrt() / ref.square().mean().sqrt()).item()
 
 
-# bf16 model, fp32 retention maths (torch) vs bf16 kernel inputs (fla): the retention output differs by bf16
-# rounding (~2^-9 relative per element, a few 1e-3 RMS after the kernel's bf16 stages, see
-# test_retention_kernels.BF16_RMS) plus the head norm's eps effect (measured in fp64 on CPU: 9e-4 RMS on the
-# small model's logits at init, 2e-2 on tiny, whose retention outputs are ~1e-3 and so comparable to eps=1e-6,
-# hence "small" here). Both are diluted by the residual stream; 2e-2 RMS on logits and 2e-3 relative on the loss.
-MODEL_RMS, LOSS_REL = 2e-2, 2e-3
+# bf16 model, fp32 retention maths (torch) vs bf16 kernel inputs and output (fla). Measured on a CPU with fla
+# replaced by its torch twin and the same bf16 roundings of q, k, v and o (what fla adds on top: its bf16 per-chunk
+# states and score blocks, a few 1e-3, see test_retention_kernels.BF16_RMS):
+#   one layer (test below, T=1000):  y 4.6e-3, kv 8.7e-4, k_sum 3e-7, dx 9.2e-3   (RMS ratios)
+#   small model, T=1000:             logits 1.5e-2, loss 9e-6 (relative), d lm_head 1.5e-2, d qkvg[0] 2.5e-2,
+#                                    prefill (segments of 256) + 4 steps vs the forward's logits: within MODEL_RMS
+#   the same with torchscale's decay (a wrong kernel): logits 0.23, d lm_head 0.23
+# plus the head norm's eps effect (fp64: 9e-4 on small's logits; 2e-2 on tiny, whose retention outputs are ~1e-3,
+# comparable to eps=1e-6, hence "small" here). Tolerances: ~3x the measured values, well below a wrong kernel's.
+# The loss at init barely depends on retention (1e-4 even with the wrong decay): checked, but not discriminating.
+MODEL_RMS, GRAD_RMS, LOSS_REL = 5e-2, 1e-1, 2e-3
+LAYER_RMS = {"y": 2e-2, "kv": 1e-2, "k_sum": 1e-4, "dx": 4e-2}
 
 
 @gpu_fla
@@ -173,7 +179,7 @@ def test_fla_retention_layer_matches_torch(T):
         (dx,) = torch.autograd.grad((y.float() * torch.linspace(-1, 1, 512, device="cuda")).sum(), (xi,))
         out[kernel] = (y, kv, k_sum, dx)
     errors = {n: _rms_ratio(a, b) for n, a, b in zip(("y", "kv", "k_sum", "dx"), out["fla"], out["torch"])}
-    assert all(e <= 2e-2 for e in errors.values()), errors
+    assert all(errors[n] <= LAYER_RMS[n] for n in errors), errors
 
 
 @gpu_fla
@@ -181,6 +187,7 @@ def test_fla_model_logits_loss_and_prefill_match_torch():
     torch.manual_seed(0)
     model = RetNet(RetNetConfig.from_name("small", vocab_size=4096)).to("cuda", torch.bfloat16)
     assert model.chunk_kernel == "fla"  # auto on CUDA with bf16 weights
+    model.step_kernel = "torch"  # this test is about the parallel side; the fused step has its own tests
     ids = torch.randint(0, 4096, (2, 1000), device="cuda")
     res = {}
     for kernel in ("torch", "fla"):
@@ -196,6 +203,9 @@ def test_fla_model_logits_loss_and_prefill_match_torch():
     (lt, losst, gt, pt, st, statet), (lf, lossf, gf, pf, sf, statef) = res["torch"], res["fla"]
     assert _rms_ratio(lf, lt) <= MODEL_RMS
     assert abs(lossf - losst) <= LOSS_REL * losst
-    assert _rms_ratio(gf, gt) <= 5 * MODEL_RMS  # a gradient: differences of near-equal terms
+    assert _rms_ratio(gf, gt) <= GRAD_RMS
     assert _rms_ratio(pf, lt[:, 899:900]) <= MODEL_RMS and _rms_ratio(sf, lt[:, 900:904]) <= MODEL_RMS
-    assert _rms_ratio(statef.kv, statet.kv) <= 2e-2 and _rms_ratio(statef.k_sum, statet.k_sum) <= 1e-3
+    assert _rms_ratio(pt, lt[:, 899:900]) <= MODEL_RMS  # the torch side's prefill agrees with its forward too
+    # every layer's state after the prompt; past layer 0 the inputs differ by the bf16 noise above (emulated:
+    # kv 7.6e-3, k_sum 3.9e-3)
+    assert _rms_ratio(statef.kv, statet.kv) <= 3e-2 and _rms_ratio(statef.k_sum, statet.k_sum) <= 3e-2
