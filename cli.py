@@ -182,7 +182,7 @@ def _report(run_dirs: list[Path], out: Optional[Path]) -> None:
         if Path(d).is_dir() and (Path(d) / "rows.jsonl").is_file() and not read_rows(Path(d) / "rows.jsonl", warn=False):
             raise ValueError(f"{d}: the run has no rows yet (nothing to report)")
     paths = write_report(run_dirs, out)
-    main_file = paths.get("report.html") or paths.get("report.md") or next(iter(paths.values()), "")
+    main_file = paths.get("report_html") or paths.get("report_md") or next(iter(paths.values()), "")
     console.print(f"report: {main_file}", markup=False, highlight=False)
 
 
@@ -226,7 +226,7 @@ def compare(
     allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="Compare runs from different GPUs/schemas"),
 ) -> None:
     """Compare two runs; exit 0 no regression, 1 regression, 2 bad input."""
-    from retnet_bench.reports.compare import compare_runs, parse_threshold, render_rich, to_json, write_github
+    from retnet_bench.reports.compare import compare_runs, parse_threshold, render_github, render_rich, to_json
 
     per_metric = {}
     for item in metric_threshold:
@@ -240,9 +240,8 @@ def compare(
                           allow_mismatch=allow_mismatch)
     if fmt == "json":
         print(to_json(result))
-    elif fmt == "github":
-        for path in write_github(result, out).values():
-            console.print(f"wrote {path}")
+    elif fmt == "github":  # the regressions first, one ::error line each, then the files written
+        console.print(render_github(result, out), markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(render_rich(result))
     raise typer.Exit(result.exit_code)

@@ -20,6 +20,7 @@ from .contract import RowWriter, done_keys, make_row, point_key, read_rows, repa
 from .env import collect_env
 from .plan import Group, Point, check_phases, plan
 from .scenarios import SCENARIOS
+from .scenarios import train as train_scenario
 from .scenarios.context import Context, fmt_error, is_oom
 from .suite import Suite
 from .trackers import GB, MemoryTracker, measure_copy_bandwidth_gbps
@@ -178,20 +179,33 @@ class Runner:
     # ------------------------------------------------------------------ one model, many points
     def _run_group(self, g: Group, todo: list[Point], on_start: Callable, on_done: Callable):
         ok, why = g.spec.available(g.kernel, self.device, self.dtype)
-        if ok and g.world_size > 1:
-            ok, why = False, "multi-rank training runs through the distributed engine (not wired in this build)"
+        if ok and g.world_size > 1 and not train_scenario.uses_engine(g):
+            ok, why = False, f"{g.impl} has no training-engine recipe: it cannot run on {g.world_size} ranks"
         if not ok:
             hint = f" ({g.spec.install_hint})" if g.spec.install_hint and g.spec.install_hint not in why else ""
             for p in todo:
                 on_done()
                 yield self._row(g, p, "skipped", error=f"{why}{hint}")
             return
+        args = BuildArgs(g.model, g.kernel, self.device, self.dtype, g.variant, chunk_size=g.settings.chunk_size,
+                         use_graph=self.opts.use_graph, seed=self.suite.seed)
+        if g.scenario == "train" and train_scenario.uses_engine(g):  # the engine builds the model on every rank
+            for p in todo:
+                if self._out_of_time():
+                    return
+                on_start(p)
+                try:
+                    rows = train_scenario.run_engine(self.ctx, g, p, args)
+                except Exception as e:  # noqa: BLE001 - one failing point never stops the sweep
+                    rows = [self._row(g, p, "oom" if is_oom(e) else "error", error=fmt_error(e))]
+                _free(self.device)
+                on_done()
+                yield from rows
+            return
         contestant: Contestant | None = None
         try:
             on_start(todo[0])
-            contestant = g.spec.build(g.spec, BuildArgs(
-                g.model, g.kernel, self.device, self.dtype, g.variant, chunk_size=g.settings.chunk_size,
-                use_graph=self.opts.use_graph, seed=self.suite.seed))
+            contestant = g.spec.build(g.spec, args)
         except Exception as e:  # noqa: BLE001 - any failure to build is recorded, the sweep goes on
             status = "oom" if is_oom(e) else "error"
             contestant = None

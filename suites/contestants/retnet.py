@@ -120,8 +120,14 @@ class RetNetContestant(Contestant):
 @contestant(name="retnet-chunkwise", arch="retnet", role="candidate", phases=("train",),
             description="RetNet training in the chunkwise recurrent form, retention kernel by name (torch, fla)",
             kernels=("torch", "fla"), default_kernel=_chunk_kernel_default, available=_chunk_kernel_available,
-            install_hint="pip install fla-core==0.6.0 (for the fla kernel)")
+            install_hint="pip install fla-core==0.6.0 (for the fla kernel)", recipe=lambda a: _recipe(a))
 @contestant(name="retnet-parallel", arch="retnet", role="candidate", phases=("train",),
             description="RetNet training in the parallel form (T x T decay mask, plain PyTorch)")
 def build_retnet(spec: ContestantSpec, args: BuildArgs) -> RetNetContestant:
     return RetNetContestant(spec, args)
+
+
+def _recipe(a: BuildArgs):
+    from ..training import ModelRecipe
+
+    return ModelRecipe("retnet", a.preset, kernel=a.kernel)

@@ -38,6 +38,7 @@ class ContestantSpec:
     available: Callable[[str, torch.device, torch.dtype], Availability] = field(default=lambda k, d, t: (True, ""))
     variants: tuple[str, ...] = ()              # which Variant fields apply: "n_kv_heads", "state_dtype"
     install_hint: str = ""
+    recipe: Callable[[BuildArgs], object] | None = None  # train: the engine's ModelRecipe (no recipe: fwd+bwd only)
     source: str = "ours"                        # ours | official (the authors' or a library's published code)
     pipeline: str = ""                          # "paper": decodes as the paper's measured pipeline did
 

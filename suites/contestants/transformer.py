@@ -186,9 +186,17 @@ _ATTENTION = tuple(tb.KERNELS)
 @contestant(name="transformer", arch="transformer", role="baseline", phases=("train",),
             description="Transformer training with the chosen attention kernel",
             kernels=_ATTENTION, default_kernel="sdpa", available=_attention_kernel_available("train"),
-            variants=("n_kv_heads",))
+            variants=("n_kv_heads",), recipe=lambda a: _recipe(a))
 def build_transformer(spec: ContestantSpec, args: BuildArgs) -> TransformerContestant:
     return TransformerContestant(spec, args)
+
+
+def _recipe(a: BuildArgs):
+    from ..training import ModelRecipe
+
+    base = tb.TransformerConfig.from_name(a.preset)
+    gqa = a.variant.n_kv_heads not in (None, base.n_heads)
+    return ModelRecipe("transformer", a.preset, kernel=a.kernel, overrides={"n_kv_heads": a.variant.n_kv_heads} if gqa else {})
 
 
 @contestant(name="hf", arch="transformer", role="baseline", phases=("decode", "capacity"),

@@ -25,6 +25,9 @@ class Context:
     def latency(self, sc: Scenario) -> LatencyTracker:
         return LatencyTracker(self.device, sc.min_steps, sc.min_seconds, sc.max_steps)
 
+    def fixed(self, steps: int) -> LatencyTracker:
+        return LatencyTracker(self.device, steps, 0.0, steps)
+
     def once(self) -> LatencyTracker:
         return LatencyTracker(self.device, 1, 0, 1)
 
