@@ -135,7 +135,8 @@ class MemoryTracker:
         self.sampler: NvmlSampler | None = None
         if device.type == "cuda" and use_nvml:
             try:
-                self.sampler = NvmlSampler(device.index or 0)
+                # NVML numbers every GPU of the host; CUDA only the visible ones (CUDA_VISIBLE_DEVICES): map the index
+                self.sampler = NvmlSampler(torch.cuda._get_nvml_device_index(device))
             except Exception:  # NVML missing or not permitted: torch numbers still come
                 self.sampler = None
         self.idle_baseline = idle_baseline_bytes

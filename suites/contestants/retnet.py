@@ -67,6 +67,7 @@ class RetNetContestant(Contestant):
         self.state_dtype = self.cfg.state_dtype
         self.state = None
         self.ids: torch.Tensor | None = None
+        self.prefill_segment = 0  # 0: the model's default segment (retnet.model.PREFILL_SEGMENT)
 
     def analytic(self, batch: int, seq_len: int) -> Analytic:
         return recurrent_state_costs(self.n_params, self.vocab, self.cfg.d_model, batch, self.dtype.itemsize,
@@ -76,7 +77,10 @@ class RetNetContestant(Contestant):
     @torch.inference_mode()
     def prefill(self, batch: int, seq_len: int) -> None:
         prompt = random_ids(self.vocab, batch, seq_len, self.device, self.seed)
-        logits, self.state = self.model.prefill(prompt, chunk_size=self.chunk_size, last_only=True)
+        from retnet.model import PREFILL_SEGMENT
+
+        logits, self.state = self.model.prefill(prompt, chunk_size=self.chunk_size, last_only=True,
+                                                segment_len=self.prefill_segment or PREFILL_SEGMENT)
         self.ids = logits[:, -1].argmax(-1)  # (B,) first generated token
 
     @property
