@@ -101,6 +101,41 @@ def test_state_pass_triton_matches_torch(B, H, dk, dv, state):
 
 
 @runs_kernels
+@pytest.mark.parametrize("normalise", [False, True])
+def test_autotuning_leaves_the_in_place_state_updated_once(normalise):
+    """Several configs benchmarked (each launch runs the in-place update several times) -> restore_value must undo
+    every benchmark launch, so the state afterwards is ONE step; the chosen config then matches torch too."""
+    from triton import Config
+
+    from retnet.kernels.recurrent_step import _launch_state_pass, autotune_state_pass
+
+    launches = []
+
+    def count_bench(kernel_call, quantiles):  # stands in for the GPU benchmarker: 3 launches per config
+        for _ in range(3):
+            kernel_call()
+        launches.append(3)
+        return [float(len(launches))] * len(quantiles)  # the first config "wins"
+
+    tuned = autotune_state_pass([Config({"BLOCK_V": 8}, num_warps=2), Config({"BLOCK_V": 16}, num_warps=4)],
+                                do_bench=count_bench)
+    B, H, dk, dv = 2, 2, 8, 24
+    q, k, v, _, kv, k_sum, (cos, sin, lam, row_norm, ks) = _step_inputs(B, H, dk, dv, torch.bfloat16, torch.float32)
+    kv_ref, k_sum_out = kv.clone(), torch.full_like(k_sum, float("nan"))
+    if normalise:
+        o = _launch_state_pass(q, k, v, kv, k_sum, k_sum_out, cos, sin, lam, row_norm, ks, kernel=tuned)
+        ref_k_sum = torch.empty_like(k_sum)
+        ref = recurrent_step_torch(q, k, v, kv_ref, k_sum, ref_k_sum, cos, sin, lam, row_norm, ks)
+        assert _rel(k_sum_out, ref_k_sum) <= 1e-5
+    else:
+        o = _launch_state_pass(q, k, v, kv, None, None, cos, sin, lam, None, ks, kernel=tuned)
+        ref = state_pass_torch(q, k, v, kv_ref, cos, sin, lam, ks)
+    assert len(launches) == 2 and tuned.best_config.kwargs["BLOCK_V"] == 8  # both benchmarked, the "fastest" kept
+    assert _rel(kv, kv_ref) <= 1e-5  # one step, not 1 + 6 benchmark steps
+    assert _rel(o, ref) <= 1e-5
+
+
+@runs_kernels
 @pytest.mark.parametrize("head_norm", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("act,state", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
                                        (torch.bfloat16, torch.bfloat16)])

@@ -17,9 +17,15 @@ z, the denominator, the head norm and the gate to one small kernel after it (`re
 can update z in place (it runs after every program of the pass) so no scratch buffer or copy-back is needed.
 
 A bf16/fp16 state is read, updated in fp32 and rounded once per step; the read-out uses the rounded values.
+
+The launch config (BLOCK_V, num_warps) is autotuned on the device on the first call per (B*H, dk, dv, dtypes), i.e.
+in the model's warm-up steps, before a CUDA graph is captured; benchmarking restores the in-place state.
 """
 
 from __future__ import annotations
+
+import os
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -81,14 +87,15 @@ if triton_available():
     import triton.language as tl
 
     @triton.jit
-    def _recurrent_step_kernel(
+    def _recurrent_step_jit(
         q_ptr, k_ptr, v_ptr, kv_ptr, k_sum_ptr, k_sum_out_ptr, o_ptr,
         cos_ptr, sin_ptr, log_decay_ptr, row_norm_ptr,
-        k_scale, H,
+        k_scale, H, BH,
         stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
         HALF_DK: tl.constexpr, DV: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_V: tl.constexpr,
         NORMALISE: tl.constexpr,
     ):
+        # BH = B * H is unused in the body: it is an autotuning key (the number of heads sets the program count)
         # NORMALISE=False: o gets the unnormalised read-out q S and k_sum is not touched (the epilogue kernel of
         # retnet.kernels.fused_step divides, updates the key sum in place and applies the head norm and gate)
         pid_bh = tl.program_id(0)  # b * H + h
@@ -146,19 +153,59 @@ if triton_available():
             tl.store(o_ptr + pid_bh * DV + cols, numer, mask=col_ok)
 
 
-def _block_v(n_heads_total: int, dv: int) -> int:
-    """dv columns per program: enough programs to cover an H200's 132 SMs a few times, blocks as wide as that allows."""
-    block = 64
-    while block > 16 and n_heads_total * triton.cdiv(dv, block) < 512:
-        block //= 2
-    return min(block, triton.next_power_of_2(dv))
+# ---- launch config: autotuned on the device on the first call per shape (warm-up, before any CUDA graph capture)
+STATE_PASS_TUNING_KEY = ["BH", "HALF_DK", "DV"]  # the autotuner adds every tensor argument's dtype (the state's too)
+_MAX_STATE_ELEMS_PER_THREAD = 128  # two (BLOCK_P, BLOCK_V) fp32 tiles per program; more than this spills registers
+
+
+def _state_pass_configs() -> list:
+    """BLOCK_V x num_warps candidates. num_stages is 1 throughout: the kernel has no loop to software-pipeline, so
+    other values compile to the same code and would only multiply the tuning time. Under TRITON_INTERPRET=1 one
+    config (narrow blocks: several dv blocks and a masked tail even at the tests' small dv) and no benchmarking."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [triton.Config({"BLOCK_V": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_V": bv}, num_warps=w, num_stages=1)
+            for bv in (16, 32, 64, 128, 256) for w in (2, 4, 8)]
+
+
+def _prune_state_pass_configs(configs: list, named_args: dict, **kwargs: Any) -> list:
+    """Drop blocks wider than dv's power of two and tiles that would spill (> 128 state elements per thread); keeps
+    at least the smallest tile so a launch always has a config."""
+    dv_pow2 = triton.next_power_of_2(kwargs["DV"])
+    tile_rows = 2 * kwargs["BLOCK_P"]  # even + odd rows
+    fits = [c for c in configs if c.kwargs["BLOCK_V"] <= max(dv_pow2, 16)
+            and tile_rows * c.kwargs["BLOCK_V"] <= _MAX_STATE_ELEMS_PER_THREAD * 32 * c.num_warps]
+    if fits:
+        return fits
+    return [min(configs, key=lambda c: (c.kwargs["BLOCK_V"], -c.num_warps))]
+
+
+def autotune_state_pass(configs: list, do_bench: Callable | None = None):
+    """The autotuner of `_recurrent_step_jit`. The kernel updates kv IN PLACE, so every benchmarked launch restores
+    it (restore_value: clone before, copy back after; the timings include that copy, a constant shared by all
+    configs). o and k_sum_out need no restore: they are written from inputs that the kernel does not modify
+    (k_sum_out must not alias k_sum). do_bench: a custom benchmark (the interpreter test uses one)."""
+    return triton.autotune(
+        configs=configs, key=STATE_PASS_TUNING_KEY, restore_value=["kv_ptr"],
+        prune_configs_by={"early_config_prune": _prune_state_pass_configs}, do_bench=do_bench,
+    )(_recurrent_step_jit)
+
+
+if triton_available():
+    _recurrent_step_kernel = autotune_state_pass(_state_pass_configs())
+
+
+def state_pass_tuned_configs() -> dict:
+    """Autotuning results so far: {tuning key (BH, HALF_DK, DV, dtypes...): chosen triton.Config} (for profiling)."""
+    return dict(_recurrent_step_kernel.cache) if triton_available() else {}
 
 
 def _launch_state_pass(
     q: Tensor, k: Tensor, v: Tensor, kv: Tensor, k_sum: Tensor | None, k_sum_out: Tensor | None,
-    cos: Tensor, sin: Tensor, log_decay: Tensor, row_norm: Tensor | None, k_scale: float,
+    cos: Tensor, sin: Tensor, log_decay: Tensor, row_norm: Tensor | None, k_scale: float, kernel: Any = None,
 ) -> Tensor:
-    """Checks and launches `_recurrent_step_kernel`; k_sum None -> unnormalised read-out, key sum untouched."""
+    """Checks and launches `_recurrent_step_kernel` (or `kernel`, another `autotune_state_pass` wrapper, for tests);
+    k_sum None -> unnormalised read-out, key sum untouched."""
     if not triton_available():
         raise RuntimeError("step_kernel='triton' needs the triton package")
     B, H, dk = q.shape
@@ -175,18 +222,16 @@ def _launch_state_pass(
             raise ValueError("k_sum_out must be a different buffer from k_sum")
     o = torch.empty(B, H, dv, device=q.device, dtype=_output_dtype(kv.dtype))  # (B, H, dv)
     half_dk = dk // 2
-    block_v = _block_v(B * H, dv)
-    grid = (B * H, triton.cdiv(dv, block_v))
+    grid = lambda meta: (B * H, triton.cdiv(dv, meta["BLOCK_V"]))  # noqa: E731  (BLOCK_V is the tuned one)
     f32 = dict(dtype=torch.float32)
     log_decay = log_decay.to(**f32).contiguous()
-    _recurrent_step_kernel[grid](
+    (kernel or _recurrent_step_kernel)[grid](
         q, k, v, kv, k_sum if normalise else kv, k_sum_out if normalise else kv, o,
         cos.to(**f32).contiguous(), sin.to(**f32).contiguous(),
         log_decay, row_norm.to(**f32).contiguous() if normalise else log_decay,
-        float(k_scale), H,
+        float(k_scale), H, B * H,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        HALF_DK=half_dk, DV=dv, BLOCK_P=triton.next_power_of_2(half_dk), BLOCK_V=block_v, NORMALISE=normalise,
-        num_warps=8 if block_v >= 64 else 4,
+        HALF_DK=half_dk, DV=dv, BLOCK_P=triton.next_power_of_2(half_dk), NORMALISE=normalise,
     )
     return o
 
