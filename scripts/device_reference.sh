@@ -16,22 +16,20 @@ bench() { local gpu=$1 name=$2; shift 2
     --time-limit $(( $(left) - 15 )) > "$W/$name.log" 2>&1
   echo "== $name (GPU $gpu) rc=$? at $((SECONDS - T0))s: $(grep -a "rows in" "$W/$name.log" | tail -1)"; }
 case "$1" in
-single)
-  ( bench 0 table4-small table4 --model 1.3b,2.7b; bench 0 fig6-gqa fig6 --impl retnet-recurrent,static \
-      --kernel sdpa-cudnn,flash-attn-4 --batch 1,8,16 ) &
-  ( bench 1 table4-large table4 --model 6.7b,13b; bench 1 capacity capacity ) &
-  ( bench 2 long long ) &
-  ( CUDA_VISIBLE_DEVICES=3 timeout 240 python3 -m pytest -q -p no:cacheprovider -n 6 --timeout 200 -rfE --durations=8 \
+single)  # two GPUs, one lane each
+  ( bench 0 table4 table4 --model 1.3b,2.7b,6.7b,13b
+    bench 0 capacity capacity --impl retnet-recurrent,static,paper-like ) &
+  ( CUDA_VISIBLE_DEVICES=1 timeout 170 python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 150 -rfE --durations=8 \
       tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py \
       tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py \
       tests/test_runner_gpu.py tests/test_peers.py > "$W/gpu_tests.log" 2>&1
-    echo "== gpu tests rc=$?: $(tail -1 "$W/gpu_tests.log")"; bench 3 kernels kernels ) &
+    echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+    bench 1 kernels kernels
+    bench 1 fig6-gqa fig6 --impl retnet-recurrent,static --kernel sdpa-cudnn,flash-attn-4 --batch 1,8,16 ) &
   wait ;;
-fsdp)
-  n=$(python3 -c "import torch; print(torch.cuda.device_count())")
+fsdp)  # all GPUs: the NCCL test, table4 over 2 ranks (FSDP2), then the long suite on one GPU
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
-  bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  [ "$n" -ge 4 ] && bench 0,1,2,3 table4-x4 table4 --nproc 4 --model 1.3b,2.7b,6.7b,13b \
-    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+  bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 long long --seq 8192,32768,131072 ;;
 esac
