@@ -1,12 +1,13 @@
 """The paper's claims against measured rows, under four framings, with an explicit verdict rule.
 
 Contestants are chosen by the `role` their spec declares (rows before schema 2: retnet -> candidate, transformer
--> baseline), never by arch name. The RetNet side is the fastest RetNet candidate at the point, with the fp32
-recurrent state (state_dtype float32 or unrecorded) unless a framing says otherwise.
+-> baseline) and by the runs' `contestants` tables (contestants.Roster: source, pipeline, phases), never by name.
+The RetNet side is the fastest RetNet candidate at the point, with the fp32 recurrent state (state_dtype float32 or unrecorded) unless a framing says otherwise.
 
 Framings (decode claims; training claims use 1 and 2, see `TRAIN_BASELINE_KERNELS`):
-  1. "paper-like": the paper's pipeline, a cat-grown KV cache (impl `torchscale-transformer` when measured, else
-     `paper-like`); for training the paper's vanilla Transformer resp. Transformer+FlashAttention.
+  1. "paper-like": the paper's pipeline, a cat-grown KV cache: a baseline whose contestants entry says pipeline
+     "paper", the official code first when measured (the paper measured torchscale's); for training the paper's
+     vanilla Transformer resp. Transformer+FlashAttention.
   2. "strongest, equal batch": at the same (model, batch, length) the full-MHA baseline with the highest
      tokens/s; all metrics (memory, throughput, latency) are read from that one flavour.
   3. "equal memory": capacity rows; each model at the largest batch that fits the same memory budget, the
@@ -38,6 +39,7 @@ import pandas as pd
 
 from . import paper_values as pv
 from . import claims_select as cs
+from .contestants import Roster, roster_of
 from .load import impl_label
 
 VERDICTS = ("holds", "partly", "does not hold", "not measured", "not applicable")
@@ -53,9 +55,6 @@ FRAMING_MODERN_CAPACITY = "4b modern baseline (GQA-8), equal memory budget"
 FRAMING_RETNET_ONLY = "RetNet only"
 FRAMINGS = (FRAMING_PAPER, FRAMING_STRONGEST, FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_MODERN_CAPACITY)
 
-RETNET_DECODE_IMPL = "retnet-recurrent"  # our recurrent decoder: the figures' and tables' RetNet line
-RETNET_TRAIN_IMPLS = ("retnet-chunkwise", "retnet-parallel")
-PAPER_LIKE_DECODE_IMPLS = ("torchscale-transformer", "paper-like")  # preference order
 # The paper's Table 4 baselines: vanilla = materialised softmax (torchscale's default), flash = FlashAttention.
 TRAIN_BASELINE_KERNELS = {
     "vanilla": ("bmm-softmax", "sdpa-math", "eager", "torch"),
@@ -132,7 +131,8 @@ def _pair_claims(claim: pv.Claim, framing: str, r: pd.Series, b: pd.Series, cond
                 matches, not_applicable=na)
 
 
-def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: str) -> list[dict]:
+def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: str,
+                 roster: Roster) -> list[dict]:
     retnet = cs.candidates(dec)
     point = cs.best_point(retnet, base, ["model", "batch_size", "seq_len"],
                           {k: v for k, v in _DECODE_PAPER.items() if k != "model"})
@@ -140,7 +140,8 @@ def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: s
         return [_row(c, framing, conditions=missing) for c in pv.DECODE_CLAIMS]
     r, here = cs.fastest(cs.at(retnet, point)), cs.at(base, point)
     if framing == FRAMING_PAPER:
-        b = next(cs.fastest(here[here["impl"] == i]) for i in PAPER_LIKE_DECODE_IMPLS if (here["impl"] == i).any())
+        b = next(cs.fastest(here[here["impl"] == i]) for i in roster.paper_pipeline("decode")
+                 if (here["impl"] == i).any())
     else:
         b = cs.fastest(here)
     cond, matches = _conditions(point, r, _DECODE_PAPER)
@@ -172,7 +173,7 @@ def _equal_memory(cap: pd.DataFrame, framing: str, kv_heads: int | None, missing
     return out
 
 
-def _decode_claims(df: pd.DataFrame) -> list[dict]:
+def _decode_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
     dec, cap = cs.points(df, "decode"), cs.points(df, "capacity")
     mha = cs.baselines(dec)
     gqa = cs.baselines(dec, cs.MODERN_KV_HEADS)
@@ -180,25 +181,28 @@ def _decode_claims(df: pd.DataFrame) -> list[dict]:
     common = "no RetNet and baseline decode rows at a common point"
     gqa_missing = (f"no {pv.PAPER_DECODE_MODEL} decode rows of a baseline with {cs.MODERN_KV_HEADS} KV heads "
                    "(GQA-8) beside RetNet")
-    return (_equal_batch(dec, FRAMING_PAPER, mha[mha["impl"].isin(PAPER_LIKE_DECODE_IMPLS)], common)
-            + _equal_batch(dec, FRAMING_STRONGEST, mha, common)
+    paper_like = mha[mha["impl"].isin(roster.paper_pipeline("decode"))]
+    return (_equal_batch(dec, FRAMING_PAPER, paper_like, common, roster)
+            + _equal_batch(dec, FRAMING_STRONGEST, mha, common, roster)
             + _equal_memory(cap, FRAMING_CAPACITY, None, "no capacity rows for both RetNet and a Transformer")
-            + _equal_batch(dec, FRAMING_MODERN, gqa, gqa_missing)
+            + _equal_batch(dec, FRAMING_MODERN, gqa, gqa_missing, roster)
             + _equal_memory(cap, FRAMING_MODERN_CAPACITY, cs.MODERN_KV_HEADS,
                             f"no {pv.PAPER_DECODE_MODEL} capacity rows of a GQA-8 baseline beside RetNet"))
 
 
-def _retnet_only_claims(df: pd.DataFrame) -> list[dict]:
+def _retnet_only_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
     dec = cs.points(df, "decode")
     retnet = cs.candidates(dec)
-    retnet = retnet[retnet["impl"] == RETNET_DECODE_IMPL]
+    # the subject line: our own RetNet decoder (role candidate, source ours, decode phase), first in table order
+    subject = next((i for i in roster.subjects("decode") if (retnet["impl"] == i).any()), None)
+    retnet = retnet[retnet["impl"] == subject]
     out = []
     if retnet.empty:
         return [_row(c, FRAMING_RETNET_ONLY, conditions="no RetNet decode rows") for c in pv.RETNET_ONLY_CLAIMS]
     model = min(retnet["model"].unique(), key=lambda m: cs.model_rank(retnet, m))
     kernel = retnet[retnet["model"] == model].groupby("kernel")["tokens_per_s"].median().idxmax()
     rk = retnet[(retnet["model"] == model) & (retnet["kernel"] == kernel)]
-    label = impl_label(RETNET_DECODE_IMPL, kernel or None)
+    label = impl_label(subject, kernel or None)
     gpu, dtype = rk["gpu_name"].dropna().iloc[0] if rk["gpu_name"].notna().any() else "cpu", rk["dtype"].iloc[0]
     note = "" if model == pv.PAPER_DECODE_MODEL else f", paper: model {pv.PAPER_DECODE_MODEL}"
     na = cs.not_applicable([rk.iloc[0]], "fig6")
@@ -253,7 +257,7 @@ def _train_scale(r: pd.Series, b: pd.Series) -> str:
             f"RetNet {side(r)}; baseline {side(b)}")
 
 
-def _train_claims(df: pd.DataFrame) -> list[dict]:
+def _train_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
     tr = cs.points(df, "train")
     paper = {"seq_len": pv.PAPER_TRAIN_SEQ_LEN, "batch_size": 1e9}  # largest common batch
     out = []
@@ -262,8 +266,9 @@ def _train_claims(df: pd.DataFrame) -> list[dict]:
         retnet, transformers = cs.candidates(here), cs.baselines(here)
         kernels = TRAIN_BASELINE_KERNELS[c.baseline]
         named = transformers[transformers["kernel"].isin(kernels)]
+        pipeline = roster.paper_pipeline("train")  # the paper's own training code, where measured
         if c.baseline == "vanilla":
-            named = pd.concat([transformers[transformers["impl"] == "torchscale-transformer"], named])
+            named = pd.concat([transformers[transformers["impl"].isin(pipeline)], named])
         for framing, base in ((FRAMING_PAPER, named), (FRAMING_STRONGEST, transformers)):
             point = cs.best_point(retnet, base, ["batch_size", "seq_len", "world_size"], paper)
             if point is None:
@@ -272,7 +277,9 @@ def _train_claims(df: pd.DataFrame) -> list[dict]:
                 continue
             r, here_b = cs.fastest(cs.at(retnet, point)), cs.at(base, point)
             if framing == FRAMING_PAPER:  # the paper's kernel first, in preference order
-                order = {"torchscale-transformer": -1} | {k: i for i, k in enumerate(kernels)}
+                # the paper's pipeline (negative ranks) before the paper's kernels, each in preference order
+                order = {i: n - len(pipeline) for n, i in enumerate(pipeline)}
+                order |= {k: n for n, k in enumerate(kernels)}
                 here_b = here_b.assign(_o=[order.get(i, order.get(k, 99)) for i, k in zip(here_b["impl"],
                                                                                        here_b["kernel"])])
                 b = cs.fastest(here_b[here_b["_o"] == here_b["_o"].min()])
@@ -295,6 +302,7 @@ def _train_claims(df: pd.DataFrame) -> list[dict]:
 def claims_table(df: pd.DataFrame, envs: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per (claim, framing): paper value, measured value, conditions, baseline (with its KV-head count),
     the baseline's % of the measured copy bandwidth, verdict, source, and for memory claims both measures.
-    `envs` is accepted for symmetry with load_runs (GPU names are taken from the rows)."""
-    rows = _decode_claims(df) + _retnet_only_claims(df) + _train_claims(df)
+    Who is the subject, the paper's pipeline or a peer comes from the runs' contestants tables (`roster_of`)."""
+    roster = roster_of(df, envs)
+    rows = _decode_claims(df, roster) + _retnet_only_claims(df, roster) + _train_claims(df, roster)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -1,10 +1,11 @@
 """How every figure looks: one colour per contestant (the same in every figure), a marker per context length,
 titles that wrap instead of clipping, legends outside the data, OOM points drawn and labelled, >= 150 dpi.
 
-RetNet (the subject) is a strong red; RetNet peers are muted reds; baselines are blues (our static decoder),
-greys (the paper's cat-grown cache, torchscale) and muted purples (Hugging Face); a GQA baseline is teal.
-Unknown contestants get a muted colour from a stable hash of their label, so a colour never depends on which
-other contestants a run happens to hold.
+Colours come from the runs' contestants tables (role, source, pipeline) and their order, never from names: our
+own candidates (the subject) strong reds; official candidates muted warm tones; the paper's pipeline greys (the
+official code first in the table gets the dark one); our baselines blues, then indigo and purple families in table
+order, a shade per kernel; a GQA variant teal, a RetNet state-precision variant a light red. A contestant no table
+or row describes gets a muted colour from a stable hash of its label.
 """
 from __future__ import annotations
 
@@ -20,23 +21,25 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
+from .contestants import PIPELINE_PAPER, SOURCE_OURS, Contestant, Roster, roster_of  # noqa: E402
 from .load import impl_label, ok_rows, with_memory  # noqa: E402
 
 DPI = 160
 SUBJECT_COLOUR = "#c0392b"
-_COLOURS = {  # by impl, then impl (kernel)
-    "retnet-recurrent": SUBJECT_COLOUR, "retnet-chunkwise": SUBJECT_COLOUR, "retnet-parallel": "#e07b6f",
-    "retention-recurrent": SUBJECT_COLOUR, "retention-chunkwise": SUBJECT_COLOUR, "retention-parallel": "#e07b6f",
-    "torchscale-retnet": "#e8a49c", "fla-retnet": "#d9b08c",
-    "static": "#2c5d9e", "static (flash-attn-4)": "#5b8ad0", "static (flash-attn)": "#7aa3d8",
-    "paper-like": "#555555", "torchscale-transformer": "#9a9a9a",
-    "hf": "#7d5a94", "hf-static": "#b39bc8",
-    "transformer (sdpa-math)": "#9a9a9a", "transformer (bmm-softmax)": "#9a9a9a", "transformer (sdpa-cudnn)": "#2c5d9e",
-    "transformer (sdpa-flash)": "#5b8ad0", "transformer (flash-attn-4)": "#86b0e6", "transformer (flash-attn)": "#86b0e6",
-    "attention (sdpa-cudnn)": "#2c5d9e", "attention (sdpa-flash)": "#5b8ad0", "attention (sdpa-math)": "#9a9a9a",
-    "attention (sdpa-efficient)": "#7d5a94",
+# Colour families, chosen by what the runs' contestants tables say (contestants.Roster), never by name; the shade
+# within a family is the contestant's rank among the family members that share a phase with it, in table order.
+FAMILIES = {
+    "ours candidate": (SUBJECT_COLOUR, "#8e1b10", "#e0443a"),          # the subject: strong reds
+    "official candidate": ("#e8a49c", "#d9b08c", "#c9a27e", "#e6c07b"),  # official RetNet peers: muted warm tones
+    "paper pipeline": ("#555555", "#9a9a9a", "#777777"),                # the paper's cat-grown cache: greys
+    "official baseline": ("#8c6d5a", "#a08c6d", "#6d5a4a"),              # other official baselines: browns
 }
+# our own baselines: a family per contestant (blues first), a shade per kernel (the contestant's kernels sorted)
+BASELINE_FAMILIES = (("#2c5d9e", "#5b8ad0", "#86b0e6", "#1b3a66", "#a9c8ef"),
+                     ("#4b4f9e", "#7b80c8", "#a3a7e0", "#2e3170"),
+                     ("#7d5a94", "#b39bc8", "#5e3f75", "#d0bfe0"))
 GQA_COLOUR = "#2a9d8f"
+STATE_VARIANT_COLOUR = "#f1948a"  # a RetNet state kept in another precision than fp32: a lighter subject red
 _MUTED = ("#8c8c5a", "#5a8c7a", "#8c6d5a", "#6d7a8c", "#a07aa0", "#7a8c5a", "#a08c6d", "#5a7a8c")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 OOM_MARKER = "x"
@@ -53,17 +56,74 @@ def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dt
     return label
 
 
-def colour(label: str) -> str:
-    if "KV heads" in label:
-        return GQA_COLOUR
-    if label.endswith(" state"):
-        return "#f1948a"  # a RetNet state-precision variant: a lighter subject red
-    impl = label.split(" (")[0]
-    return _COLOURS.get(label.split(",")[0], _COLOURS.get(impl, _MUTED[zlib.crc32(label.encode()) % len(_MUTED)]))
+def parse_label(label: str) -> tuple[str, str]:
+    """(impl, kernel) of a `contestant()` label ('' when it names no kernel)."""
+    head = label.split(",")[0]
+    impl, _, rest = head.partition(" (")
+    return impl, rest[:-1] if rest.endswith(")") else ""
 
 
-def is_subject(label: str) -> bool:
-    return colour(label) == SUBJECT_COLOUR
+def family(c: Contestant | None) -> str:
+    """The colour family of a contestant, from its role, source and pipeline."""
+    if c is None:
+        return "unknown"
+    if c.role == "candidate":
+        return "ours candidate" if c.source == SOURCE_OURS else "official candidate"
+    if c.role == "baseline":
+        if c.pipeline == PIPELINE_PAPER:
+            return "paper pipeline"
+        return "ours baseline" if c.source == SOURCE_OURS else "official baseline"
+    return "unknown"
+
+
+class Palette:
+    """Colours and legend order for one report: built from all its rows, so a contestant has the same colour in
+    every figure. Unknown contestants get a muted colour from a stable hash of their label."""
+
+    def __init__(self, roster: Roster, kernels: dict[str, list[str]]):
+        self.roster, self.kernels = roster, kernels
+
+    def _family(self, label: str) -> tuple[str, Contestant | None]:
+        c = self.roster.get(parse_label(label)[0])
+        return family(c), c
+
+    def colour(self, label: str) -> str:
+        if "KV heads" in label:
+            return GQA_COLOUR
+        if label.endswith(" state"):
+            return STATE_VARIANT_COLOUR
+        fam, c = self._family(label)
+        if c is None or fam == "unknown":
+            return _MUTED[zlib.crc32(label.encode()) % len(_MUTED)]
+        rank = self.roster.rank_in_group(c.name, family)
+        if fam == "ours baseline":
+            shades = BASELINE_FAMILIES[rank % len(BASELINE_FAMILIES)]
+            kernels = self.kernels.get(c.name, [])
+            kernel = parse_label(label)[1]
+            return shades[(kernels.index(kernel) if kernel in kernels else 0) % len(shades)]
+        shades = FAMILIES[fam]
+        return shades[rank % len(shades)]
+
+    def is_subject(self, label: str) -> bool:
+        """Our own candidate (drawn thick, listed first); its state-precision variants are not the subject."""
+        return self._family(label)[0] == "ours candidate" and not label.endswith(" state")
+
+    def order(self, labels) -> list[str]:
+        """Legend order: the subject first, then other candidates, then baselines, each in table order."""
+        def key(s: str):
+            fam, c = self._family(s)
+            group = 0 if self.is_subject(s) else 1 if c is not None and c.role == "candidate" else 2
+            return group, self.roster.index(parse_label(s)[0]), s
+        return sorted(set(labels), key=key)
+
+
+def palette(df: pd.DataFrame, envs: dict[str, dict] | None) -> Palette:
+    """The palette of a report's rows: the runs' contestants tables (`roster_of`) and each impl's kernels."""
+    kernels: dict[str, list[str]] = {}
+    if len(df):
+        for impl, g in df.groupby("impl"):
+            kernels[str(impl)] = sorted(str(k) for k in g["kernel"].dropna().unique())
+    return Palette(roster_of(df, envs), kernels)
 
 
 def marker(value: float, values: list[float]) -> str:
@@ -77,12 +137,6 @@ def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",)) -
     rows = with_memory(rows)
     return rows.assign(label=[contestant(i, k, n, s) for i, k, n, s in
                               zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"])])
-
-
-def order(labels) -> list[str]:
-    """Legend order: the subject first, then other candidates, then baselines, each alphabetically."""
-    return sorted(set(labels), key=lambda s: (not is_subject(s), not s.startswith(("retnet", "torchscale-retnet",
-                                                                                    "fla-retnet", "retention")), s))
 
 
 def new_figure(title: str, meta: str, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (9.0, 5.0),
@@ -118,24 +172,24 @@ def spans_decades(values) -> bool:
     return len(v) > 1 and v.max() / v.min() >= 10
 
 
-def draw_oom(ax, xs, label: str, text: str = "OOM") -> None:
+def draw_oom(ax, xs, label: str, pal: Palette, text: str = "OOM") -> None:
     """OOM (or over-budget) points: an 'x' in the contestant's colour at the top of the axes, labelled."""
     trans = ax.get_xaxis_transform()  # x in data, y in axes fraction
     ax.set_ymargin(0.15)  # headroom: the OOM row at the top stays clear of the data
     for x in xs:
-        ax.plot([x], [0.96], OOM_MARKER, color=colour(label), ms=8, mew=2, transform=trans, label="_oom",
+        ax.plot([x], [0.96], OOM_MARKER, color=pal.colour(label), ms=8, mew=2, transform=trans, label="_oom",
                 clip_on=False)
         ax.annotate(text, (x, 0.96), xycoords=trans, xytext=(0, -11), textcoords="offset points", fontsize=6,
-                    ha="center", color=colour(label))
+                    ha="center", color=pal.colour(label))
 
 
-def legend_outside(fig: Figure, axes, title: str = "contestant (impl (kernel))") -> None:
+def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (impl (kernel))") -> None:
     """One legend for the figure, right of the axes, in the subject-first order; OOM points are explained."""
     handles: dict[str, object] = {}
     for ax in np.atleast_1d(axes):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    labels = [lab for lab in order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
+    labels = [lab for lab in pal.order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
                                                                               "measured copy"))])]
     extra = [k for k in handles if k not in labels]
     # below the axes: outside the data, and clear of the (wrapped) title whatever its length

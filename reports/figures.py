@@ -11,8 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import (colour, draw_oom, figure_meta, is_subject, legend_outside, log2_ticks, log10_y,
-                           marker, new_figure, order, rows_of, spans_decades)
+from .figure_style import (Palette, draw_oom, figure_meta, legend_outside, log2_ticks, log10_y, marker, new_figure,
+                           palette, rows_of, spans_decades)
 
 
 class FigureSkipped(Exception):
@@ -47,16 +47,17 @@ def _decode(df: pd.DataFrame, long: bool = False) -> tuple[pd.DataFrame, pd.Data
     return pick(rows_of(df, "decode")), pick(rows_of(df, "decode", ("oom",)))
 
 
-def _line(ax, g: pd.DataFrame, x: str, y: str, label: str, mark: str = "o") -> None:
+def _line(ax, pal: Palette, g: pd.DataFrame, x: str, y: str, label: str, mark: str = "o") -> None:
     g = g.groupby(x, as_index=False)[y].median().sort_values(x)
-    subject = is_subject(label)
+    subject = pal.is_subject(label)
     ax.plot(g[x], g[y], "-" if subject else "--", marker=mark, ms=5 if subject else 4, lw=2.2 if subject else 1.3,
-            color=colour(label), label=label, zorder=3 if subject else 2)
+            color=pal.colour(label), label=label, zorder=3 if subject else 2)
 
 
 def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str, envs: dict,
-               long: bool = False, log_y: bool | None = None) -> tuple[Figure, object, pd.DataFrame]:
+               long: bool = False, log_y: bool | None = None) -> tuple[Figure, object, pd.DataFrame, Palette]:
     """One line per contestant of `value` vs context length at one model and batch; OOM points at the top."""
+    pal = palette(df, envs)
     rows, oom = _decode(df, long)
     rows = rows.dropna(subset=[value, "seq_len"])
     if rows.empty:
@@ -66,42 +67,44 @@ def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str,
     batch = pick_batch(rows)
     rows, oom = rows[rows["batch_size"] == batch], oom[(oom["model"] == model) & (oom["batch_size"] == batch)]
     fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", figure_meta(rows, envs))
-    for label in order(rows["label"]):
-        _line(ax, rows[rows["label"] == label], "seq_len", value, label)
+    for label in pal.order(rows["label"]):
+        _line(ax, pal, rows[rows["label"] == label], "seq_len", value, label)
     for label, g in oom.groupby("label"):
-        draw_oom(ax, sorted(g["seq_len"].unique()), label)
+        draw_oom(ax, sorted(g["seq_len"].unique()), label, pal)
     log2_ticks(ax, pd.concat([rows["seq_len"], oom["seq_len"]]))
     if log_y if log_y is not None else spans_decades(rows[value]):
         log10_y(ax)
     ax.set_xlabel("context length T (tokens)")
     ax.set_ylabel(ylabel)
-    return fig, ax, rows
+    return fig, ax, rows, pal
 
 
 def fig_memory_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Fig. 6a: decode GPU memory vs context length, with the model-weights line."""
-    fig, ax, rows = _by_length(df, "mem_gb", "memory (GB)", "Fig. 6a: decode memory vs length", "Fig. 6a", envs)
+    fig, ax, rows, pal = _by_length(df, "mem_gb", "memory (GB)", "Fig. 6a: decode memory vs length", "Fig. 6a",
+                                    envs)
     weights = rows["weights_gb"].median()
     if pd.notna(weights):
         ax.axhline(weights, color="black", ls=":", lw=1.2, label=f"model weights ({weights:.2f} GB)")
     sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
     ax.set_ylabel(f"memory (GB; {sources})")
     ax.set_ylim(bottom=0)
-    legend_outside(fig, [ax])
+    legend_outside(fig, [ax], pal)
     return fig
 
 
 def fig_throughput_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Fig. 6b: decode throughput vs context length (log y when contestants differ by a decade or more)."""
-    fig, ax, _ = _by_length(df, "tokens_per_s", "throughput (tokens/s)", "Fig. 6b: decode throughput vs length",
-                            "Fig. 6b", envs)
-    legend_outside(fig, [ax])
+    fig, ax, _, pal = _by_length(df, "tokens_per_s", "throughput (tokens/s)",
+                                 "Fig. 6b: decode throughput vs length", "Fig. 6b", envs)
+    legend_outside(fig, [ax], pal)
     return fig
 
 
 def fig_latency_vs_batch(df: pd.DataFrame, envs: dict[str, dict], max_lengths: int = 4) -> Figure:
     """Fig. 6c as small multiples: one panel per context length (the longest `max_lengths`), latency (ms per
     token) vs batch size, one line per contestant; shared log y so panels compare."""
+    pal = palette(df, envs)
     rows, oom = _decode(df)
     rows = rows.dropna(subset=["ms_per_token"])
     if rows.empty or rows["batch_size"].nunique() < 2:
@@ -116,22 +119,24 @@ def fig_latency_vs_batch(df: pd.DataFrame, envs: dict[str, dict], max_lengths: i
     log_y = spans_decades(rows["ms_per_token"])
     for ax, T in zip(axes, lengths):
         here = rows[rows["seq_len"] == T]
-        for label in order(here["label"]):
-            _line(ax, here[here["label"] == label], "batch_size", "ms_per_token", label, marker(T, lengths))
+        for label in pal.order(here["label"]):
+            _line(ax, pal, here[here["label"] == label], "batch_size", "ms_per_token", label,
+                  marker(T, lengths))
         for label, g in oom[oom["seq_len"] == T].groupby("label"):
-            draw_oom(ax, sorted(g["batch_size"].unique()), label)
+            draw_oom(ax, sorted(g["batch_size"].unique()), label, pal)
         ax.set_title(f"T = {int(T)}", fontsize=9)
         log2_ticks(ax, batches)
         if log_y:
             log10_y(ax)
         ax.set_xlabel("batch size (sequences)")
     axes[0].set_ylabel("latency (ms per token per sequence step)")
-    legend_outside(fig, axes)
+    legend_outside(fig, axes, pal)
     return fig
 
 
 def fig_roofline(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """% of the measured copy bandwidth each decoder reaches per batch size at the length nearest 8k."""
+    pal = palette(df, envs)
     rows, _ = _decode(df)
     rows = rows.dropna(subset=["pct_peak_bw"])
     if rows.empty:
@@ -141,19 +146,20 @@ def fig_roofline(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     T = min(rows["seq_len"].unique(), key=lambda t: abs(t - pv.PAPER_DECODE_SEQ_LEN))
     rows = rows[rows["seq_len"] == T]
     fig, (ax,) = new_figure(f"Roofline: decode bandwidth use per batch ({model}, T={int(T)})", figure_meta(rows, envs))
-    for label in order(rows["label"]):
-        _line(ax, rows[rows["label"] == label], "batch_size", "pct_peak_bw", label)
+    for label in pal.order(rows["label"]):
+        _line(ax, pal, rows[rows["label"] == label], "batch_size", "pct_peak_bw", label)
     ax.axhline(100, color="black", ls=":", lw=1, label="measured copy bandwidth (100%)")
     log2_ticks(ax, rows["batch_size"])
     ax.set_ylim(0, max(110, float(rows["pct_peak_bw"].max()) * 1.05))
     ax.set_xlabel("batch size (sequences)")
     ax.set_ylabel("achieved bandwidth (% of measured copy GB/s)")
-    legend_outside(fig, [ax])
+    legend_outside(fig, [ax], pal)
     return fig
 
 
 def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """The `long` suite: decode throughput and memory vs context length 8k..128k (log x) for both archs."""
+    pal = palette(df, envs)
     rows, oom = _decode(df, long=True)
     rows = rows.dropna(subset=["tokens_per_s"])
     if rows.empty:
@@ -167,10 +173,10 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     lengths = pd.concat([rows["seq_len"], oom["seq_len"]])
     for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
                               (axes[1], "mem_gb", "memory (GB)")):
-        for label in order(rows["label"]):
-            _line(ax, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
+        for label in pal.order(rows["label"]):
+            _line(ax, pal, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
         for label, g in oom.groupby("label"):
-            draw_oom(ax, sorted(g["seq_len"].unique()), label)
+            draw_oom(ax, sorted(g["seq_len"].unique()), label, pal)
         log2_ticks(ax, lengths)
         if spans_decades(rows[value]):
             log10_y(ax)
@@ -179,7 +185,7 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
         ax.set_xlabel("context length T (tokens)")
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelrotation=30)
-    legend_outside(fig, axes)
+    legend_outside(fig, axes, pal)
     return fig
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import colour, figure_meta, legend_outside, log2_ticks, new_figure, order, rows_of
+from .figure_style import figure_meta, legend_outside, log2_ticks, new_figure, palette, rows_of
 
 
 def _skip(reason: str) -> Exception:
@@ -29,6 +29,7 @@ def _size(model: str) -> tuple:
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar."""
+    pal = palette(df, envs)
     ok, oom = rows_of(df, "train"), rows_of(df, "train", ("oom",))
     if ok.empty:
         raise _skip("Table 4 bars: no ok train rows")
@@ -36,7 +37,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     seq = int(min(ok["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
     ok, oom = ok[ok["seq_len"] == seq], oom[oom["seq_len"] == seq]
     models = sorted(set(ok["model"]) | set(oom["model"]), key=_size)
-    labels = order(set(ok["label"]) | set(oom["label"]))
+    labels = pal.order(set(ok["label"]) | set(oom["label"]))
     fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq}", figure_meta(ok, envs), ncols=2,
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
@@ -46,25 +47,27 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
         for i, lab in enumerate(labels):
             xs = np.arange(len(models)) + i * width
             vals = [ok.loc[(ok["model"] == m) & (ok["label"] == lab), col].median() for m in models]
-            ax.bar(xs, vals, width, label=lab, color=colour(lab), edgecolor="white", linewidth=0.5)
+            ax.bar(xs, vals, width, label=lab, color=pal.colour(lab), edgecolor="white", linewidth=0.5)
             for x, m in zip(xs, models):
                 failed = ((oom["model"] == m) & (oom["label"] == lab)).any()
                 ran = ((ok["model"] == m) & (ok["label"] == lab)).any()
                 if failed and not ran:
-                    ax.bar([x], [0.06 * top], width, color="none", edgecolor=colour(lab), hatch="///", label="_oom")
+                    ax.bar([x], [0.06 * top], width, color="none", edgecolor=pal.colour(lab), hatch="///",
+                           label="_oom")
                     ax.text(x, 0.07 * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
-                            color=colour(lab))
+                            color=pal.colour(lab))
         ax.set_xticks(np.arange(len(models)) + width * (len(labels) - 1) / 2, models)
         ax.set_xlabel("model size (preset)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, top * 1.12)
         ax.grid(True, axis="x", alpha=0)
-    legend_outside(fig, axes)
+    legend_outside(fig, axes, pal)
     return fig
 
 
 def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Capacity as bars: per contestant the largest batch that fits the memory budget and its throughput there."""
+    pal = palette(df, envs)
     rows = rows_of(df, "capacity").dropna(subset=["tokens_per_s"])
     if rows.empty:
         raise _skip("Capacity: no ok capacity rows")
@@ -76,7 +79,7 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows = rows[(rows["capacity_budget_gb"] == budget) | rows["capacity_budget_gb"].isna()]
     T = int(min(rows["seq_len"].unique(), key=lambda t: abs(t - pv.PAPER_DECODE_SEQ_LEN)))
     best = rows[rows["seq_len"] == T].sort_values("batch_size").drop_duplicates(["label"], keep="last")
-    labels = order(best["label"])[::-1]  # barh draws bottom-up: the subject on top
+    labels = pal.order(best["label"])[::-1]  # barh draws bottom-up: the subject on top
     best = best.set_index("label").loc[labels]
     budget_txt = f"{budget:g} GB budget" if pd.notna(budget) else "budget not recorded"
     fig, axes = new_figure(f"Capacity: the largest batch that fits ({model}, T={T}, {budget_txt})",
@@ -86,7 +89,7 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     for ax, col, xlabel, fmt in ((axes[0], "batch_size", "largest batch within the budget (sequences)", "{:,.0f}"),
                                  (axes[1], "tokens_per_s", "throughput at that batch (tokens/s)", "{:,.0f}")):
         vals = best[col].to_numpy(dtype=float)
-        ax.barh(y, vals, color=[colour(lab) for lab in labels], height=0.7)
+        ax.barh(y, vals, color=[pal.colour(lab) for lab in labels], height=0.7)
         for yi, v in zip(y, vals):
             ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=7)
         ax.set_xlim(0, float(np.nanmax(vals)) * 1.18)
@@ -98,6 +101,7 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
 
 def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Training tokens/s per GPU vs world size (GPUs), with the ideal (linear scaling: flat per GPU) line."""
+    pal = palette(df, envs)
     rows = rows_of(df, "train")
     if rows.empty or not (rows["world_size"].fillna(1) > 1).any():
         raise _skip("Scaling: no training rows with world_size > 1 (run table4 on several GPUs)")
@@ -113,16 +117,16 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            size=(4.5 * len(models) + 2.6, 4.4))
     for ax, m in zip(axes, models):
         here = rows[rows["model"] == m]
-        for lab in order(here["label"]):
+        for lab in pal.order(here["label"]):
             g = here[here["label"] == lab].groupby("world_size", as_index=False)["per_gpu"].median()
             g = g.sort_values("world_size")
-            ax.plot(g["world_size"], g["per_gpu"], "-o", color=colour(lab), label=lab)
-            ax.plot(g["world_size"], [g["per_gpu"].iloc[0]] * len(g), ":", color=colour(lab), lw=1,
+            ax.plot(g["world_size"], g["per_gpu"], "-o", color=pal.colour(lab), label=lab)
+            ax.plot(g["world_size"], [g["per_gpu"].iloc[0]] * len(g), ":", color=pal.colour(lab), lw=1,
                     label="ideal (linear scaling: per-GPU rate kept)")
         log2_ticks(ax, here["world_size"])
         ax.set_ylim(bottom=0)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("GPUs (world size)")
     axes[0].set_ylabel("tokens/s per GPU")
-    legend_outside(fig, axes)
+    legend_outside(fig, axes, pal)
     return fig

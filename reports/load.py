@@ -13,6 +13,8 @@ import pandas as pd
 
 from retnet_bench.suites.contract import NUMERIC_COLUMNS, ROW_COLUMNS, RowsError, read_rows
 
+from .contestants import Roster
+
 # Memory the *GPU process holds*, which is what the paper plots (Fig. 6a, "GPU Memory (GB)"): NVML peak minus the
 # idle baseline first (it sees the caching allocator's reserve and the workspace of cuBLAS/flash kernels), then
 # torch's reserved peak (misses non-torch allocations). Claims use only these two.
@@ -83,7 +85,9 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
     """Concatenate the rows of several run folders.
 
     Returns (rows, envs): rows has every schema column (numeric ones as float) plus `run_dir`; envs maps run_id to
-    that run's env.json (empty dict when the run has none). Raises ReportInputError for a missing/unreadable run.
+    that run's env.json (empty dict when the run has none). The runs' `contestants` tables, merged in the order
+    given (later runs win), ride along as `rows.attrs['roster']` (`contestants.roster_of` reads it back).
+    Raises ReportInputError for a missing/unreadable run.
     """
     if not run_dirs:
         raise ReportInputError("no run folders given")
@@ -106,6 +110,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
         envs[run_id] = env
         frames.append(rows)
     df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())
+    df.attrs["roster"] = Roster.from_runs(envs, df)
     return df, envs
 
 

@@ -19,6 +19,7 @@ from .claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_PAPER, FRAMING_ST
 from .claims_select import MEMORY_MEASURE_WHY
 from .figure_style import DPI
 from .figures import HEADLINE, build_figures
+from .contestants import roster_of
 from .load import ReportInputError, load_runs
 from .render import (UNJUDGED, VERDICT_RULE, claims_display_frame, collapsed_lines, df_to_markdown, fmt,
                      write_claims)
@@ -104,6 +105,9 @@ def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.D
     blocks.append(Block("p", f"{len(df)} rows, {int((df['status'] == 'ok').sum())} ok, from "
                              f"{len(envs)} run(s); rows with another status are counted in the tables, never used "
                              "as values. Full claims table, method and runs below."))
+    roster_note = roster_of(df, envs).note()
+    if roster_note:
+        blocks.append(Block("note", roster_note))
     fig_blocks = {}
     for name, fig in figures.items():
         rel = f"figures/{name}.png"

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import paper_values as pv
-from .claims import RETNET_DECODE_IMPL, RETNET_TRAIN_IMPLS, TRAIN_BASELINE_KERNELS
+from .claims import TRAIN_BASELINE_KERNELS
+from .contestants import Roster, roster_of
 from .load import impl_label, ok_rows, run_meta, with_memory
 
 
@@ -65,13 +66,15 @@ def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
 
 
 def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
-    """Per model: RetNet (retnet-recurrent) / each Transformer flavour at equal batch and length."""
+    """Per model: the subject RetNet line (our own decode candidate, from the contestants table) / each baseline
+    flavour at equal batch and length."""
+    roster = roster_of(df, envs)
     dec = _labelled(ok_rows(df, "decode"))
     tables = []
     for model in sorted(dec["model"].dropna().unique()):
         rows = dec[dec["model"] == model]
-        retnet = rows[rows["impl"] == RETNET_DECODE_IMPL]
-        base = rows[rows["arch"] == "transformer"]
+        retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
+        base = rows[rows["role"] == "baseline"]
         if retnet.empty or base.empty:
             continue
         keys = ["batch_size", "seq_len"]
@@ -94,10 +97,15 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     return tables
 
 
-def _paper_flavour(impl: str, kernel: str) -> str | None:
-    if impl in RETNET_TRAIN_IMPLS:
+def _paper_flavour(impl: str, kernel: str, roster: Roster) -> str | None:
+    """Which column of the paper's Table 4 a training row sits beside: our RetNet (the subject of `train`), the
+    vanilla Transformer (the paper's pipeline or a materialised-softmax kernel), or FlashAttention."""
+    if impl in roster.subjects("train"):
         return "retnet"
-    if impl == "torchscale-transformer" or kernel in TRAIN_BASELINE_KERNELS["vanilla"]:
+    c = roster.get(impl)
+    if c is None or c.role != "baseline":  # e.g. an official RetNet: no column of the paper's Table 4
+        return None
+    if impl in roster.paper_pipeline("train") or kernel in TRAIN_BASELINE_KERNELS["vanilla"]:
         return "vanilla"
     if kernel in TRAIN_BASELINE_KERNELS["flash"]:
         return "flash"
@@ -108,13 +116,14 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     """Training in the shape of the paper's Table 4: memory GB and tokens/s per size and impl, paper beside ours.
 
     For each (size, impl, kernel, length) the largest batch that ran is shown."""
+    roster = roster_of(df, envs)
     tr = _labelled(ok_rows(df, "train"))
     if tr.empty:
         return None
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl", "kernel", "seq_len"], keep="last")
     out = []
     for _, row in tr.iterrows():
-        flavour = _paper_flavour(row["impl"], row["kernel"])
+        flavour = _paper_flavour(row["impl"], row["kernel"], roster)
         paper = pv.TABLE4.get(row["model"], {})
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "memory GB": row["mem_gb"], "tokens/s": row["tokens_per_s"],

@@ -40,6 +40,13 @@ def train_row(model: str, impl: str, kernel: str, batch: int, seq_len: int, toke
                mem_nvml_delta_gb=mem_gb, **extra)
 
 
+def contestants_table(impls: set[str]) -> dict:
+    """env.json's `contestants` as the runner writes it: each present impl's spec, in the registry's order."""
+    from retnet_bench.suites.contestants.spec import load_specs
+
+    return {name: spec.describe() for name, spec in load_specs().items() if name in impls}
+
+
 def write_run(root: Path, rows: list[dict], run_id: str = "run-a", env: dict | None = None) -> Path:
     """results/<run_id>/rows.jsonl + env.json as the runner writes them; returns the run folder."""
     run_dir = Path(root) / run_id
@@ -48,8 +55,12 @@ def write_run(root: Path, rows: list[dict], run_id: str = "run-a", env: dict | N
         for r in rows:
             f.write(json.dumps({**r, "run_id": run_id}) + "\n")
     base_env = {"schema_version": 1, "run_id": run_id, "created": DATE, "gpu_name": GPU, "dtype": "bfloat16",
-                "device": "cuda", "peak_copy_gbps": 3000.0, "git_sha": "0" * 40}
-    (run_dir / "env.json").write_text(json.dumps({**base_env, **(env or {})}), encoding="utf-8")
+                "device": "cuda", "peak_copy_gbps": 3000.0, "git_sha": "0" * 40,
+                "contestants": contestants_table({r["impl"] for r in rows})}
+    env = {**base_env, **(env or {})}
+    if env.get("contestants") is None:  # env={"contestants": None}: a run written before the table existed
+        env.pop("contestants")
+    (run_dir / "env.json").write_text(json.dumps(env), encoding="utf-8")
     return run_dir
 
 

@@ -14,7 +14,7 @@ from reports_fixtures import GPU, decode_row, gqa_rows, known_ratio_rows, train_
 
 from retnet_bench.reports import load_runs, write_report  # noqa: E402
 from retnet_bench.reports import figures as F  # noqa: E402
-from retnet_bench.reports.figure_style import SUBJECT_COLOUR, colour  # noqa: E402
+from retnet_bench.reports.figure_style import GQA_COLOUR, SUBJECT_COLOUR  # noqa: E402
 from retnet_bench.reports.figures import FigureSkipped, build_figures  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     paper_like = lines["paper-like (bmm-softmax)"]
     assert list(paper_like.get_xdata()) == [2048, 8192] and list(paper_like.get_ydata()) == [24.0, 48.0]
     assert lines["retnet-recurrent (torch)"].get_color() == SUBJECT_COLOUR
-    assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() == colour("static (sdpa-cudnn), 8 KV heads")
+    assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() == GQA_COLOUR
     legend = _legend(fig)
     assert legend[0] == "retnet-recurrent (torch)" and any(t.startswith("model weights (13.40 GB)") for t in legend)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2048", "4096", "8192", "16384"]  # integer ticks
@@ -203,3 +203,22 @@ def test_write_report_defaults_to_first_run_and_notes_skips(tmp_path):
     assert paths["report_md"].parent == run
     md = paths["report_md"].read_text()
     assert "Figure roofline skipped" in md and "Figure capacity skipped" in md
+
+
+def test_colours_follow_the_contestants_table_not_names(tmp_path):
+    """Colour families come from (role, source, pipeline) in the env's contestants table: renaming nothing but
+    the table's entries moves a contestant into another family."""
+    from reports_fixtures import contestants_table, known_ratio_rows
+
+    from retnet_bench.reports.figure_style import FAMILIES, palette
+
+    rows = known_ratio_rows()
+    df, envs = load_runs([write_run(tmp_path, rows, "run-a")])
+    pal = palette(df, envs)
+    assert pal.colour("retnet-recurrent (torch)") == SUBJECT_COLOUR and pal.is_subject("retnet-recurrent (torch)")
+    assert pal.colour("paper-like (bmm-softmax)") in FAMILIES["paper pipeline"]
+    assert pal.colour("static (sdpa-cudnn)") != pal.colour("static (flash-attn)")  # a shade per kernel
+    table = contestants_table({r["impl"] for r in rows})
+    table["paper-like"] = {**table["paper-like"], "pipeline": "", "source": "official"}
+    df, envs = load_runs([write_run(tmp_path, rows, "run-b", {"contestants": table})])
+    assert palette(df, envs).colour("paper-like (bmm-softmax)") in FAMILIES["official baseline"]
