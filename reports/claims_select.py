@@ -158,6 +158,6 @@ def not_applicable(rows: list[pd.Series], suite: str) -> str:
     """'' when every row is under the paper's conditions (a CUDA device, a paper preset), else the reason."""
     for r in rows:
         device, model = str(r.get("device") or "cpu"), str(r.get("model"))
-        if device != "cuda" or model not in PAPER_PRESETS:
+        if not device.startswith("cuda") or model not in PAPER_PRESETS:
             return f"not applicable on {device}/{model}: run {suite} on a GPU"
     return ""

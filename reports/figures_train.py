@@ -33,12 +33,17 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     ok, oom = rows_of(df, "train"), rows_of(df, "train", ("oom",))
     if ok.empty:
         raise _skip("Table 4 bars: no ok train rows")
+    # one GPU per bar: rows of several ranks (whose tokens/s are totals) belong to the scaling figure
+    ws = int(ok["world_size"].fillna(1).min())
+    ok, oom = ok[ok["world_size"].fillna(1) == ws], oom[oom["world_size"].fillna(1) == ws]
     ok = ok.sort_values("batch_size").drop_duplicates(["model", "label", "seq_len"], keep="last")
     seq = int(min(ok["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
     ok, oom = ok[ok["seq_len"] == seq], oom[oom["seq_len"] == seq]
     models = sorted(set(ok["model"]) | set(oom["model"]), key=_size)
     labels = pal.order(set(ok["label"]) | set(oom["label"]))
-    fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq}", figure_meta(ok, envs), ncols=2,
+    gpus = "one GPU" if ws == 1 else f"{ws} GPUs"
+    fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq} ({gpus}, real AdamW step where the row says "
+                           f"so)", figure_meta(ok, envs), ncols=2,
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
     for ax, col, ylabel in ((axes[0], "mem_gb", "memory per GPU (GB)"),

@@ -104,7 +104,11 @@ def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.D
         blocks.append(Block("summary", text=" ".join(collapsed_lines(claims)) or "No claim could be judged."))
     blocks.append(Block("p", f"{len(df)} rows, {int((df['status'] == 'ok').sum())} ok, from "
                              f"{len(envs)} run(s); rows with another status are counted in the tables, never used "
-                             "as values. Full claims table, method and runs below."))
+                             "as values." + (f" {df.attrs['superseded_rows']} row(s) of contestants measured again in a later "
+                                             "run of the same suite were left out (each contestant's latest run is "
+                                             "used, never a mix of two)."
+                                             if df.attrs.get("superseded_rows") else "")
+                             + " Full claims table, method and runs below."))
     roster_note = roster_of(df, envs).note()
     if roster_note:
         blocks.append(Block("note", roster_note))

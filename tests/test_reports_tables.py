@@ -66,3 +66,29 @@ def test_a_cpu_run_prints_no_verdict_in_two_lines(tmp_path):
     assert len(lines) == 2 and "not measured" in lines[1]
     md = render_claims_markdown(claims)
     assert "| holds |" not in md and "No verdict" in md
+
+
+def test_a_contestant_measured_again_is_taken_from_its_latest_run_only():
+    """No line mixes two measurements of one contestant: the later run's rows replace the earlier run's (same suite),
+    other suites and other contestants are untouched, and an old row without the variant columns matches its
+    schema-2 twin (null state_dtype reads as float32 for our RetNet)."""
+    import pandas as pd
+
+    from retnet_bench.reports.load import latest_per_point, normalise_rows
+
+    def row(run, ts, impl, batch, state=None, suite="fig6", arch="retnet"):
+        return dict(run_id=run, timestamp=ts, suite=suite, model="6.7b", arch=arch, impl=impl, kernel="triton",
+                    n_kv_heads=None, state_dtype=state, dtype="bfloat16", world_size=None, phase="decode",
+                    batch_size=batch, seq_len=8192, status="ok", tokens_per_s=float(batch))
+    df = normalise_rows(pd.DataFrame([
+        row("old", "2026-11-28T10:00:00", "r", 2), row("old", "2026-11-28T10:00:01", "r", 8),
+        row("new", "2026-11-28T12:00:00", "r", 8, state="float32"),
+        row("new", "2026-11-28T12:00:01", "r", 8, state="bfloat16"),
+        row("long", "2026-11-28T13:00:00", "r", 1, state="float32", suite="long"),
+        row("old", "2026-11-28T10:00:02", "other", 2),
+    ]))
+    kept, dropped = latest_per_point(df)
+    assert dropped == 2
+    got = sorted(zip(kept["run_id"], kept["impl"], kept["batch_size"], kept["state_dtype"].fillna("-")))
+    assert got == [("long", "r", 1.0, "float32"), ("new", "r", 8.0, "bfloat16"), ("new", "r", 8.0, "float32"),
+                   ("old", "other", 2.0, "-")]
