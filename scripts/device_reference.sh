@@ -31,5 +31,11 @@ fsdp)  # all GPUs: the NCCL test, table4 over 2 ranks (FSDP2), then the long sui
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
   bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0 long long --seq 8192,32768,131072 ;;
+  ( bench 0 long long --seq 8192,32768,131072 ) &
+  ( CUDA_VISIBLE_DEVICES=1 timeout $(( $(left) - 10 )) python3 -m pytest -v -p no:cacheprovider -n 8 --timeout 200 -rfE \
+      --durations=15 tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py \
+      tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py \
+      tests/test_runner_gpu.py tests/test_peers.py > "$W/gpu_tests.log" 2>&1
+    echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ) &
+  wait ;;
 esac

@@ -124,6 +124,8 @@ class Runner:
             env["peak_copy_gbps"] = peak_gbps
             mem = MemoryTracker(self.device, use_nvml=self.opts.use_nvml)  # idle baseline: before any model
             env["nvml_idle_baseline_gb"] = (mem.idle_baseline or 0) / GB if mem.sampler else None
+        elif self.device.type == "cpu":
+            mem = MemoryTracker(self.device)  # RSS sampled per point
         self.gpu_name = env.get("gpu_name")
         groups = plan(self.suite, self.device)
         # the specs of this run's contestants travel with its rows: reports read roles, families and descriptions

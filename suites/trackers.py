@@ -123,8 +123,30 @@ class NvmlSampler:
 
 
 def rss_peak_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB)."""
+    """Peak resident set size of this process over its whole life (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc; the lifetime peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return rss_peak_bytes()
+
+
+class RssSampler(NvmlSampler):
+    """The process's RSS sampled by a background thread, like NvmlSampler samples device memory: the peak of one
+    point, not the process's lifetime peak (which only rises, so later contestants would look heavier)."""
+
+    def __init__(self, interval_s: float = 0.005):  # noqa: D107 - no NVML here
+        self.interval_s, self.peak = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def used(self) -> int:
+        return rss_bytes()
 
 
 class MemoryTracker:
@@ -142,6 +164,11 @@ class MemoryTracker:
         self.idle_baseline = idle_baseline_bytes
         if self.idle_baseline is None and self.sampler is not None:
             self.idle_baseline = self.sampler.used()
+        # CPU: RSS sampled during each point, reported as its growth over the RSS at the point's start: the process's
+        # own level (interpreter, libraries imported by earlier contestants, weights built before the point) depends
+        # on run order, the growth does not; freed heap is handed back between points
+        self.rss = RssSampler() if device.type == "cpu" else None
+        self.rss_baseline = rss_bytes() if self.rss is not None else None
 
     def __enter__(self) -> "MemoryTracker":
         if self.device.type == "cuda":
@@ -149,6 +176,9 @@ class MemoryTracker:
             torch.cuda.reset_peak_memory_stats(self.device)
         if self.sampler is not None:
             self.sampler.__enter__()
+        if self.rss is not None:
+            self.rss_baseline = rss_bytes()
+            self.rss.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,9 +186,13 @@ class MemoryTracker:
             torch.cuda.synchronize(self.device)
         if self.sampler is not None:
             self.sampler.__exit__(*exc)
+        if self.rss is not None:
+            self.rss.__exit__(*exc)
 
     def result(self) -> dict[str, float | None]:
-        out: dict[str, float | None] = {"mem_rss_peak_gb": rss_peak_bytes() / GB}
+        out: dict[str, float | None] = {"mem_rss_peak_gb": None}
+        if self.rss is not None:  # this point's RSS peak above the RSS at its start (CONTRACTS.md)
+            out["mem_rss_peak_gb"] = max(self.rss.peak - (self.rss_baseline or 0), 0) / GB
         if self.device.type == "cuda":
             out["mem_torch_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / GB
             out["mem_torch_reserved_gb"] = torch.cuda.max_memory_reserved(self.device) / GB
@@ -176,11 +210,23 @@ def free_device_memory(device: torch.device) -> None:
     accumulated up to 32 pooled streams' workspaces (~1 GiB) and every later point's memory was overstated by that.
     """
     gc.collect()
+    if device.type == "cpu":
+        _malloc_trim()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):  # private but stable since torch 2.0; inductor uses it
             torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
+
+
+def _malloc_trim() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise, and the next point's RSS would include it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def measure_copy_bandwidth_gbps(device: torch.device, nbytes: int = 2 * 1024**3, repeats: int = 10) -> float | None:

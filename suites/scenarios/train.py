@@ -34,7 +34,7 @@ def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
     point = run_point(g.world_size, g.spec.recipe(args), settings, device_type=ctx.device.type)
     fields = point.row_fields(settings)
     # the row keeps the plan's identity (its resume key): batch is the micro-batch per rank, as the suite names it
-    fields.update(batch_size=p.batch_size, kernel=g.kernel, world_size=g.world_size)
+    fields.update(batch_size=p.batch_size, kernel=g.kernel, world_size=g.world_size, device=ctx.device.type)
     fields["notes"] = f"{fields.get('notes') or ''}; {settings.sequences_per_step(g.world_size)} sequences per step"
     return [ctx.make_row(g, p, **fields)]
 
