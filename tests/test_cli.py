@@ -143,3 +143,18 @@ def test_report_of_an_empty_run_is_bad_input(tmp_path):
     (run / "rows.jsonl").write_text("")
     (run / "env.json").write_text("{}")
     _assert_bad_input(_run("report", str(run)), "no rows")
+
+
+def test_smoke_training_on_two_cpu_ranks(tmp_path):
+    """Issue 14: `run smoke --device cpu --nproc 2` trains on two gloo processes and says so in its rows."""
+    import json
+
+    res = _run("run", "smoke", "--device", "cpu", "--nproc", "2", "--out", str(tmp_path), "--run-id", "x2",
+               "--no-report", "--impl", "retnet-chunkwise,transformer", "--kernel", "sdpa")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "x2" / "rows.jsonl").read_text().splitlines()]
+    assert {(r["impl"], r["world_size"], r["status"]) for r in rows} == {("retnet-chunkwise", 2, "ok"),
+                                                                         ("transformer", 2, "ok")}
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and abs(r["tokens_per_s_per_gpu"] * 2 - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
+        assert "FSDP2 x2" in r["notes"]

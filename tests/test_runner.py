@@ -309,3 +309,25 @@ def test_every_impl_name_lives_in_exactly_one_spec():
         pattern = rf'name="{re.escape(name)}"' if name in families else rf'"{re.escape(name)}"'
         hits = [f.relative_to(root) for f in code if re.search(pattern, f.read_text())]
         assert len(hits) == 1 and str(hits[0]).startswith("suites/contestants/"), (name, hits)
+
+
+def test_one_cost_model_per_family_whichever_adapter_builds_it():
+    """Every Transformer adapter counts a decode step's bytes the same way (its weights once, the embedding's B rows
+    instead of the table, the KV prefix read and the new token's K and V written): the HF model differs from ours
+    only by its parameter count (RMSNorm has no bias); the RetNet adapter's bytes equal the closed form in
+    retnet/analytic.py plus the position counter it also reads and writes."""
+    from retnet import analytic as ra
+    from retnet_bench.baselines import analytic as ta
+
+    static, hf, paper = build("static"), build("hf"), build("paper-like")
+    assert static.n_params == paper.n_params and abs(hf.n_params - static.n_params) < 1e-3 * static.n_params
+    for b, t in ((1, 16), (3, 40)):
+        assert static.analytic(b, t) == paper.analytic(b, t)
+        for c in (static, hf):
+            a, d = c.analytic(b, t), c.cfg.d_model
+            kv = ta.kv_cache_bytes(c.cfg, b, t, torch.float32) + ta.kv_cache_bytes(c.cfg, b, 1, torch.float32)
+            assert a.bytes_per_step == (c.n_params - c.vocab * d + b * d) * 4 + kv and a.weights_bytes == c.n_params * 4
+    r = build("retnet-recurrent")
+    for b in (1, 3):
+        assert r.analytic(b, 16).bytes_per_step == ra.decode_bytes_per_step(r.cfg, b, torch.float32, torch.float32) \
+            + 2 * torch.int64.itemsize
