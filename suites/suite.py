@@ -56,6 +56,7 @@ class DecodeScenario(Scenario):
     fill: str = "prefill"           # "prefill" (a real prompt) or "random" (random cache/state of the right shapes)
     prefill_warmup: bool = True     # run each prefill once untimed first (per-shape kernel selection, cuDNN plans)
     prefill_segment: int = 0        # RetNet prefill segment length (0: the model's default); bounds prefill memory
+    prefill_repeats: int = 1        # timed prefills per point (>= 3 gives `compare` a spread to judge noise by)
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
 
 def _int_keys(sc: Scenario) -> tuple[str, ...]:
     keys = {TrainScenario: ("steps", "nproc", "grad_accum"), CapacityScenario: ("seq_len", "max_batch"),
-            DecodeScenario: ("prefill_segment",)}
+            DecodeScenario: ("prefill_segment", "prefill_repeats")}
     return keys.get(type(sc), ())
 
 

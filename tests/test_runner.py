@@ -331,3 +331,11 @@ def test_one_cost_model_per_family_whichever_adapter_builds_it():
     for b in (1, 3):
         assert r.analytic(b, 16).bytes_per_step == ra.decode_bytes_per_step(r.cfg, b, torch.float32, torch.float32) \
             + 2 * torch.int64.itemsize
+
+
+def test_prefill_repeats_give_a_spread(tmp_path):
+    p = tmp_path / "rep.toml"
+    p.write_text(HEAD + DECODE.replace("seq_lens = [16]", "seq_lens = [16]\nprefill_repeats = 3"))
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="rep"))
+    pre = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "prefill"]
+    assert pre and all(r["n_repeats"] == 3 and r["ms_p10"] <= r["ms_median"] <= r["ms_p90"] for r in pre)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..contestants.base import Contestant
 from ..plan import Group, Point
-from ..trackers import GB
+from ..trackers import GB, summarize
 from .context import Context
 
 
@@ -34,13 +34,20 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
         c.end()
         ctx.free()
     if run_prompt:
+        repeats = getattr(s, "prefill_repeats", 1) if s.prefill else 1
+        times = []
         with mem:
-            prefill_ms = ctx.once().time_once(lambda: c.prefill(batch, T))
+            for i in range(repeats):
+                if i:
+                    c.end()  # each timed prefill builds its cache from scratch, as the first did
+                times.append(ctx.once().time_once(lambda: c.prefill(batch, T)))
         prefill_mem = mem.result()
+        prefill = summarize(times)
     an = c.analytic(batch, T)
     if s.prefill and run_prompt:
-        rows.append(ctx.make_row(g, Point("prefill", batch, T), "ok", ms_median=prefill_ms, ms_p10=prefill_ms,
-                                 ms_p90=prefill_ms, n_repeats=1, tokens_per_s=batch * T / (prefill_ms / 1e3),
+        rows.append(ctx.make_row(g, Point("prefill", batch, T), "ok", ms_median=prefill.ms_median,
+                                 ms_p10=prefill.ms_p10, ms_p90=prefill.ms_p90, n_repeats=prefill.n,
+                                 tokens_per_s=batch * T / (prefill.ms_median / 1e3),
                                  weights_gb=an.weights_bytes / GB, **prefill_mem,
                                  **dict(common, kernel=getattr(c, "prefill_kernel", c.kernel))))
     ctx.free()  # decode memory is measured without the prefill's freed activations
