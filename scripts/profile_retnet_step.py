@@ -24,24 +24,11 @@ import torch
 
 from retnet import RetNet, RetNetConfig
 from retnet import analytic as ra
+from retnet_bench.suites.contestants.base import cuda_graph  # the suites' own capture: profile what they time
 
 GB = 1e9
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
-
-
-def cuda_graph(fn, warmup: int = 3) -> torch.cuda.CUDAGraph:
-    """As the suites capture a step: warm up on a side stream, then capture (static shapes, no host sync)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def time_ms(fn, reps: int) -> float:
