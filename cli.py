@@ -189,11 +189,18 @@ def _report(run_dirs: list[Path], out: Optional[Path]) -> None:
 def _claims(run_dirs: list[Path], out: Optional[Path]) -> None:
     from retnet_bench.reports import claims_rich_table, claims_table, load_runs, write_claims
 
+    from retnet_bench.reports.render import collapsed_lines
+
     df, envs = load_runs(run_dirs)
     claims = claims_table(df, envs)
-    console.print(claims_rich_table(claims))
+    table = claims_rich_table(claims)
+    if table.row_count:
+        console.print(table)
+    else:  # nothing judged (a CPU, a tiny model): say so in plain lines, no empty table
+        for line in collapsed_lines(claims):
+            console.print(f"Not judged: {line}", markup=False, highlight=False, soft_wrap=True)
     written = write_claims(claims, out or run_dirs[0])
-    console.print(f"claims: {', '.join(str(p) for p in written)}", markup=False, highlight=False)
+    console.print(f"claims: {', '.join(str(p) for p in written.values())}", markup=False, highlight=False)
 
 
 @app.command()

@@ -45,11 +45,15 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 OOM_MARKER = "x"
 
 
-def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dtype: object = None) -> str:
+def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dtype: object = None,
+               grouped: object = None) -> str:
     """The label a contestant has in every legend: 'impl (kernel)', plus ', N KV heads' for a GQA/MQA variant
-    and ', <dtype> state' for a RetNet state kept in another precision than fp32."""
+    and ', <dtype> state' for a RetNet state kept in another precision than fp32. `grouped`: fewer KV heads than
+    query heads (the loader's `kv_grouped`); without it, 8 or fewer KV heads count as grouped (paper-size models)."""
     label = impl_label(impl, kernel)
-    if n_kv_heads is not None and pd.notna(n_kv_heads) and float(n_kv_heads) <= 8:
+    has_kv = n_kv_heads is not None and pd.notna(n_kv_heads)
+    is_grouped = bool(grouped) if grouped is not None and pd.notna(grouped) else has_kv and float(n_kv_heads) <= 8
+    if has_kv and is_grouped:
         label += f", {int(float(n_kv_heads))} KV heads"
     if isinstance(state_dtype, str) and state_dtype not in ("", "float32"):
         label += f", {state_dtype} state"
@@ -135,8 +139,9 @@ def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",)) -
     """Rows of one phase with the given statuses, `mem_gb` and a `label` per contestant."""
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)
-    return rows.assign(label=[contestant(i, k, n, s) for i, k, n, s in
-                              zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"])])
+    grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
+    return rows.assign(label=[contestant(i, k, n, s, g) for i, k, n, s, g in
+                              zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped)])
 
 
 def new_figure(title: str, meta: str, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (9.0, 5.0),

@@ -112,6 +112,16 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
     df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())
     roster = Roster.from_runs(envs, df)
     df, superseded = latest_per_point(df, roster)
+    # grouped-query attention = fewer KV heads than query heads; rows carry only the KV heads, and the most KV heads
+    # any attention row of a model has are its query heads (every suite measures the MHA baseline beside GQA)
+    # (rows written before schema 2 have no KV heads: where a model has such rows the figures fall back to "8 or
+    # fewer KV heads is grouped", right for every paper-size model)
+    if len(df):
+        attn = df[df["arch"] == "transformer"]
+        most = attn.groupby("model")["n_kv_heads"].max()
+        unknown = set(attn.loc[attn["n_kv_heads"].isna(), "model"])
+        grouped = (df["arch"] == "transformer") & (df["n_kv_heads"] < df["model"].map(most))
+        df["kv_grouped"] = grouped.astype(object).where(~df["model"].isin(unknown), None)
     df.attrs["roster"] = roster
     df.attrs["superseded_rows"] = superseded
     return df, envs
