@@ -190,7 +190,7 @@ class Runner:
                 yield self._row(g, p, "skipped", error=f"{why}{hint}")
             return
         args = BuildArgs(g.model, g.kernel, self.device, self.dtype, g.variant, chunk_size=g.settings.chunk_size,
-                         use_graph=self.opts.use_graph, seed=self.suite.seed)
+                         use_graph=self.opts.use_graph, seed=self.suite.seed, scenario=g.scenario)
         if g.scenario == "train" and train_scenario.uses_engine(g):  # the engine builds the model on every rank
             for p in todo:
                 if self._out_of_time():

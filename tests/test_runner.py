@@ -339,3 +339,19 @@ def test_prefill_repeats_give_a_spread(tmp_path):
     out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="rep"))
     pre = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "prefill"]
     assert pre and all(r["n_repeats"] == 3 and r["ms_p10"] <= r["ms_median"] <= r["ms_p90"] for r in pre)
+
+
+@pytest.mark.skipif(not __import__("retnet_bench.baselines.peers", fromlist=["x"]).torchscale_available()[0],
+                    reason="torchscale not installed")
+def test_the_papers_training_pipeline_gives_train_rows(tmp_path):
+    """torchscale's RetNet (chunkwise, chunk from the suite) and Transformer train as Table 4's pipeline rows,
+    forward + backward only (they have no engine recipe), and say so."""
+    p = tmp_path / "ts.toml"
+    p.write_text(HEAD + TRAIN.replace('impls = ["retnet-chunkwise"]', 'impls = ["torchscale-retnet", "torchscale-transformer"]'))
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="ts"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    assert sorted(r["impl"] for r in rows) == ["torchscale-retnet", "torchscale-transformer"]
+    for r in rows:
+        assert r["status"] == "ok" and r["tokens_per_s"] > 0 and r["kernel"] == "torchscale", r["error"]
+        assert "forward + backward only" in r["notes"] and "torchscale 0.3.0 training" in r["notes"]
+    assert "chunk 8" in next(r["notes"] for r in rows if r["impl"] == "torchscale-retnet")

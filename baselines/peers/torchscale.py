@@ -100,15 +100,17 @@ def torchscale_available() -> tuple[bool, str]:
 
 
 
-def torchscale_retnet_args(preset: str) -> Any:
+def torchscale_retnet_args(preset: str, chunk_size: int | None = None) -> Any:
     """torchscale RetNetConfig with our RetNet preset's sizes (value dim 2d, heads and layers as ours); every other
-    field keeps torchscale's default (GELU inside the GLU, no sqrt(d) embedding scale, RMSNorm eps 1e-6)."""
+    field keeps torchscale's default (GELU inside the GLU, no sqrt(d) embedding scale, RMSNorm eps 1e-6).
+    `chunk_size`: train in torchscale's chunkwise recurrent form with that chunk (the paper trained with 512)."""
     cfg = RetNetConfig.from_name(preset)
     ts = _import_torchscale()
+    chunked = {} if chunk_size is None else dict(chunkwise_recurrent=True, recurrent_chunk_size=chunk_size)
     return ts.RetNetConfig(
         decoder_embed_dim=cfg.d_model, decoder_value_embed_dim=cfg.value_dim,
         decoder_retention_heads=cfg.n_heads, decoder_ffn_embed_dim=glu_ffn_dim(cfg),
-        decoder_layers=cfg.n_layers, vocab_size=VOCAB_SIZE, dropout=0.0, drop_path_rate=0.0,
+        decoder_layers=cfg.n_layers, vocab_size=VOCAB_SIZE, dropout=0.0, drop_path_rate=0.0, **chunked,
     )
 
 
@@ -212,9 +214,9 @@ class TorchscaleTransformerPeer(_TorchscalePeer):
 
 
 
-def build_torchscale_retnet(preset: str) -> nn.Module:
+def build_torchscale_retnet(preset: str, chunk_size: int | None = None) -> nn.Module:
     ts = _import_torchscale()
-    args = torchscale_retnet_args(preset)
+    args = torchscale_retnet_args(preset, chunk_size)
     embed = ts.TextEmbedding(args.vocab_size, args.decoder_embed_dim)
     return ts.RetNetDecoder(args, embed_tokens=embed)
 
@@ -233,3 +235,17 @@ def build_torchscale_retnet_peer(preset: str, dtype: torch.dtype, device: torch.
 
 def build_torchscale_transformer_peer(preset: str, dtype: torch.dtype, device: torch.device | str) -> Peer:
     return build(torchscale_available, build_torchscale_transformer, TorchscaleTransformerPeer, preset, dtype, device)
+
+
+def build_torchscale_for_training(family: str, preset: str, dtype: torch.dtype, device: torch.device | str,
+                                  chunk_size: int = 512) -> nn.Module:
+    """torchscale's RetNetDecoder in its chunkwise recurrent form (chunk `chunk_size`, as the paper trained) or its
+    xPos Decoder, in train mode, on `device` in `dtype`: the paper's own training pipeline for Table 4. Its forward
+    takes ids (B, T) and returns (logits (B, T, V), extras)."""
+    ok, why = torchscale_available()
+    if not ok:
+        raise RuntimeError(why)
+    device = torch.device(device)
+    with torch.device(device):
+        model = build_torchscale_retnet(preset, chunk_size) if family == "retnet" else build_torchscale_transformer(preset)
+    return model.to(dtype).train()

@@ -8,8 +8,40 @@ import torch
 
 from retnet import RetNetConfig
 
-from .base import Analytic, Contestant, kv_cache_costs, recurrent_state_costs
+from .base import Analytic, Contestant, kv_cache_costs, random_ids, recurrent_state_costs
 from .spec import Availability, BuildArgs, ContestantSpec, contestant
+
+
+class TorchscaleTrainer(Contestant):
+    """torchscale's own training forward + backward (the paper's Table 4 pipeline): RetNet in its chunkwise
+    recurrent form with the suite's chunk (512), the Transformer with xPos and its own attention. No optimizer step:
+    rows say forward + backward only, like every contestant without an engine recipe."""
+
+    def __init__(self, spec: ContestantSpec, a: BuildArgs):
+        from retnet_bench.baselines.peers import build_torchscale_for_training
+
+        super().__init__(a.device, a.dtype, use_graph=False)
+        self.impl, self.arch, self.kernel, self.seed = spec.name, spec.arch, a.kernel, a.seed
+        torch.manual_seed(a.seed)
+        self.model = build_torchscale_for_training(spec.arch, a.preset, a.dtype, a.device, a.chunk_size)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.shape = RetNetConfig.from_name(a.preset)
+        self.vocab = self.shape.vocab_size
+        chunked = f"chunkwise recurrent form, chunk {a.chunk_size}" if spec.arch == "retnet" else "xPos, its own attention"
+        self.notes = f"torchscale 0.3.0 training forward + backward ({chunked})"
+
+    def analytic(self, batch: int, seq_len: int) -> Analytic:
+        return Analytic(self.n_params * self.dtype.itemsize, 0, 0, 2.0 * self.n_params)
+
+    def train_step(self, batch: int, seq_len: int) -> None:
+        ids = random_ids(self.vocab, batch, seq_len, self.device, self.seed)
+        logits, _ = self.model(ids)  # (B, T, V)
+        self._lm_loss(logits, ids).backward()
+        self.model.zero_grad(set_to_none=False)  # keep grads allocated: a real training loop holds them
+
+    def close(self) -> None:
+        super().close()
+        del self.model
 
 
 class PeerContestant(Contestant):
@@ -73,21 +105,26 @@ def _fla(kernel: str, device: torch.device, dtype: torch.dtype) -> Availability:
 _TORCHSCALE_INSTALL = "pip install --no-deps torchscale==0.3.0 fairscale==0.4.0"
 
 
-@contestant(name="torchscale-retnet", arch="retnet", role="candidate", phases=("decode", "capacity"),
-            description="torchscale 0.3.0 RetNetDecoder (official code)", default_kernel="torchscale",
-            available=_torchscale, install_hint=_TORCHSCALE_INSTALL, source="official", pipeline="paper")
-def build_torchscale_retnet(spec: ContestantSpec, args: BuildArgs) -> PeerContestant:
+@contestant(name="torchscale-retnet", arch="retnet", role="candidate", phases=("decode", "capacity", "train"),
+            description="torchscale 0.3.0 RetNetDecoder (official code; trains in its chunkwise form)",
+            default_kernel="torchscale", available=_torchscale, install_hint=_TORCHSCALE_INSTALL, source="official",
+            pipeline="paper")
+def build_torchscale_retnet(spec: ContestantSpec, args: BuildArgs) -> Contestant:
     from retnet_bench.baselines.peers import build_torchscale_retnet_peer
 
+    if args.scenario == "train":
+        return TorchscaleTrainer(spec, args)
     return PeerContestant(spec, args, build_torchscale_retnet_peer)
 
 
-@contestant(name="torchscale-transformer", arch="transformer", role="baseline", phases=("decode", "capacity"),
+@contestant(name="torchscale-transformer", arch="transformer", role="baseline", phases=("decode", "capacity", "train"),
             description="torchscale 0.3.0 Decoder with xPos (the paper's baseline code)", default_kernel="torchscale",
             available=_torchscale, install_hint=_TORCHSCALE_INSTALL, source="official", pipeline="paper")
-def build_torchscale_transformer(spec: ContestantSpec, args: BuildArgs) -> PeerContestant:
+def build_torchscale_transformer(spec: ContestantSpec, args: BuildArgs) -> Contestant:
     from retnet_bench.baselines.peers import build_torchscale_transformer_peer
 
+    if args.scenario == "train":
+        return TorchscaleTrainer(spec, args)
     return PeerContestant(spec, args, build_torchscale_transformer_peer)
 
 

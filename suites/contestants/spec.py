@@ -68,6 +68,7 @@ class BuildArgs:
     chunk_size: int = 512
     use_graph: bool = True
     seed: int = 0
+    scenario: str = ""        # the scenario the contestant is built for (a peer builds a training model for "train")
 
 
 SPECS: dict[str, ContestantSpec] = {}
