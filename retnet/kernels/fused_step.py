@@ -51,6 +51,8 @@ if triton_available():
     import triton
     import triton.language as tl
 
+    from retnet.kernels.recurrent_step import rotated_qk
+
     @triton.jit
     def _epilogue_kernel(
         numer_ptr, q_ptr, k_ptr, g_ptr, k_sum_ptr, out_ptr,
@@ -65,18 +67,9 @@ if triton_available():
         h = pid_bh % H
         pair = tl.arange(0, BLOCK_P)
         pair_ok = pair < HALF_DK
-        cos = tl.load(cos_ptr + pair, mask=pair_ok, other=0.0)
-        sin = tl.load(sin_ptr + pair, mask=pair_ok, other=0.0)
-        q_row = q_ptr + b * stride_qb + h * stride_qh
-        q_even = tl.load(q_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
-        q_odd = tl.load(q_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
-        k_row = k_ptr + b * stride_kb + h * stride_kh
-        k_even = tl.load(k_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
-        k_odd = tl.load(k_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
-        qr_even = q_even * cos - q_odd * sin
-        qr_odd = q_odd * cos + q_even * sin
-        kr_even = (k_even * cos - k_odd * sin) * k_scale
-        kr_odd = (k_odd * cos + k_even * sin) * k_scale
+        qr_even, qr_odd, kr_even, kr_odd = rotated_qk(
+            q_ptr + b * stride_qb + h * stride_qh, k_ptr + b * stride_kb + h * stride_kh, cos_ptr, sin_ptr, pair,
+            pair_ok, k_scale)
         gamma = tl.exp(tl.load(log_decay_ptr + h).to(tl.float32))
 
         # key sum: read, decay, add, write back in place (the denominator uses the unrounded fp32 value)

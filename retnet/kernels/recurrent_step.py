@@ -87,6 +87,22 @@ if triton_available():
     import triton.language as tl
 
     @triton.jit
+    def rotated_qk(q_row, k_row, cos_ptr, sin_ptr, pair, pair_ok, k_scale):
+        """theta_shift of one head's q and k (rows 2i, 2i+1 rotated by angle i), k scaled: fp32 (qr_even, qr_odd,
+        kr_even, kr_odd), each (BLOCK_P,). Shared by the state pass and the fused step's epilogue."""
+        cos = tl.load(cos_ptr + pair, mask=pair_ok, other=0.0)
+        sin = tl.load(sin_ptr + pair, mask=pair_ok, other=0.0)
+        q_even = tl.load(q_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
+        q_odd = tl.load(q_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
+        k_even = tl.load(k_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
+        k_odd = tl.load(k_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
+        qr_even = q_even * cos - q_odd * sin
+        qr_odd = q_odd * cos + q_even * sin
+        kr_even = (k_even * cos - k_odd * sin) * k_scale
+        kr_odd = (k_odd * cos + k_even * sin) * k_scale
+        return qr_even, qr_odd, kr_even, kr_odd
+
+    @triton.jit
     def _recurrent_step_jit(
         q_ptr, k_ptr, v_ptr, kv_ptr, k_sum_ptr, k_sum_out_ptr, o_ptr,
         cos_ptr, sin_ptr, log_decay_ptr, row_norm_ptr,
@@ -107,18 +123,9 @@ if triton_available():
         cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_ok = cols < DV
 
-        cos = tl.load(cos_ptr + pair, mask=pair_ok, other=0.0)
-        sin = tl.load(sin_ptr + pair, mask=pair_ok, other=0.0)
-        q_row = q_ptr + b * stride_qb + h * stride_qh
-        q_even = tl.load(q_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
-        q_odd = tl.load(q_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
-        k_row = k_ptr + b * stride_kb + h * stride_kh
-        k_even = tl.load(k_row + 2 * pair, mask=pair_ok, other=0.0).to(tl.float32)
-        k_odd = tl.load(k_row + 2 * pair + 1, mask=pair_ok, other=0.0).to(tl.float32)
-        qr_even = q_even * cos - q_odd * sin
-        qr_odd = q_odd * cos + q_even * sin
-        kr_even = (k_even * cos - k_odd * sin) * k_scale
-        kr_odd = (k_odd * cos + k_even * sin) * k_scale
+        qr_even, qr_odd, kr_even, kr_odd = rotated_qk(
+            q_ptr + b * stride_qb + h * stride_qh, k_ptr + b * stride_kb + h * stride_kh, cos_ptr, sin_ptr, pair,
+            pair_ok, k_scale)
         v = tl.load(v_ptr + b * stride_vb + h * stride_vh + cols, mask=col_ok, other=0.0).to(tl.float32)
         gamma = tl.exp(tl.load(log_decay_ptr + h).to(tl.float32))
 
