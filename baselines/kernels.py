@@ -211,13 +211,19 @@ def kernel_available(name: str, device: torch.device | str, dtype: torch.dtype, 
     against a masked static cache) on this device/dtype, else (False, reason). SDPA backends are probed with a
     tiny real call (so the answer reflects this build of PyTorch and this GPU); the flash packages are checked
     by import, device and dtype. Unknown name or phase -> ValueError."""
+    return _probe(name, _probe_device(name, device, phase), dtype, phase, head_dim)
+
+
+def _probe_device(name: str, device: torch.device | str, phase: str) -> str:
+    """Validate a probe's kernel and phase (ValueError) and name its device as the probe cache keys it: a bare
+    "cuda" becomes the current GPU, so one GPU's answer is never reused for another."""
     check_kernel(name)
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    return _probe(name, str(device), dtype, phase, head_dim)
+    return str(device)
 
 
 @functools.cache
@@ -271,13 +277,7 @@ def gqa_support(name: str, device: torch.device | str, dtype: torch.dtype, phase
     packages: K/V with fewer heads; SDPA: enable_gqa=True accepted by the forced backend, probed with a tiny real
     call, cached), else (False, why): the model then expands K/V with repeat_interleave (labelled fallback).
     Call it once before capturing a CUDA graph (Transformer.new_static_cache does): the probe allocates."""
-    check_kernel(name)
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return _gqa_probe(name, str(device), dtype, phase, head_dim)
+    return _gqa_probe(name, _probe_device(name, device, phase), dtype, phase, head_dim)
 
 
 @functools.cache
