@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retnet.kernels.add_norm import add_layer_norm
+from retnet.kernels.add_norm import add_norm
 
 from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
@@ -206,11 +206,11 @@ class Transformer(nn.Module):
         # residual adds are fused with the next LayerNorm (one launch each on CUDA): at batch 1 the step is
         # launch-bound enough for PyTorch's one-row LayerNorm to cost ~8% of it
         norms = [layer.ln1 for layer in self.layers] + [self.norm]
-        x, h = add_layer_norm(x, None, norms[0])
+        x, h = add_norm(x, None, norms[0])
         with sdpa_context(self.kernel):
             for i, layer in enumerate(self.layers):
-                x, h = add_layer_norm(x, layer.attn.step(h, cache, i, cos, sin, mask, seqlens), layer.ln2)
-                x, h = add_layer_norm(x, layer.fc2(F.gelu(layer.fc1(h))), norms[i + 1])
+                x, h = add_norm(x, layer.attn.step(h, cache, i, cos, sin, mask, seqlens), layer.ln2)
+                x, h = add_norm(x, layer.fc2(F.gelu(layer.fc1(h))), norms[i + 1])
         cache.pos.add_(1)
         return self.lm_head(h)
 

@@ -120,7 +120,7 @@ def test_gpu_static_decode_matches_math(name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_delta", [True, False])
 def test_fused_add_layer_norm_matches_reference(dtype, with_delta):
-    from retnet_bench.baselines.fused_norm import add_layer_norm_torch, add_layer_norm_triton, triton_available
+    from retnet.kernels.add_norm import add_norm_torch, add_norm_triton, triton_available
 
     if not triton_available():
         pytest.skip("needs triton")
@@ -130,8 +130,8 @@ def test_fused_add_layer_norm_matches_reference(dtype, with_delta):
     torch.nn.init.normal_(norm.bias)
     x = torch.randn(16, 1, 4096, device="cuda", dtype=dtype)
     delta = torch.randn_like(x) if with_delta else None
-    ref_x, ref_h = add_layer_norm_torch(x, delta, norm)
-    out_x, out_h = add_layer_norm_triton(x, delta, norm)
+    ref_x, ref_h = add_norm_torch(x, delta, norm)
+    out_x, out_h = add_norm_triton(x, delta, norm)
     torch.testing.assert_close(out_x, ref_x, rtol=0, atol=0)  # the same rounded sum
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(out_h, ref_h, rtol=tol, atol=tol)

@@ -94,8 +94,4 @@ def add_norm(x: Tensor, delta: Tensor | None, norm: nn.Module, fused: bool | Non
     return add_norm_torch(x, delta, norm)
 
 
-# names the Transformer baseline has used since the kernel lived in baselines/fused_norm.py
-add_layer_norm, add_layer_norm_torch, add_layer_norm_triton = add_norm, add_norm_torch, add_norm_triton
-
-__all__ = ["add_layer_norm", "add_layer_norm_torch", "add_layer_norm_triton", "add_norm", "add_norm_torch",
-           "add_norm_triton", "fusable", "triton_available"]
+__all__ = ["add_norm", "add_norm_torch", "add_norm_triton", "fusable", "triton_available"]
