@@ -86,29 +86,21 @@ class LatencyTracker:
         return (time.perf_counter() - t0) * 1e3
 
 
-class NvmlSampler:
-    """Background thread polling NVML's used device memory; `peak` is the max seen while running."""
+class PeakSampler:
+    """A background thread polling `used()` (bytes); `peak` is the max seen between enter and exit."""
 
-    def __init__(self, device_index: int = 0, interval_s: float = 0.005):
-        import pynvml  # provided by nvidia-ml-py
-
-        self._nvml = pynvml
-        pynvml.nvmlInit()
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-        self.interval_s = interval_s
+    def __init__(self, used: Callable[[], int], interval_s: float = 0.005):
+        self.used, self.interval_s = used, interval_s
         self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def used(self) -> int:
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self.used())
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "NvmlSampler":
+    def __enter__(self) -> "PeakSampler":
         self.peak = self.used()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -120,6 +112,15 @@ class NvmlSampler:
         if self._thread is not None:
             self._thread.join()
         self.peak = max(self.peak, self.used())
+
+
+def nvml_sampler(device_index: int = 0) -> PeakSampler:
+    """NVML's used memory of one GPU (device-wide, what `nvidia-smi` shows)."""
+    import pynvml  # provided by nvidia-ml-py
+
+    pynvml.nvmlInit()
+    handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    return PeakSampler(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used))
 
 
 def rss_peak_bytes() -> int:
@@ -136,29 +137,16 @@ def rss_bytes() -> int:
         return rss_peak_bytes()
 
 
-class RssSampler(NvmlSampler):
-    """The process's RSS sampled by a background thread, like NvmlSampler samples device memory: the peak of one
-    point, not the process's lifetime peak (which only rises, so later contestants would look heavier)."""
-
-    def __init__(self, interval_s: float = 0.005):  # noqa: D107 - no NVML here
-        self.interval_s, self.peak = interval_s, 0
-        self._stop = threading.Event()
-        self._thread = None
-
-    def used(self) -> int:
-        return rss_bytes()
-
-
 class MemoryTracker:
     """Memory of one sweep point: NVML peak (absolute and minus the idle baseline), torch peaks, RSS."""
 
     def __init__(self, device: torch.device, idle_baseline_bytes: int | None = None, use_nvml: bool = True):
         self.device = device
-        self.sampler: NvmlSampler | None = None
+        self.sampler: PeakSampler | None = None
         if device.type == "cuda" and use_nvml:
             try:
                 # NVML numbers every GPU of the host; CUDA only the visible ones (CUDA_VISIBLE_DEVICES): map the index
-                self.sampler = NvmlSampler(torch.cuda._get_nvml_device_index(device))
+                self.sampler = nvml_sampler(torch.cuda._get_nvml_device_index(device))
             except Exception:  # NVML missing or not permitted: torch numbers still come
                 self.sampler = None
         self.idle_baseline = idle_baseline_bytes
@@ -167,7 +155,7 @@ class MemoryTracker:
         # CPU: RSS sampled during each point, reported as its growth over the RSS at the point's start: the process's
         # own level (interpreter, libraries imported by earlier contestants, weights built before the point) depends
         # on run order, the growth does not; freed heap is handed back between points
-        self.rss = RssSampler() if device.type == "cpu" else None
+        self.rss = PeakSampler(rss_bytes) if device.type == "cpu" else None
         self.rss_baseline = rss_bytes() if self.rss is not None else None
 
     def __enter__(self) -> "MemoryTracker":
