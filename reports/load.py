@@ -112,19 +112,23 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
     df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())
     roster = Roster.from_runs(envs, df)
     df, superseded = latest_per_point(df, roster)
-    # grouped-query attention = fewer KV heads than query heads; rows carry only the KV heads, and the most KV heads
-    # any attention row of a model has are its query heads (every suite measures the MHA baseline beside GQA)
-    # (rows written before schema 2 have no KV heads: where a model has such rows the figures fall back to "8 or
-    # fewer KV heads is grouped", right for every paper-size model)
+    # grouped-query attention = fewer KV heads than query heads (rows written before schema 2 have no KV heads:
+    # where a model has such rows the figures fall back to "8 or fewer KV heads is grouped", right for every
+    # paper-size model)
     if len(df):
         attn = df[df["arch"] == "transformer"]
-        most = attn.groupby("model")["n_kv_heads"].max()
         unknown = set(attn.loc[attn["n_kv_heads"].isna(), "model"])
-        grouped = (df["arch"] == "transformer") & (df["n_kv_heads"] < df["model"].map(most))
+        grouped = (df["arch"] == "transformer") & (df["n_kv_heads"] < df["model"].map(_query_heads(df)))
         df["kv_grouped"] = grouped.astype(object).where(~df["model"].isin(unknown), None)
     df.attrs["roster"] = roster
     df.attrs["superseded_rows"] = superseded
     return df, envs
+
+
+def _query_heads(df: pd.DataFrame) -> pd.Series:
+    """Query heads per model, as the rows tell them: the most KV heads any attention row of that model has (rows carry
+    only KV heads; every suite that measures GQA measures the MHA baseline beside it)."""
+    return df[df["arch"] == "transformer"].groupby("model")["n_kv_heads"].max()
 
 
 # What identifies one contestant's measurements in one suite (the contract's point key without the point itself,
@@ -147,7 +151,8 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
         df["phase"].isin(["decode", "prefill", "capacity", "capacity_probe"])
     key.loc[fp32, "state_dtype"] = "float32"
     tr = (key["arch"] == "transformer") & key["n_kv_heads"].isna()
-    key.loc[tr, "n_kv_heads"] = df.groupby("model")["n_kv_heads"].transform("max")[tr]
+    if tr.any():
+        key.loc[tr, "n_kv_heads"] = df.loc[tr, "model"].map(_query_heads(df))
     key["world_size"] = key["world_size"].fillna(1)
     key = key.astype(object).where(key.notna(), "-").astype(str)  # NaN is a value here, not a missing group
     stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
