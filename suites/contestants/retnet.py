@@ -29,14 +29,9 @@ def _step_kernel_available(kernel: str, device: torch.device, dtype: torch.dtype
 
 
 def _chunk_kernel_available(kernel: str, device: torch.device, dtype: torch.dtype) -> Availability:
-    if kernel == "torch":
-        return True, ""
-    from retnet import kernels
+    from retnet.kernels import chunk_kernel_available
 
-    check = getattr(kernels, "chunk_kernel_available", None)
-    if check is None:
-        return False, f"retention kernel {kernel!r} is not in this version of retnet.kernels"
-    return check(kernel, device)
+    return chunk_kernel_available(kernel, device)
 
 
 def _chunk_kernel_default(device: torch.device) -> str:
@@ -54,7 +49,7 @@ class RetNetContestant(Contestant):
             overrides["state_dtype"] = STATE_DTYPES[a.variant.state_dtype]
         if spec.name == "retnet-recurrent":
             overrides["step_kernel"] = a.kernel
-        elif spec.name == "retnet-chunkwise" and "chunk_kernel" in retnet.RetNetConfig.__dataclass_fields__:
+        elif spec.name == "retnet-chunkwise":
             overrides["chunk_kernel"] = a.kernel
         self.cfg = retnet.RetNetConfig.from_name(a.preset, **overrides)
         torch.manual_seed(a.seed)
