@@ -1,4 +1,6 @@
-"""Quantized (FP8) KV cache for the Transformer baselines: availability only, no variant wired (issue #18).
+"""Quantized (FP8) KV cache for the Transformer baselines: availability (issue #18). A suite asks for the variant with
+`kv_dtypes = ["float8_e4m3fn"]` in [decode]; the static decoder's builder asks `fp8_kv_cache_available` and, while it
+answers False, the variant's points are `skipped` rows carrying the reason (row column state_dtype = the cache's dtype).
 
 Finding (sources read for torch 2.11 / cuDNN 9 / FlashAttention-4 on an H200, sm90):
   * torch SDPA: the cuDNN backend takes fp16/bf16 only (sdp_utils.cpp check_dtypes_low_precision), the

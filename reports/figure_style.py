@@ -48,7 +48,8 @@ OOM_MARKER = "x"
 def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dtype: object = None,
                grouped: object = None) -> str:
     """The label a contestant has in every legend: 'impl (kernel)', plus ', N KV heads' for a GQA/MQA variant
-    and ', <dtype> state' for a RetNet state kept in another precision than fp32. `grouped`: fewer KV heads than
+    and ', <dtype> state' for a RetNet state kept in another precision than fp32 (', <dtype> KV cache' for an
+    attention model's quantized cache). `grouped`: fewer KV heads than
     query heads (the loader's `kv_grouped`); without it, 8 or fewer KV heads count as grouped (paper-size models)."""
     label = impl_label(impl, kernel)
     has_kv = n_kv_heads is not None and pd.notna(n_kv_heads)
@@ -56,7 +57,7 @@ def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dt
     if has_kv and is_grouped:
         label += f", {int(float(n_kv_heads))} KV heads"
     if isinstance(state_dtype, str) and state_dtype not in ("", "float32"):
-        label += f", {state_dtype} state"
+        label += f", {state_dtype} KV cache" if has_kv else f", {state_dtype} state"  # what the decoder carries
     return label
 
 

@@ -69,10 +69,12 @@ def variants(spec: ContestantSpec, sc: Scenario, model: str) -> list[Variant]:
     out: list[Variant] = []
     if "n_kv_heads" in spec.variants:
         heads = query_heads(model)
+        kv_dtypes = [None, *getattr(sc, "kv_dtypes", [])] if "kv_dtype" in spec.variants else [None]
         for n in sc.n_kv_heads:
-            v = Variant(n_kv_heads=n or heads)
-            if v not in out:
-                out.append(v)
+            for d in kv_dtypes:  # a KV-cache precision rides in the row's state_dtype (what the decoder carries)
+                v = Variant(n_kv_heads=n or heads, state_dtype=d)
+                if v not in out:
+                    out.append(v)
     elif spec.arch == "transformer":  # every attention model has a KV-head count; this one is fixed (MHA)
         out = [Variant(n_kv_heads=query_heads(model))]
     elif "state_dtype" in spec.variants:

@@ -209,12 +209,17 @@ class Runner:
             on_start(todo[0])
             contestant = g.spec.build(g.spec, args)
         except Exception as e:  # noqa: BLE001 - any failure to build is recorded, the sweep goes on
-            status = "oom" if is_oom(e) else "error"
+            from retnet_bench.baselines.kernels import KernelUnavailableError
+
             contestant = None
             _free(self.device)
+            if isinstance(e, KernelUnavailableError):  # a variant no kernel here takes: skipped, with the reason
+                status, error = "skipped", fmt_error(e)
+            else:
+                status, error = "oom" if is_oom(e) else "error", f"building the model failed: {fmt_error(e)}"
             for p in todo:
                 on_done()
-                yield self._row(g, p, status, error=f"building the model failed: {fmt_error(e)}")
+                yield self._row(g, p, status, error=error)
             return
         try:
             first = todo[0]

@@ -27,6 +27,10 @@ SUITE_DIR = Path(__file__).parent / "definitions"
 DTYPES = ("bfloat16", "float16", "float32", "float64")
 
 
+# KV-cache precisions a suite may add beside the model dtype's cache (a row's state_dtype for a Transformer)
+KV_DTYPES = ("float8_e4m3fn",)
+
+
 class SuiteError(ValueError):
     """Bad suite file or override; the CLI prints its one-line message and exits 2."""
 
@@ -57,6 +61,7 @@ class DecodeScenario(Scenario):
     prefill_warmup: bool = True     # run each prefill once untimed first (per-shape kernel selection, cuDNN plans)
     prefill_segment: int = 0        # RetNet prefill segment length (0: the model's default); bounds prefill memory
     prefill_repeats: int = 1        # timed prefills per point (>= 3 gives `compare` a spread to judge noise by)
+    kv_dtypes: list[str] = field(default_factory=list)  # extra Transformer KV-cache precisions (float8_e4m3fn)
 
 
 @dataclass
@@ -126,6 +131,10 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
     bad = [d for d in sc.state_dtypes if d not in ("float32", "bfloat16")]
     if bad:
         raise SuiteError(f"{where}: state_dtypes takes float32 / bfloat16, got {bad[0]!r}")
+    kv = getattr(sc, "kv_dtypes", [])
+    if not isinstance(kv, list) or any(d not in KV_DTYPES for d in kv):
+        raise SuiteError(f"{where}: kv_dtypes is a list of {' / '.join(KV_DTYPES)} (the model dtype's cache is "
+                         f"always run), got {kv!r}")
     for key in ("warmup", "min_steps", "max_steps", "chunk_size", *_int_keys(sc)):
         v = getattr(sc, key)
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key in ("warmup", "prefill_segment") else 1):

@@ -222,3 +222,12 @@ def test_colours_follow_the_contestants_table_not_names(tmp_path):
     table["paper-like"] = {**table["paper-like"], "pipeline": "", "source": "official"}
     df, envs = load_runs([write_run(tmp_path, rows, "run-b", {"contestants": table})])
     assert palette(df, envs).colour("paper-like (bmm-softmax)") in FAMILIES["official baseline"]
+
+
+def test_a_quantized_kv_cache_is_labelled_as_a_cache_and_a_retnet_state_as_a_state():
+    from retnet_bench.reports.figure_style import contestant
+
+    assert contestant("static", "flash-attn-4", 8, "float8_e4m3fn", True) == \
+        "static (flash-attn-4), 8 KV heads, float8_e4m3fn KV cache"
+    assert contestant("retnet-recurrent", "triton", None, "bfloat16") == "retnet-recurrent (triton), bfloat16 state"
+    assert contestant("retnet-recurrent", "triton", None, "float32") == "retnet-recurrent (triton)"

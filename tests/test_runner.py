@@ -355,3 +355,27 @@ def test_the_papers_training_pipeline_gives_train_rows(tmp_path):
         assert r["status"] == "ok" and r["tokens_per_s"] > 0 and r["kernel"] == "torchscale", r["error"]
         assert "forward + backward only" in r["notes"] and "torchscale 0.3.0 training" in r["notes"]
     assert "chunk 8" in next(r["notes"] for r in rows if r["impl"] == "torchscale-retnet")
+
+
+def test_an_fp8_kv_cache_no_kernel_takes_gives_skipped_rows_beside_the_bf16_ones(tmp_path):
+    """`kv_dtypes` adds a quantized-KV variant of the static decoder; where no kernel takes FP8 K/V (here: no GPU)
+    its points are `skipped` rows that say why, keyed by state_dtype, and the cache in the model dtype still runs."""
+    p = tmp_path / "fp8.toml"
+    p.write_text(HEAD + DECODE.replace("seq_lens = [16]", 'seq_lens = [16]\nkv_dtypes = ["float8_e4m3fn"]'))
+    out = run_suite(load_suite(str(p)), _opts(tmp_path, run_id="fp8"))
+    rows = read_rows(out.run_dir / "rows.jsonl")
+    fp8 = [r for r in rows if r["state_dtype"] == "float8_e4m3fn"]
+    assert {r["impl"] for r in fp8} == {"static"} and len(fp8) == 2  # RetNet takes no KV-cache variant
+    assert all(r["status"] == "skipped" and "FP8 KV cache" in r["error"] for r in fp8)
+    assert len({point_key(r) for r in rows}) == len(rows)
+    plain = [r for r in rows if r["impl"] == "static" and r["state_dtype"] is None]
+    assert plain and all(r["status"] == "ok" for r in plain)
+
+
+def test_kv_dtypes_takes_only_the_quantized_cache_precisions(tmp_path):
+    from retnet_bench.suites.suite import SuiteError
+
+    p = tmp_path / "bad.toml"
+    p.write_text(HEAD + DECODE.replace("seq_lens = [16]", 'seq_lens = [16]\nkv_dtypes = ["int4"]'))
+    with pytest.raises(SuiteError, match="kv_dtypes"):
+        load_suite(str(p))

@@ -19,7 +19,8 @@ Availability = tuple[bool, str]
 @dataclass(frozen=True)
 class Variant:
     """The settings of one contestant point beyond (model, kernel): KV heads of a Transformer (None = as many as
-    query heads), precision of a RetNet state (None = the family's default). Both are row columns and key parts."""
+    query heads), precision of what a decoder carries between steps, the RetNet state or a Transformer's KV cache
+    (None = the family's default: fp32 state, KV cache in the model dtype). Both are row columns and key parts."""
 
     n_kv_heads: int | None = None
     state_dtype: str | None = None
@@ -36,7 +37,7 @@ class ContestantSpec:
     kernels: tuple[str, ...] = ()               # kernel names it accepts by name (empty: its kernel is fixed)
     default_kernel: Callable[[torch.device], str] | str = "torch"  # row kernel when the suite names none it accepts
     available: Callable[[str, torch.device, torch.dtype], Availability] = field(default=lambda k, d, t: (True, ""))
-    variants: tuple[str, ...] = ()              # which Variant fields apply: "n_kv_heads", "state_dtype"
+    variants: tuple[str, ...] = ()              # which Variant fields apply: "n_kv_heads", "state_dtype", "kv_dtype"
     install_hint: str = ""
     recipe: Callable[[BuildArgs], object] | None = None  # train: the engine's ModelRecipe (no recipe: fwd+bwd only)
     source: str = "ours"                        # ours | official (the authors' or a library's published code)

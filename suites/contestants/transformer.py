@@ -37,6 +37,13 @@ class TransformerContestant(Contestant):
         impl, kernel, device, dtype, seed = spec.name, a.kernel, a.device, a.dtype, a.seed
         super().__init__(device, dtype, a.use_graph and impl == "static")
         self.impl, self.seed = impl, seed
+        if a.variant.state_dtype is not None:  # a quantized KV cache: a labelled variant only where a kernel takes it
+            from retnet_bench.baselines.kernels import KernelUnavailableError
+            from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
+
+            ok, why = fp8_kv_cache_available(device, kernel)
+            if not ok:
+                raise KernelUnavailableError(why)
         self.cfg = transformer_config(a.preset, a.variant.n_kv_heads)
         self.kernel = kernel
         torch.manual_seed(seed)
@@ -179,7 +186,7 @@ _ATTENTION = tuple(tb.KERNELS)
 @contestant(name="static", arch="transformer", role="baseline", phases=("decode", "capacity"),
             description="Transformer, preallocated KV cache, in-place writes, one CUDA graph per step, chosen kernel",
             kernels=_ATTENTION, default_kernel="sdpa", available=_attention_kernel_available("decode"),
-            variants=("n_kv_heads",))
+            variants=("n_kv_heads", "kv_dtype"))
 @contestant(name="paper-like", arch="transformer", role="baseline", phases=("decode", "capacity"),
             description="Transformer as the paper's pipeline decoded: torch.cat-grown cache, bmm + fp32 softmax",
             default_kernel="bmm-softmax", pipeline="paper")
