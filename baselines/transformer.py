@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retnet.kernels.add_norm import add_norm
+from retnet.kernels.rotation import rotate
 
 from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
@@ -53,8 +54,10 @@ class Attention(nn.Module):
         keys/values as (B, T, Hkv, D) so a caller can fill a cache from them."""
         b, t, d = x.shape
         q, k_raw, v = self._qkv(x)
-        cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, D) broadcasts over heads
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k_raw, cos, sin)
+        half = self.head_dim // 2  # the tables repeat their angles over the two halves: the kernel takes one half
+        cos, sin = cos[:, :half], sin[:, :half]  # (T, D/2)
+        # one fused launch per tensor on a GPU (as RetNet's rotation: both sides of a comparison fused alike)
+        q, k = rotate(q, cos, sin, interleaved=False), rotate(k_raw, cos, sin, interleaved=False)
         y = causal_attention(q, k, v, self.kernel)  # (B, T, H, D)
         return self.wo(y.reshape(b, t, d)), k_raw, k, v
 

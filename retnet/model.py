@@ -14,6 +14,7 @@ from retnet.config import RetNetConfig
 from retnet.kernels import recurrent_step, triton_available
 from retnet.kernels.add_norm import add_norm
 from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
+from retnet.kernels.rotation import rotate
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
@@ -126,13 +127,17 @@ class MultiScaleRetention(nn.Module):
         B, T, _ = x.shape
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
-        cos, sin = tables.cos[:, None], tables.sin[:, None]  # (T, 1, dk/2): broadcast over heads
         kernel_dtype = v.dtype  # the weights' dtype (bf16 on GPU): the fused kernels take half-precision inputs
-        q = theta_shift(q.view(B, T, H, self.dk).to(dt), cos, sin).to(kernel_dtype)  # (B, T, H, dk), rotated in fp32
-        k = theta_shift(k.view(B, T, H, self.dk).to(dt), cos * self.k_scale, sin * self.k_scale)  # k_scale folded in
+        # one fused launch per tensor on a GPU (rotation in fp32 registers, nothing saved for backward)
+        q = rotate(q.view(B, T, H, self.dk), tables.cos, tables.sin, out_dtype=kernel_dtype)  # (B, T, H, dk)
         kv0, k_sum0 = state if state is not None else (None, None)
-        k_sum = key_sum(k, tables.log_decay, k_sum0) if state is not None else None  # (B, H, dk), from fp32 keys
-        k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
+        if state is None:  # training: keys straight to the kernel's dtype, dk^-0.5 folded in
+            k = rotate(k.view(B, T, H, self.dk), tables.cos, tables.sin, scale=self.k_scale, out_dtype=kernel_dtype)
+            k_sum = None
+        else:  # prefill: the decode step's normaliser needs the decayed key sum from fp32 keys
+            k = rotate(k.view(B, T, H, self.dk), tables.cos, tables.sin, scale=self.k_scale, out_dtype=dt)
+            k_sum = key_sum(k, tables.log_decay, k_sum0)  # (B, H, dk)
+            k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
         o, kv = chunk_retention(
             q, k, v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
             chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,

@@ -7,7 +7,8 @@ from retnet_bench.baselines import Transformer, TransformerConfig, analytic, bui
 from retnet_bench.baselines import kernels as kernels_mod
 from retnet_bench.baselines.kernels import causal_attention, gqa_support, sdpa_context
 from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
-from retnet_bench.baselines.rotary import apply_rotary, rotary_tables
+from retnet.kernels.rotation import rotate
+from retnet_bench.baselines.rotary import rotary_tables
 
 try:
     from retnet import RetNetConfig
@@ -76,7 +77,8 @@ def _mha_reference_forward(model: Transformer, ids: torch.Tensor) -> torch.Tenso
     with sdpa_context(model.kernel):
         for layer in model.layers:
             q, k, v = layer.attn.wqkv(layer.ln1(x)).view(b, t, 3, cfg.n_heads, cfg.head_dim).unbind(2)
-            q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos[:, None], sin[:, None])
+            half = cfg.head_dim // 2  # the models' rotation (rotate-half pairs, maths in fp32)
+            q, k = (rotate(t_, cos[:, :half], sin[:, :half], interleaved=False) for t_ in (q, k))
             x = x + layer.attn.wo(causal_attention(q, k, v, model.kernel).reshape(b, t, -1))
             x = x + layer.ffn(x)
     return model.lm_head(model.norm(x))
