@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from retnet_bench.baselines.kernels import (FLASH_PACKAGES, KERNELS, PHASES, KernelUnavailableError,
+from retnet_bench.baselines.kernels import (FLASH_PACKAGES, KERNELS, PHASES, KernelUnavailableError, _flash_attn_4,
                                             decode_attention_flash_attn_4, decode_attention_sdpa, gqa_support,
                                             kernel_available, sdpa_context)
 from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
 
 
-def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50) -> dict:
-    """One query per sequence against a (B, Hkv, S, D) cache ((B, S, Hkv, D) for flash-attn-4), all S valid."""
+def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50, fa4_splits: int | None = None) -> dict:
+    """One query per sequence against a (B, Hkv, S, D) cache ((B, S, Hkv, D) for flash-attn-4), all S valid.
+    fa4_splits: FlashAttention-4's num_splits (None: the suite's FA4_DECODE_NUM_SPLITS; 0: FA4's own heuristic)."""
     dev, dt, h, d = torch.device("cuda"), torch.bfloat16, 32, 128
     if kernel in FLASH_PACKAGES:
         if kernel != "flash-attn-4":
@@ -33,7 +34,11 @@ def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50) ->
         q = torch.randn(batch, 1, h, d, device=dev, dtype=dt)
         k, v = (torch.randn(batch, seq, n_kv, d, device=dev, dtype=dt) for _ in range(2))
         seqused = torch.full((batch,), seq, dtype=torch.int32, device=dev)
-        call = lambda: decode_attention_flash_attn_4(q, k, v, seqused)  # noqa: E731
+        if fa4_splits is None:
+            call = lambda: decode_attention_flash_attn_4(q, k, v, seqused)  # noqa: E731
+        else:
+            fa4 = _flash_attn_4()[1]
+            call = lambda: fa4(q, k, v, seqused_k=seqused, causal=False, num_splits=fa4_splits)  # noqa: E731
     else:
         q = torch.randn(batch, h, 1, d, device=dev, dtype=dt)
         k, v = (torch.randn(batch, n_kv, seq, d, device=dev, dtype=dt) for _ in range(2))
@@ -78,6 +83,13 @@ def main() -> None:
             continue
         for label, n_kv in (("MHA", 32), ("GQA-8", 8), ("MQA", 1)):
             out["decode"][f"{name}/{label}"] = time_decode(name, args.batch, args.seq, n_kv)
+    # FlashAttention-4 split-KV: the suite's fixed setting vs FA4's own heuristic (num_splits=0), per batch size
+    if kernel_available("flash-attn-4", dev, dt, phase="decode")[0]:
+        for b in sorted({1, 4, args.batch}):
+            for label, n_kv in (("MHA", 32), ("GQA-8", 8)):
+                for splits in (1, 0):
+                    key = f"flash-attn-4/{label}/B{b}/num_splits={splits}"
+                    out["decode"][key] = time_decode("flash-attn-4", b, args.seq, n_kv, fa4_splits=splits)
     for name in KERNELS:
         out["fp8_kv"][name] = fp8_kv_cache_available(dev, name)[1]
     text = json.dumps(out, indent=1)

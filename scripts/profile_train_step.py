@@ -1,0 +1,133 @@
+"""Where a real training step's time goes (GPU diagnostic for issue #12's "what bounds it"; not part of the suites).
+
+Builds each model exactly as a one-rank `table4` point does (the engine's recipe, fp32 master weights, FSDP2 on one
+rank with bf16 compute, AdamW), runs the untimed warm-up steps, then profiles `--steps` optimizer steps with
+torch.profiler and sums the GPU kernel time by category (the retention or attention kernel's forward and backward,
+GEMMs, elementwise, norms, optimizer, communication, other), plus the top kernels by name so that a category
+can be checked by eye.
+    python scripts/profile_train_step.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:flash-attn-4 ...]
+Writes train_profile.json and train_profile.txt to $OUT (or the working directory).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.profiler import ProfilerActivity, profile
+
+from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shutdown_distributed
+from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
+from retnet_bench.suites.training.step import TrainSettings, make_optimizer, synthetic_batch, train_step
+
+# first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
+CATEGORIES = (
+    ("retention (fla)", r"chunk|gla|fwd_kernel_h|bwd_kernel_dh|simple_gla|cumsum"),
+    ("attention", r"flash|fmha|cudnn|attention|sdpa|softmax"),
+    ("gemm", r"gemm|nvjet|xmma|cutlass|matmul|splitk"),
+    ("optimizer", r"adam|multi_tensor|foreach"),
+    ("norm", r"norm"),
+    ("communication", r"nccl|all_gather|reduce_scatter"),
+    ("elementwise/copy", r"elementwise|vectorized|copy|cat|fill|index|reduce|triton"),
+)
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    for label, pattern in CATEGORIES:
+        if re.search(pattern, low):
+            return label
+    return "other"
+
+
+def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device) -> dict:
+    """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops."""
+    cuda = device.type == "cuda"
+    settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq),
+                             compute_dtype="bfloat16" if cuda else "float32")
+    compute = settings.torch_compute_dtype
+    overrides = {} if cuda else {"vocab_size": 256}
+    recipe = ModelRecipe(family, preset, kernel=kernel, overrides=overrides)
+    mesh = init_distributed(device, 0, 1, settings.collective_timeout_s, dist.HashStore())
+    try:
+        torch.manual_seed(0)
+        model = build_model(recipe, device, torch.float32, compute)
+        shard_model(model, mesh, compute)
+        opt = make_optimizer(model, settings, device)
+        vocab = recipe.config().vocab_size
+        fwd = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
+        for s in range(settings.warmup_steps):
+            train_step(fwd, opt, synthetic_batch(s, settings, vocab, 1, 0).to(device))
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        sync()
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            for s in range(steps):
+                train_step(fwd, opt, synthetic_batch(100 + s, settings, vocab, 1, 0).to(device))
+            sync()
+            wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    finally:
+        shutdown_distributed()
+    per_kernel: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    for ev in prof.events():
+        if ev.device_type == kind and (cuda or ev.cpu_parent is None):  # CPU: top-level ops only
+            t = ev.device_time_total if cuda else ev.cpu_time_total
+            per_kernel[ev.name][0] += t / 1e3 / steps  # ms per step
+            per_kernel[ev.name][1] += 1
+    by_cat: dict[str, float] = defaultdict(float)
+    for name, (ms, _) in per_kernel.items():
+        by_cat[category(name)] += ms
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:25]
+    return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
+                step_ms=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
+                tokens_per_s=round(seq / wall_ms * 1e3),
+                categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+                top=[dict(name=n[:140], ms=round(v[0], 3), calls_per_step=v[1] // steps, category=category(n))
+                     for n, v in top])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1.3b")
+    ap.add_argument("--seq", type=int, default=8192)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--family", nargs="+", default=["retnet:fla", "transformer:flash-attn-4", "transformer:sdpa-cudnn"])
+    ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
+    args = ap.parse_args()
+    if not torch.cuda.is_available() and not args.cpu_check:
+        raise SystemExit("needs a CUDA GPU (or --cpu-check)")
+    device = torch.device("cpu") if args.cpu_check else torch.device("cuda", 0)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    results, lines = [], []
+    for spec in args.family:
+        family, kernel = spec.split(":")
+        try:
+            r = profile_one(family, kernel, args.preset, args.seq, args.steps, device)
+        except Exception as e:  # noqa: BLE001 - one contestant failing leaves the others' profiles
+            r = dict(family=family, kernel=kernel, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        results.append(r)
+        lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}: "
+                     + (r["error"] if "error" in r else f"{r['step_ms']} ms/step, kernels {r['kernel_ms']} ms, "
+                        f"{r['tokens_per_s']} tok/s"))
+        for cat, ms in r.get("categories", {}).items():
+            lines.append(f"   {cat:18s} {ms:8.2f} ms")
+        for k in r.get("top", [])[:15]:
+            lines.append(f"     {k['ms']:8.3f} ms  x{k['calls_per_step']:<4d} [{k['category']}] {k['name'][:100]}")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    out = Path(os.environ.get("OUT", "."))
+    (out / "train_profile.json").write_text(json.dumps(results, indent=1))
+    (out / "train_profile.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
