@@ -14,6 +14,7 @@ from retnet.config import RetNetConfig
 from retnet.kernels import recurrent_step, triton_available
 from retnet.kernels.add_norm import add_norm
 from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
+from retnet.kernels.gate import norm_gate
 from retnet.kernels.rotation import rotate
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
@@ -88,10 +89,9 @@ class MultiScaleRetention(nn.Module):
         return self.qkvg(x).split([d, d, dv, dv], dim=-1)
 
     def _gate_and_project(self, o: Tensor, g: Tensor) -> Tensor:
-        """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d)."""
-        norm = F.layer_norm if self.cfg.head_norm == "layernorm" else F.rms_norm
-        o = norm(o, (self.dv,), eps=self.cfg.eps).to(g.dtype).flatten(-2)  # (..., value_dim)
-        return self.out_proj(F.silu(g) * o)
+        """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d).
+        Head norm and swish gate are one fused launch on a GPU (retnet.kernels.gate)."""
+        return self.out_proj(norm_gate(o, g, self.cfg.eps, rms=self.cfg.head_norm == "rmsnorm"))  # (..., d)
 
     def forward(
         self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None,

@@ -3,11 +3,11 @@
 # cleanly by --time-limit so that every finished row comes back. Usage (repo root, on the GPU machine):
 #   bash scripts/device_reference.sh single   # 4 GPUs: table4 (1 rank), fig6 subset, capacity, long, kernels, GPU tests
 #   bash scripts/device_reference.sh fsdp     # all GPUs: table4 over 2 and 4 ranks (FSDP2), the NCCL test
-#   bash scripts/device_reference.sh multi    # all GPUs (4): table4 over all ranks (13B with checkpointing if it
-#                                             # does not fit), then a lane per GPU: table4-long, the paper's pipeline
-#                                             # as training rows, long at 16k/64k
-#   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs: table4
-#       with FA4 over 4/2/1 ranks, then lanes: fig6 static (MHA, GQA-8, FP8 KV), long GQA-8, table4-long, probes, tests
+#   bash scripts/device_reference.sh multi    # 4 GPUs: table4 over 4 ranks (13B with checkpointing if it does not
+#                                             # fit), then lanes: table4 over 2 ranks, table4-long, long at 16k/64k
+#   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
+#       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
+#       pipeline; GPU tests
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 FINAL=${OUT:-/tmp/out}; W=$(mktemp -d); R=$W/runs; mkdir -p "$R"
@@ -52,7 +52,7 @@ fsdp)  # all GPUs: the NCCL test, table4 over 2 ranks (FSDP2), then the long sui
       tests/test_runner_gpu.py tests/test_peers.py > "$W/gpu_tests.log" 2>&1
     echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ) &
   wait ;;
-multi)  # all GPUs: NCCL test, table4 over all ranks, then one lane per GPU
+multi)  # all GPUs: NCCL test, table4 over all ranks and over 2, then one lane per GPU (no FlashAttention-4 needed)
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
   bench $ALL table4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer \
@@ -60,29 +60,27 @@ multi)  # all GPUs: NCCL test, table4 over all ranks, then one lane per GPU
   if oom_in table4-x$NGPU 13b; then
     bench $ALL table4-x$NGPU-13b-ckpt "$(ckpt_suite 13b)" --nproc $NGPU --impl retnet-chunkwise,transformer \
       --kernel fla,sdpa-cudnn; fi
-  ( bench 0 table4-long table4-long --kernel fla,sdpa-cudnn ) &
-  ( bench 1 table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b,2.7b,6.7b ) &
-  ( bench 2 long-16k-64k long --seq 16384,65536 --kernel sdpa-cudnn ) &
-  ( bench 3 fig6-recheck fig6 --impl retnet-recurrent --batch 1,16 --seq 8192 ) &
+  ( bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ) &
+  ( bench 2 table4-long table4-long --kernel fla,sdpa-cudnn ) &
+  ( bench 3 long-16k-64k long --seq 16384,65536 --kernel sdpa-cudnn ) &
   wait ;;
-flash4)  # FlashAttention-4 installed (source .fa4b/install.sh first), all GPUs
+flash4)  # FlashAttention-4 installed (source .fa4b/install.sh first), one lane per GPU
   python3 -c "from flash_attn.cute import flash_attn_func" || { echo "flash-attn-4 not importable"; exit 1; }
-  bench $ALL table4-fa4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b --impl transformer --kernel flash-attn-4
-  ( bench 0,1 table4-fa4-x2 table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,flash-attn-4 ) &
-  ( bench 2 table4-fa4-x1 table4 --nproc 1 --model 1.3b --impl retnet-chunkwise,transformer \
-      --kernel fla,flash-attn-4,sdpa-cudnn ) &
-  wait
   ( bench 0 fig6-static-fa4 fig6 --impl static --kernel flash-attn-4 --batch 1,8,16 --seq 1024,2048,4096,8192
     bench 0 long-fa4 long --impl static --kernel flash-attn-4 ) &
-  ( bench 1 table4-long-fa4 table4-long --impl transformer --kernel flash-attn-4 ) &
-  ( export CUDA_VISIBLE_DEVICES=2
+  ( bench 1 table4-long-fa4 table4-long --impl transformer --kernel flash-attn-4
+    export CUDA_VISIBLE_DEVICES=1
     OUT=$W timeout 120 python3 scripts/probe_gqa_kernels.py --batch 16 --seq 8192 > "$W/gqa_probe.log" 2>&1
     echo "== gqa probe rc=$? at $((SECONDS - T0))s"
-    OUT=$W timeout 200 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 > "$W/train_profile.log" 2>&1
-    echo "== train profile rc=$? at $((SECONDS - T0))s" ) &
+    OUT=$W timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 \
+      > "$W/train_profile.log" 2>&1; echo "== train profile rc=$? at $((SECONDS - T0))s" ) &
+  ( bench 2 table4-x1 table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer \
+      --kernel fla,sdpa-cudnn,flash-attn-4
+    bench 2 fig6-recheck fig6 --impl retnet-recurrent --batch 1,16 --seq 8192
+    bench 2 table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ) &
   ( CUDA_VISIBLE_DEVICES=3 timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 200 \
       -rfE --durations=10 --deselect tests/test_retnet_step_fused.py::test_bf16_state_drift_over_1000_steps \
-      $TESTS > "$W/gpu_tests.log" 2>&1
+      $TESTS tests/test_rotation.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
     echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ) &
   wait ;;
 *) echo "usage: $0 single|fsdp|multi|flash4"; exit 2 ;;

@@ -1,0 +1,79 @@
+"""RetNet's fused read-out `silu(g) * norm(o)` (training and prefill): the Triton kernel against the torch reference
+in outputs and gradients of o and g, for the layer norm and the RMS norm, with g a strided slice of a projection.
+
+Kernel parity runs on CUDA when there is a GPU, else under the Triton interpreter in a child process (see
+test_retnet_step_fused.py for why a child process).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from retnet.kernels import triton_available
+from retnet.kernels.gate import norm_gate, norm_gate_torch
+
+CUDA = torch.cuda.is_available()
+INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
+DEV = "cuda" if CUDA else "cpu"
+runs_kernels = pytest.mark.skipif(
+    not (triton_available() and (CUDA or INTERPRETED)),
+    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 (the CPU wrapper test below sets it in a child process)",
+)
+
+
+def _inputs(B, T, H, dv, o_dtype, g_dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    o = (torch.randn(B, T, H, dv, generator=gen) * 3 + 0.5).to(DEV, o_dtype)
+    wide = torch.randn(B, T, 3 * H * dv, generator=gen).to(DEV, g_dtype)
+    g = wide[..., H * dv:2 * H * dv]  # the gate as the model has it: a slice of the fused q|k|v|g projection
+    grad = torch.randn(B, T, H * dv, generator=gen).to(DEV, g_dtype)
+    return o, g, grad
+
+
+@runs_kernels
+@pytest.mark.parametrize("rms", [False, True])
+@pytest.mark.parametrize("o_dtype,g_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                             (torch.float32, torch.bfloat16)])
+def test_kernel_matches_reference_in_output_and_gradients(rms, o_dtype, g_dtype):
+    o, g, grad = _inputs(2, 5, 3, 16, o_dtype, g_dtype)
+    o_ref, g_ref = o.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    o_fus, g_fus = o.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    ref = norm_gate_torch(o_ref.double(), g_ref.double(), 1e-6, rms)  # fp64 truth
+    out = norm_gate(o_fus, g_fus, 1e-6, rms, fused=True)
+    assert out.dtype == g_dtype and out.shape == g.shape
+    half = torch.bfloat16 in (o_dtype, g_dtype)
+    tol = dict(rtol=2e-2, atol=3e-2) if half else dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    ref.backward(grad.double())
+    out.backward(grad)
+    assert o_fus.grad.dtype == o_dtype and g_fus.grad.dtype == g_dtype
+    torch.testing.assert_close(o_fus.grad.double(), o_ref.grad.double(), **tol)
+    torch.testing.assert_close(g_fus.grad.double(), g_ref.grad.double(), **tol)
+
+
+@runs_kernels
+def test_kernel_takes_the_decode_steps_three_dim_layout():
+    o, g, _ = _inputs(1, 4, 2, 8, torch.float32, torch.float32)
+    o3, g3 = o[0], g[0]  # (B, H, dv) and (B, H * dv): the step's shapes
+    torch.testing.assert_close(norm_gate(o3, g3, 1e-6, fused=True), norm_gate_torch(o3, g3, 1e-6), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_reference_is_the_models_read_out_and_fp64_stays_on_it():
+    o, g, _ = _inputs(1, 3, 2, 8, torch.float64, torch.float64)
+    want = torch.nn.functional.silu(g) * torch.nn.functional.layer_norm(o, (8,), eps=1e-6).flatten(-2)
+    torch.testing.assert_close(norm_gate(o, g, 1e-6, fused=True), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(CUDA or INTERPRETED or not triton_available(), reason="CPU wrapper: runs the kernel tests above "
+                    "under TRITON_INTERPRET=1 (needs triton installed; on a GPU they run directly)")
+def test_kernels_under_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                           "-k", "kernel and not interpreter"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
