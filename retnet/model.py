@@ -88,10 +88,10 @@ class MultiScaleRetention(nn.Module):
         d, dv = self.cfg.d_model, self.cfg.value_dim
         return self.qkvg(x).split([d, d, dv, dv], dim=-1)
 
-    def _gate_and_project(self, o: Tensor, g: Tensor) -> Tensor:
+    def _gate_and_project(self, o: Tensor, g: Tensor, fused: bool | None = None) -> Tensor:
         """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d).
-        Head norm and swish gate are one fused launch on a GPU (retnet.kernels.gate)."""
-        return self.out_proj(norm_gate(o, g, self.cfg.eps, rms=self.cfg.head_norm == "rmsnorm"))  # (..., d)
+        Head norm and swish gate are one fused launch on a GPU (retnet.kernels.gate) unless fused=False."""
+        return self.out_proj(norm_gate(o, g, self.cfg.eps, self.cfg.head_norm == "rmsnorm", fused))  # (..., d)
 
     def forward(
         self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None,
@@ -156,7 +156,7 @@ class MultiScaleRetention(nn.Module):
         cos, sin, lam, row_norm = tables
         if kernel == "triton-statepass":
             o = recurrent_step("triton", q, k, v, kv, k_sum, k_sum_next, cos, sin, lam, row_norm, self.k_scale)
-            return self._gate_and_project(o, g)  # o: (B, H, dv)
+            return self._gate_and_project(o, g, fused=False)  # o: (B, H, dv); norm and gate in torch, as before #16
         gated = retention_step(
             kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
         )  # (B, value_dim) in the weights' dtype
