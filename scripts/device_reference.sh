@@ -83,5 +83,13 @@ flash4)  # FlashAttention-4 installed (source .fa4b/install.sh first), one lane 
       $TESTS tests/test_rotation.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
     echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ) &
   wait ;;
-*) echo "usage: $0 single|fsdp|multi|flash4"; exit 2 ;;
+clean)  # one GPU, nothing else running: training and prefill numbers free of other lanes' host load, the host profile
+  bench 0 table4-clean table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  OUT=$W timeout 150 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 --host \
+    --family retnet:fla transformer:sdpa-cudnn > "$W/train_profile.log" 2>&1; echo "== train profile rc=$?"
+  bench 0 prefill prefill --kernel sdpa-cudnn
+  timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 4 --timeout 120 -rfE \
+    tests/test_retnet_kernel_gpu.py tests/test_rotation.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$?: $(tail -1 "$W/gpu_tests.log")" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean"; exit 2 ;;
 esac

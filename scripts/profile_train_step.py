@@ -46,7 +46,8 @@ def category(name: str) -> str:
     return "other"
 
 
-def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device) -> dict:
+def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device,
+                host: bool = False) -> dict:
     """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops."""
     cuda = device.type == "cuda"
     settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq),
@@ -66,7 +67,15 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             train_step(fwd, opt, synthetic_batch(s, settings, vocab, 1, 0).to(device))
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         sync()
-        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()  # the same steps without the profiler: its per-launch cost is not the model's
+        for s in range(steps):
+            train_step(fwd, opt, synthetic_batch(50 + s, settings, vocab, 1, 0).to(device))
+        sync()
+        plain_ms = (time.perf_counter() - t0) * 1e3 / steps
+        acts = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+        if host and cuda:  # the host side too: where a launch-bound step spends its CPU time
+            acts.append(ProfilerActivity.CPU)
+        with profile(activities=acts) as prof:
             t0 = time.perf_counter()
             for s in range(steps):
                 train_step(fwd, opt, synthetic_batch(100 + s, settings, vocab, 1, 0).to(device))
@@ -85,12 +94,17 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
     for name, (ms, _) in per_kernel.items():
         by_cat[category(name)] += ms
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:25]
+    host_ops = []
+    if host and cuda:  # CPU self time per op name (launch wrappers, Python-side autograd functions, runtime calls)
+        avg = sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)[:20]
+        host_ops = [dict(name=a.key[:120], self_cpu_ms=round(a.self_cpu_time_total / 1e3 / steps, 3),
+                         calls_per_step=a.count // steps) for a in avg]
     return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
-                step_ms=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
-                tokens_per_s=round(seq / wall_ms * 1e3),
+                step_ms=round(plain_ms, 2), step_ms_profiled=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
+                tokens_per_s=round(seq / plain_ms * 1e3),
                 categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
                 top=[dict(name=n[:140], ms=round(v[0], 3), calls_per_step=v[1] // steps, category=category(n))
-                     for n, v in top])
+                     for n, v in top], host_ops=host_ops)
 
 
 def main() -> None:
@@ -99,6 +113,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--family", nargs="+", default=["retnet:fla", "transformer:flash-attn-4", "transformer:sdpa-cudnn"])
+    ap.add_argument("--host", action="store_true", help="also profile the CPU side (self CPU time per op)")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
@@ -110,17 +125,19 @@ def main() -> None:
     for spec in args.family:
         family, kernel = spec.split(":")
         try:
-            r = profile_one(family, kernel, args.preset, args.seq, args.steps, device)
+            r = profile_one(family, kernel, args.preset, args.seq, args.steps, device, args.host)
         except Exception as e:  # noqa: BLE001 - one contestant failing leaves the others' profiles
             r = dict(family=family, kernel=kernel, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}: "
-                     + (r["error"] if "error" in r else f"{r['step_ms']} ms/step, kernels {r['kernel_ms']} ms, "
+                     + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), GPU kernels {r['kernel_ms']} ms, "
                         f"{r['tokens_per_s']} tok/s"))
         for cat, ms in r.get("categories", {}).items():
             lines.append(f"   {cat:18s} {ms:8.2f} ms")
         for k in r.get("top", [])[:15]:
             lines.append(f"     {k['ms']:8.3f} ms  x{k['calls_per_step']:<4d} [{k['category']}] {k['name'][:100]}")
+        for k in r.get("host_ops", []):
+            lines.append(f"   host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:100]}")
         if device.type == "cuda":
             torch.cuda.empty_cache()
     out = Path(os.environ.get("OUT", "."))
