@@ -91,5 +91,10 @@ clean)  # one GPU, nothing else running: training and prefill numbers free of ot
   timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 4 --timeout 120 -rfE \
     tests/test_retnet_kernel_gpu.py tests/test_rotation.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$?: $(tail -1 "$W/gpu_tests.log")" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean"; exit 2 ;;
+hostcheck)  # one GPU: is the runner's RetNet training step slowed by the ranks' NVML thread or by too short a warm-up?
+  bench 0 t4-nonvml table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn --no-nvml
+  sed 's/^steps = 3$/steps = 5\nwarmup = 3/' suites/definitions/table4.toml > "$W/table4-warm3.toml"
+  bench 0 t4-warm3 "$W/table4-warm3.toml" --model 1.3b --impl retnet-chunkwise --kernel fla
+  bench 0 t4-default table4 --model 1.3b --impl retnet-chunkwise --kernel fla ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck"; exit 2 ;;
 esac

@@ -30,7 +30,7 @@ def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
     settings = TrainSettings(micro_batch=p.batch_size, grad_accum=s.grad_accum, seq_len=p.seq_len,
                              chunk_size=s.chunk_size, steps=s.steps, warmup_steps=s.warmup,
                              checkpointing=s.checkpointing, compute_dtype="bfloat16" if half else "float32",
-                             seed=args.seed)
+                             seed=args.seed, nvml_sampling=bool(ctx.memory and ctx.memory.sampler))
     point = run_point(g.world_size, g.spec.recipe(args), settings, device_type=ctx.device.type)
     fields = point.row_fields(settings)
     # the row keeps the plan's identity (its resume key): batch is the micro-batch per rank, as the suite names it

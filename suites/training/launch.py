@@ -85,7 +85,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         res.device = str(device)
         res.gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store)
-        sampler = NvmlPeakSampler(device)
+        sampler = NvmlPeakSampler(device) if settings.nvml_sampling else None
         compute_dtype = settings.torch_compute_dtype
         torch.manual_seed(settings.seed)  # same full model on every rank; each keeps its shard
         model = build_model(recipe, device, torch.float32, compute_dtype)
@@ -99,7 +99,8 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         if device.type == "cuda":  # the full fp32 model each rank built before sharding is not training memory
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        sampler.start()
+        if sampler is not None:
+            sampler.start()
         _inject_fault(rank)
         timer, losses = StepTimer(device), []
         for step in range(settings.warmup_steps + settings.steps):
