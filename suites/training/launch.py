@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
-from .measure import GB, NvmlPeakSampler, StepTimer, rss_peak_gb, torch_peaks_gb
+from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
 from .step import TrainSettings, apply_checkpointing, make_optimizer, synthetic_batch, train_step
 
@@ -79,13 +79,13 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
     """Set up, train and measure one rank. Never raises: failures come back as status oom/error. Leaves the
     process group initialised (the caller decides how to tear it down: cleanly, or by exiting)."""
     res = RankResult(rank=rank, world_size=world_size)
-    sampler = None
+    nvml = None
     try:
         device = rank_device(device_type, local_rank)
         res.device = str(device)
         res.gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store)
-        sampler = NvmlPeakSampler(device) if settings.nvml_sampling else None
+        nvml = NvmlStepPeak(device) if settings.nvml_sampling else None
         compute_dtype = settings.torch_compute_dtype
         torch.manual_seed(settings.seed)  # same full model on every rank; each keeps its shard
         model = build_model(recipe, device, torch.float32, compute_dtype)
@@ -99,8 +99,6 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         if device.type == "cuda":  # the full fp32 model each rank built before sharding is not training memory
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        if sampler is not None:
-            sampler.start()
         _inject_fault(rank)
         timer, losses = StepTimer(device), []
         for step in range(settings.warmup_steps + settings.steps):
@@ -108,6 +106,8 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
             timer.start()
             losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), optimizer, batch))
             timer.stop()
+            if nvml is not None:  # outside the timed region: a polling thread would slow the step it measures
+                nvml.read()
         res.step_ms = timer.elapsed_ms()[settings.warmup_steps:]
         res.losses = all_reduce_mean(torch.stack(losses)).tolist()
         res.status = "ok"
@@ -117,11 +117,11 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         res.failed_at = time.time()
         traceback.print_exc(file=sys.stderr)
     finally:
-        if sampler is not None:
-            sampler.stop()
-            if sampler.peak is not None:
-                res.mem_nvml_peak_gb = sampler.peak / GB
-                res.mem_nvml_delta_gb = (sampler.peak - sampler.baseline) / GB
+        if nvml is not None:
+            nvml.read()
+            if nvml.peak is not None:
+                res.mem_nvml_peak_gb = nvml.peak / GB
+                res.mem_nvml_delta_gb = (nvml.peak - nvml.baseline) / GB
         if res.device is not None:
             res.mem_torch_peak_gb, res.mem_torch_reserved_gb = torch_peaks_gb(torch.device(res.device))
         res.mem_rss_peak_gb = rss_peak_gb()

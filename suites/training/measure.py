@@ -1,14 +1,13 @@
-"""Per-rank measurement: step timer (CUDA events / perf_counter), NVML peak sampler for the rank's own GPU, memory."""
+"""Per-rank measurement: step timer (CUDA events / perf_counter), NVML peak read between steps for the rank's own
+GPU, memory."""
 from __future__ import annotations
 
 import resource
-import threading
 import time
 
 import torch
 
 GB = 1024**3
-NVML_PERIOD_S = 0.005  # as the runner's tracker: 5 ms
 
 
 class StepTimer:
@@ -41,46 +40,37 @@ class StepTimer:
         return [(b - a) * 1e3 for a, b in self._marks]
 
 
-class NvmlPeakSampler:
-    """Peak device memory in use on this rank's GPU (NVML, every 5 ms in a thread), and the baseline at creation.
-    Inert (all None) without pynvml / a GPU. Device-wide: it includes the CUDA context and NCCL's buffers."""
+class NvmlStepPeak:
+    """Peak device memory in use on this rank's GPU (NVML), read between training steps, and the baseline at creation.
+    Inert (all None) without pynvml / a GPU. Device-wide: it includes the CUDA context and NCCL's buffers.
+
+    Why between steps and not from a polling thread: a thread in the rank that read NVML every 5 ms slowed the very
+    step it measured, and a launch-bound step most. Measured on an H200 (1.3B, T=8192, one rank): RetNet (fla) 243 ms
+    per step with the thread, 177 ms without; the Transformer (SDPA cuDNN) 192 vs 179 ms (rows in
+    results/reference/h200/2026-11-28-s4-table4-clean and -s4-table4-nonvml). Reading after each step sees the step's
+    peak: PyTorch's caching allocator does not return memory to the driver inside the loop (no empty_cache there),
+    and cuBLAS workspaces and NCCL buffers stay allocated, so device memory in use only grows during the steps."""
 
     def __init__(self, device: torch.device) -> None:
         self.baseline: int | None = None
         self.peak: int | None = None
-        self._handle = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._used = None
         if device.type != "cuda":
             return
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            index = _nvml_index(device)
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            self._used = lambda: pynvml.nvmlDeviceGetMemoryInfo(self._handle).used
+            handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(device))
+            self._used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
             self.baseline = self.peak = self._used()
         except Exception:  # no NVML here: the torch peaks remain
-            self._handle = None
+            self._used = None
 
-    def start(self) -> None:
-        if self._handle is None:
-            return
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def read(self) -> None:
+        """Call between steps (outside the timed region): folds the memory in use now into the peak."""
+        if self._used is not None:
             self.peak = max(self.peak, self._used())
-            self._stop.wait(NVML_PERIOD_S)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._used())
-            self._thread = None
 
 
 def _nvml_index(device: torch.device) -> int:

@@ -44,7 +44,7 @@ class TrainSettings:
     compute_dtype: str = "bfloat16"  # "bfloat16" (GPU) | "float32" (CPU tests: exact cross-rank comparisons)
     seed: int = 0
     collective_timeout_s: float = 600.0  # a collective that waits longer fails the rank instead of hanging
-    nvml_sampling: bool = True  # each rank polls NVML for its GPU's peak (a thread; `--no-nvml` turns it off)
+    nvml_sampling: bool = True  # each rank reads NVML between steps for its GPU's peak (`--no-nvml` turns it off)
 
     def __post_init__(self) -> None:
         for name in ("micro_batch", "grad_accum", "seq_len", "chunk_size", "steps"):
