@@ -1,9 +1,9 @@
 """Measurement trackers, one small class per quantity (latency, memory), reused by every phase.
 
 Timing rules: warm-up happens before a tracker starts; on CUDA each call is bracketed by CUDA events (no host
-sync inside the timed region except the final one); on CPU by perf_counter. Memory: NVML is sampled by a
-background thread (device-wide, what `nvidia-smi` shows), torch's allocator peaks are read at the end, and RSS is
-used on CPU.
+sync inside the timed region except the final one); on CPU by perf_counter. Memory: NVML (device-wide, what
+`nvidia-smi` shows) is read at a point's start and end, never by a thread during it (see `nvml_sampler`), torch's
+allocator peaks are read at the end, and RSS is sampled by a background thread on CPU.
 """
 from __future__ import annotations
 
@@ -87,13 +87,17 @@ class LatencyTracker:
 
 
 class PeakSampler:
-    """A background thread polling `used()` (bytes); `peak` is the max seen between enter and exit."""
+    """`peak` is the max of `used()` (bytes) seen between enter and exit: read at enter and exit, and in between by a
+    background thread every `interval_s` when `poll` (None: no thread; the caller may `read()` between steps)."""
 
-    def __init__(self, used: Callable[[], int], interval_s: float = 0.005):
+    def __init__(self, used: Callable[[], int], interval_s: float | None = 0.005):
         self.used, self.interval_s = used, interval_s
         self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def read(self) -> None:
+        self.peak = max(self.peak, self.used())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -103,8 +107,9 @@ class PeakSampler:
     def __enter__(self) -> "PeakSampler":
         self.peak = self.used()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        if self.interval_s is not None:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -115,12 +120,16 @@ class PeakSampler:
 
 
 def nvml_sampler(device_index: int = 0) -> PeakSampler:
-    """NVML's used memory of one GPU (device-wide, what `nvidia-smi` shows)."""
+    """NVML's used memory of one GPU (device-wide, what `nvidia-smi` shows), read at a point's start and end (after
+    a sync) with no polling thread. Why: a thread in the measuring process that read NVML every 5 ms slowed the
+    launch-bound work it measured (H200, a RetNet 1.3B training step 243 vs 177 ms; see
+    retnet_bench.suites.training.measure). The end read still sees the point's peak: PyTorch's caching allocator does
+    not hand memory back to the driver inside a point, so device memory in use does not fall before the end."""
     import pynvml  # provided by nvidia-ml-py
 
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-    return PeakSampler(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used))
+    return PeakSampler(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used), interval_s=None)
 
 
 def rss_peak_bytes() -> int:

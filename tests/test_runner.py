@@ -379,3 +379,19 @@ def test_kv_dtypes_takes_only_the_quantized_cache_precisions(tmp_path):
     p.write_text(HEAD + DECODE.replace("seq_lens = [16]", 'seq_lens = [16]\nkv_dtypes = ["int4"]'))
     with pytest.raises(SuiteError, match="kv_dtypes"):
         load_suite(str(p))
+
+
+def test_the_nvml_reader_starts_no_thread_and_keeps_the_peak_of_its_reads():
+    """NVML is read at a point's start and end only (a polling thread slowed the measured step on the H200)."""
+    import threading
+
+    from retnet_bench.suites.trackers import PeakSampler
+
+    values = iter([5, 9, 7, 3])
+    reader = PeakSampler(lambda: next(values), interval_s=None)
+    before = threading.active_count()
+    with reader:
+        assert threading.active_count() == before
+        reader.read()  # 9
+        reader.read()  # 7
+    assert reader.peak == 9  # enter 5, reads 9 and 7, exit 3

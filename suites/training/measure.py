@@ -41,36 +41,32 @@ class StepTimer:
 
 
 class NvmlStepPeak:
-    """Peak device memory in use on this rank's GPU (NVML), read between training steps, and the baseline at creation.
-    Inert (all None) without pynvml / a GPU. Device-wide: it includes the CUDA context and NCCL's buffers.
-
-    Why between steps and not from a polling thread: a thread in the rank that read NVML every 5 ms slowed the very
-    step it measured, and a launch-bound step most. Measured on an H200 (1.3B, T=8192, one rank): RetNet (fla) 243 ms
-    per step with the thread, 177 ms without; the Transformer (SDPA cuDNN) 192 vs 179 ms (rows in
-    results/reference/h200/2026-11-28-s4-table4-clean and -s4-table4-nonvml). Reading after each step sees the step's
-    peak: PyTorch's caching allocator does not return memory to the driver inside the loop (no empty_cache there),
-    and cuBLAS workspaces and NCCL buffers stay allocated, so device memory in use only grows during the steps."""
+    """Peak device memory in use on this rank's GPU, read between training steps (`read()`, outside the timed region;
+    never by a thread: see `suites.trackers.nvml_sampler`, which does the NVML reading), and the baseline at creation.
+    Inert (all None) without pynvml / a GPU. Device-wide: it includes the CUDA context and NCCL's buffers. Measured on
+    an H200 (1.3B, T=8192, one rank) with the 5 ms polling thread this replaced: RetNet (fla) 243 ms per step with it,
+    177 ms without; the Transformer (SDPA cuDNN) 192 vs 179 ms."""
 
     def __init__(self, device: torch.device) -> None:
         self.baseline: int | None = None
-        self.peak: int | None = None
-        self._used = None
+        self._reader = None
         if device.type != "cuda":
             return
         try:
-            import pynvml
+            from ..trackers import nvml_sampler
 
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(device))
-            self._used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
-            self.baseline = self.peak = self._used()
+            self._reader = nvml_sampler(_nvml_index(device))
+            self.baseline = self._reader.peak = self._reader.used()
         except Exception:  # no NVML here: the torch peaks remain
-            self._used = None
+            self._reader = None
+
+    @property
+    def peak(self) -> int | None:
+        return self._reader.peak if self._reader is not None else None
 
     def read(self) -> None:
-        """Call between steps (outside the timed region): folds the memory in use now into the peak."""
-        if self._used is not None:
-            self.peak = max(self.peak, self._used())
+        if self._reader is not None:
+            self._reader.read()
 
 
 def _nvml_index(device: torch.device) -> int:
