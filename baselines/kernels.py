@@ -64,8 +64,9 @@ SDPA_BACKENDS: dict[str, SDPBackend] = {
 }
 FLASH_PACKAGES = ("flash-attn", "flash-attn-4")
 PHASES = ("train", "prefill", "decode")
-# FlashAttention-4 decode: 1 = no split-KV (measured on the H200: slow at batch 1, fastest at batch 16);
-# 0 lets FA4's heuristic split the KV sequence (untested here: no GPU on the development machine).
+# FlashAttention-4 decode: 1 = no split-KV (measured on the H200: slow at batch 1, fastest at batch 16). Split-KV is
+# not an option on the H200: flash-attn-4 4.0.0b36 asserts "SplitKV not supported on SM 9.0" for num_splits != 1
+# (scripts/probe_gqa_kernels.py, 2026-11-28), so its small-batch decode reads the cache with B x heads CTAs only.
 FA4_DECODE_NUM_SPLITS = 1
 
 
