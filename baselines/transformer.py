@@ -58,6 +58,8 @@ class Attention(nn.Module):
         cos, sin = cos[:, :half], sin[:, :half]  # (T, D/2)
         # one fused launch per tensor on a GPU (as RetNet's rotation: both sides of a comparison fused alike)
         q, k = rotate(q, cos, sin, interleaved=False), rotate(k_raw, cos, sin, interleaved=False)
+        if torch.is_grad_enabled():  # training: a kernel that saved the view v would keep the whole q|k|v projection
+            v = v.contiguous()       # output alive until backward (q and k are new tensors from the rotation)
         y = causal_attention(q, k, v, self.kernel)  # (B, T, H, D)
         return self.wo(y.reshape(b, t, d)), k_raw, k, v
 

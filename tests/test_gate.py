@@ -55,6 +55,35 @@ def test_kernel_matches_reference_in_output_and_gradients(rms, o_dtype, g_dtype)
     torch.testing.assert_close(g_fus.grad.double(), g_ref.grad.double(), **tol)
 
 
+def _saved_storages(fn) -> list[int]:
+    """data_ptr of the storage of every tensor autograd saves while `fn` runs."""
+    ptrs: list[int] = []
+
+    def pack(t):
+        ptrs.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return ptrs
+
+
+@runs_kernels
+def test_kernel_keeps_no_view_of_the_projection_g_is_sliced_from():
+    """Saving g as a view would keep the whole q|k|v|g projection output alive until backward."""
+    o, g, grad = _inputs(1, 6, 2, 16, torch.float32, torch.float32)
+    o.requires_grad_(True)
+    projection = g._base.detach().requires_grad_(True)  # the projection output g is a slice of
+    g = projection[..., 2 * 16:4 * 16]
+    out_box = []
+    saved = _saved_storages(lambda: out_box.append(norm_gate(o, g, 1e-6, fused=True)))
+    assert projection.untyped_storage().data_ptr() not in saved and saved
+    out_box[0].backward(grad)  # and the copy it saved gives the reference gradient
+    ref_g = g.detach().clone().requires_grad_(True)
+    norm_gate_torch(o.detach(), ref_g, 1e-6).backward(grad)
+    torch.testing.assert_close(projection.grad[..., 2 * 16:4 * 16], ref_g.grad, rtol=1e-4, atol=1e-5)
+
+
 @runs_kernels
 def test_kernel_takes_the_decode_steps_three_dim_layout():
     o, g, _ = _inputs(1, 4, 2, 8, torch.float32, torch.float32)

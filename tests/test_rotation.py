@@ -89,6 +89,23 @@ def test_kernel_takes_a_strided_view_and_gives_fp32_out_for_bf16_in():
     torch.testing.assert_close(out, rotate_torch(k, cos, sin, True, 0.5, torch.float32), rtol=0, atol=1e-6)
 
 
+@runs_kernels
+def test_kernel_saves_nothing_of_its_input():
+    """A rotation is linear: its backward needs only the tables, so the projection x is sliced from can be freed."""
+    cos, sin = (t.to(DEV) for t in _tables(5, 4, torch.float32))
+    x = _projection_view(1, 5, 2, 8, torch.float32, device=DEV).requires_grad_(True)
+    saved: list[int] = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        rotate(x, cos, sin, True, 0.5, fused=True)
+    assert x.untyped_storage().data_ptr() not in saved
+    assert set(saved) <= {cos.untyped_storage().data_ptr(), sin.untyped_storage().data_ptr()}
+
+
 def test_fp64_and_cpu_inputs_stay_on_the_reference():
     x = torch.randn(1, 3, 2, 4, dtype=torch.float64, requires_grad=True)
     cos, sin = _tables(3, 2)

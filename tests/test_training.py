@@ -208,3 +208,26 @@ def test_nvml_is_read_between_steps_only_and_by_no_thread(monkeypatch):
     events.clear()
     (res,) = run_distributed(1, RECIPES["retnet"], off, "cpu")
     assert res.status == "ok" and "read" not in events and res.mem_nvml_peak_gb is None
+
+
+def test_the_transformer_hands_attention_a_contiguous_v_when_training(monkeypatch):
+    """In training the attention kernel saves v: a view of the q|k|v projection would keep all of it alive until
+    backward, so the model passes a contiguous v (inference keeps the view: nothing is saved there)."""
+    from retnet_bench.baselines import transformer as tmod
+
+    seen: list[bool] = []
+    real = tmod.causal_attention
+
+    def spy(q, k, v, kernel):
+        seen.append(v.is_contiguous())
+        return real(q, k, v, kernel)
+
+    monkeypatch.setattr(tmod, "causal_attention", spy)
+    model = Transformer(TransformerConfig.from_name("tiny", vocab_size=VOCAB), kernel="sdpa-math")
+    ids = torch.randint(0, VOCAB, (1, 16))
+    model(ids).sum().backward()
+    assert seen and all(seen)
+    seen.clear()
+    with torch.no_grad():
+        model(ids)
+    assert seen and not any(seen)

@@ -2,8 +2,8 @@
 and one fused Triton kernel (forward and backward) for training and prefill.
 
 Why: PyTorch runs it as norm + silu + mul (3 launches forward, ~5 backward) over (B, T, value_dim) and autograd keeps
-the norm's output and silu(g) beside o and g. The fused op keeps only o and g and recomputes the row statistics in
-the backward pass (one extra read of a row it loads anyway).
+the norm's output and silu(g) beside o and g (g as a view, which keeps the whole fused projection output alive). The
+fused op keeps only o and a contiguous copy of g, and recomputes the row statistics in the backward pass.
 
     norm_gate(o, g, eps, rms=False) -> (..., H * dv) in g's dtype
       o (..., H, dv) retention output (any float dtype); g (..., H * dv) gate pre-activation (a projection's slice)
@@ -39,15 +39,18 @@ if triton_available():
         return xc * rstd, rstd
 
     @triton.jit
-    def _norm_gate_fwd(o_ptr, g_ptr, out_ptr, sg_row, eps, H: tl.constexpr, DV: tl.constexpr, RMS: tl.constexpr,
-                       BLOCK: tl.constexpr):
+    def _norm_gate_fwd(o_ptr, g_ptr, out_ptr, g_keep_ptr, sg_row, eps, H: tl.constexpr, DV: tl.constexpr,
+                       RMS: tl.constexpr, KEEP_G: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)  # (token, head): o is contiguous (rows, H, DV), g rows have stride sg_row
         tok = pid // H
         h = pid % H
         d = tl.arange(0, BLOCK)
         ok = d < DV
         on, _ = _row_stats(o_ptr + pid * DV, d, ok, eps, DV, RMS)
-        g = tl.load(g_ptr + tok * sg_row + h * DV + d, mask=ok, other=0.0).to(tl.float32)
+        g_raw = tl.load(g_ptr + tok * sg_row + h * DV + d, mask=ok, other=0.0)
+        if KEEP_G:  # a contiguous copy of g for backward, so the projection g is a slice of can be freed
+            tl.store(g_keep_ptr + pid * DV + d, g_raw, mask=ok)
+        g = g_raw.to(tl.float32)
         out = g * tl.sigmoid(g) * on
         tl.store(out_ptr + pid * DV + d, out.to(out_ptr.dtype.element_ty), mask=ok)
 
@@ -88,10 +91,13 @@ class _NormGate(torch.autograd.Function):
         o2, g2 = _rows(o, g)
         rows, H, dv = o2.shape
         out = torch.empty(rows, H * dv, device=g.device, dtype=g.dtype)
+        # g is usually a slice of the fused q|k|v|g projection: saving that view would keep the whole projection
+        # output (3x g's size) alive until backward; the kernel writes a contiguous copy of g to save instead
+        keep = g2 if g2.is_contiguous() else torch.empty_like(g2, memory_format=torch.contiguous_format)
         block = triton.next_power_of_2(dv)
-        _norm_gate_fwd[(rows * H,)](o2, g2, out, g2.stride(0), eps, H=H, DV=dv, RMS=rms, BLOCK=block,
-                                    num_warps=4 if block <= 1024 else 8)
-        ctx.save_for_backward(o2, g2)  # the statistics are recomputed in backward: nothing else is kept
+        _norm_gate_fwd[(rows * H,)](o2, g2, out, keep, g2.stride(0), eps, H=H, DV=dv, RMS=rms,
+                                    KEEP_G=keep is not g2, BLOCK=block, num_warps=4 if block <= 1024 else 8)
+        ctx.save_for_backward(o2, keep)  # the statistics are recomputed in backward: nothing else is kept
         ctx.eps, ctx.rms, ctx.o_shape, ctx.g_shape = eps, rms, o.shape, g.shape
         return out.view(g.shape)
 
