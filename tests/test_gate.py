@@ -2,27 +2,20 @@
 in outputs and gradients of o and g, for the layer norm and the RMS norm, with g a strided slice of a projection.
 
 Kernel parity runs on CUDA when there is a GPU, else under the Triton interpreter in a child process (see
-test_retnet_step_fused.py for why a child process).
+tests/triton_testing.py for why a child process).
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from retnet.kernels import triton_available
-from retnet.kernels.gate import norm_gate, norm_gate_torch
+sys.path.insert(0, str(Path(__file__).parent))
+from triton_testing import DEV, interpreter_wrapper, run_under_interpreter, runs_kernels  # noqa: E402
 
-CUDA = torch.cuda.is_available()
-INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
-DEV = "cuda" if CUDA else "cpu"
-runs_kernels = pytest.mark.skipif(
-    not (triton_available() and (CUDA or INTERPRETED)),
-    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 (the CPU wrapper test below sets it in a child process)",
-)
+from retnet.kernels.gate import norm_gate, norm_gate_torch
 
 
 def _inputs(B, T, H, dv, o_dtype, g_dtype, seed=0):
@@ -98,11 +91,6 @@ def test_reference_is_the_models_read_out_and_fp64_stays_on_it():
     torch.testing.assert_close(norm_gate(o, g, 1e-6, fused=True), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.skipif(CUDA or INTERPRETED or not triton_available(), reason="CPU wrapper: runs the kernel tests above "
-                    "under TRITON_INTERPRET=1 (needs triton installed; on a GPU they run directly)")
+@interpreter_wrapper
 def test_kernels_under_triton_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-                           "-k", "kernel and not interpreter"], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    run_under_interpreter(__file__, "kernel and not interpreter")

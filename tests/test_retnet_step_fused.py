@@ -1,35 +1,27 @@
 """The fused RetNet decode step (issue #16): each fused piece against its naive twin, and state precision.
 
-Kernel parity runs on CUDA when there is a GPU, else under the Triton interpreter on the CPU: the interpreter is
-chosen when triton is first imported, so on a CPU the wrapper test re-runs this file in a child process with
-TRITON_INTERPRET=1 (the kernels of a process that already imported triton normally cannot be interpreted).
+Kernel parity runs on CUDA when there is a GPU, else under the Triton interpreter on the CPU, in a child process
+started by the wrapper test (tests/triton_testing.py says why).
 The bf16-state drift test is plain torch and runs everywhere.
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from retnet import RetNet, RetNetConfig
-from retnet.kernels import triton_available
+sys.path.insert(0, str(Path(__file__).parent))
+from triton_testing import CUDA, DEV, interpreter_wrapper, run_under_interpreter, runs_kernels  # noqa: E402
+
+from retnet import RetNet, RetNetConfig  # noqa: E402
 from retnet.kernels.add_norm import add_norm_torch, add_norm_triton
 from retnet.kernels.fused_step import (
     MODEL_STEP_KERNELS, retention_epilogue_triton, retention_step_torch, retention_step_triton,
 )
 from retnet.kernels.recurrent_step import recurrent_step_torch, state_pass_torch, state_pass_triton
-
-CUDA = torch.cuda.is_available()
-INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
-DEV = "cuda" if CUDA else "cpu"
-runs_kernels = pytest.mark.skipif(
-    not (triton_available() and (CUDA or INTERPRETED)),
-    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 (the CPU wrapper test below sets it in a child process)",
-)
 
 
 def _rel(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -212,14 +204,9 @@ def test_model_step_kernels_agree(overrides):
         assert state.pos.item() == 12
 
 
-@pytest.mark.skipif(CUDA or INTERPRETED or not triton_available(), reason="CPU wrapper: runs the kernel tests above "
-                    "under TRITON_INTERPRET=1 (needs triton installed; on a GPU they run directly)")
+@interpreter_wrapper
 def test_kernels_under_triton_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-                           "-k", "not interpreter and not drift"], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    run_under_interpreter(__file__, "not interpreter and not drift")
 
 
 # ---- state precision -------------------------------------------------------------------------------------

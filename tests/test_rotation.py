@@ -2,29 +2,22 @@
 and the Triton kernel equals the reference in outputs and in gradients, for both pair layouts.
 
 Kernel parity runs on CUDA when there is a GPU, else under the Triton interpreter in a child process (see
-test_retnet_step_fused.py for why a child process).
+tests/triton_testing.py for why a child process).
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from retnet.kernels import triton_available
+sys.path.insert(0, str(Path(__file__).parent))
+from triton_testing import DEV, interpreter_wrapper, run_under_interpreter, runs_kernels  # noqa: E402
+
 from retnet.kernels.rotation import rotate, rotate_torch
 from retnet.retention import theta_shift
 from retnet_bench.baselines.rotary import apply_rotary, rotary_tables
-
-CUDA = torch.cuda.is_available()
-INTERPRETED = triton_available() and os.environ.get("TRITON_INTERPRET") == "1"
-DEV = "cuda" if CUDA else "cpu"
-runs_kernels = pytest.mark.skipif(
-    not (triton_available() and (CUDA or INTERPRETED)),
-    reason="Triton kernels need CUDA or TRITON_INTERPRET=1 (the CPU wrapper test below sets it in a child process)",
-)
 
 
 def _tables(T: int, half: int, dtype=torch.float64, offset: int = 0):
@@ -114,11 +107,6 @@ def test_fp64_and_cpu_inputs_stay_on_the_reference():
     torch.testing.assert_close(out, theta_shift(x, cos[:, None], sin[:, None]))
 
 
-@pytest.mark.skipif(CUDA or INTERPRETED or not triton_available(), reason="CPU wrapper: runs the kernel tests above "
-                    "under TRITON_INTERPRET=1 (needs triton installed; on a GPU they run directly)")
+@interpreter_wrapper
 def test_kernels_under_triton_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
-                           "-k", "kernel and not interpreter"], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    run_under_interpreter(__file__, "kernel and not interpreter")
