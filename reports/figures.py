@@ -189,7 +189,7 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     return fig
 
 
-from .figures_train import fig_capacity, fig_scaling, fig_table4  # noqa: E402
+from .figures_train import fig_capacity, fig_scaling, fig_table4, fig_training_vs_length  # noqa: E402
 
 FIGURES = {
     "fig6a_memory_vs_length": fig_memory_vs_length,
@@ -200,6 +200,7 @@ FIGURES = {
     "table4_training_bars": fig_table4,
     "long_context": fig_long,
     "scaling": fig_scaling,
+    "training_vs_length": fig_training_vs_length,
 }
 HEADLINE = ("fig6b_throughput_vs_length", "fig6a_memory_vs_length", "capacity")  # shown right under the summary
 

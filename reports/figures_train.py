@@ -1,4 +1,5 @@
-"""Training and capacity figures: Table 4 as bars (OOM bars shown), capacity as bars, multi-GPU scaling.
+"""Training and capacity figures: Table 4 as bars (OOM bars shown), capacity as bars, multi-GPU scaling, training
+vs sequence length.
 
 Same conventions as figures.py (colours per contestant from figure_style.py, legends outside, OOM labelled).
 """
@@ -9,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import figure_meta, legend_outside, log2_ticks, new_figure, palette, rows_of
+from .figure_style import draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette, rows_of
 
 
 def _skip(reason: str) -> Exception:
@@ -133,5 +134,38 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("GPUs (world size)")
     axes[0].set_ylabel("tokens/s per GPU")
+    legend_outside(fig, axes, pal)
+    return fig
+
+
+def fig_training_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
+    """Training tokens/s and memory vs sequence length (log x), one GPU, the model measured at the most lengths:
+    where the linear-time architecture overtakes attention (`table4-long`). OOM points are drawn, not dropped."""
+    from .figures import _line, pick_model
+
+    pal = palette(df, envs)
+    ok, oom = rows_of(df, "train"), rows_of(df, "train", ("oom",))
+    one_gpu = ok["world_size"].fillna(1) == 1
+    ok, oom = ok[one_gpu], oom[oom["world_size"].fillna(1) == 1]
+    lengths_per_model = ok.groupby("model")["seq_len"].nunique()
+    if ok.empty or lengths_per_model.max() < 2:
+        raise _skip("Training vs length: no model with one-GPU training rows at two or more lengths (run table4-long)")
+    most = lengths_per_model[lengths_per_model == lengths_per_model.max()].index
+    model = pick_model(ok[ok["model"].isin(most)])
+    ok, oom = ok[ok["model"] == model], oom[oom["model"] == model]
+    ok = ok.sort_values("batch_size").drop_duplicates(["label", "seq_len"], keep="last")
+    fig, axes = new_figure(f"Training vs sequence length ({model}, one GPU, real AdamW step where the row says so)",
+                           figure_meta(ok, envs), ncols=2, size=(12.0, 4.8))
+    lengths = pd.concat([ok["seq_len"], oom["seq_len"]])
+    for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
+                              (axes[1], "mem_gb", "memory per GPU (GB)")):
+        for label in pal.order(ok["label"]):
+            _line(ax, pal, ok[ok["label"] == label].dropna(subset=[value]), "seq_len", value, label)
+        for label, g in oom.groupby("label"):
+            draw_oom(ax, sorted(g["seq_len"].unique()), label, pal)
+        log2_ticks(ax, lengths)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("sequence length T (tokens)")
+        ax.set_ylabel(ylabel)
     legend_outside(fig, axes, pal)
     return fig

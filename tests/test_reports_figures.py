@@ -43,6 +43,10 @@ def _extra_rows() -> list[dict]:
     rows.append(dict(train_row("2.7b", "transformer", "bmm-softmax", 4, 8192, 1.0, None), status="oom",
                      error="OOM", tokens_per_s=None, ms_median=None))
     rows.append(train_row("2.7b", "retnet-chunkwise", "torch", 4, 8192, 40000.0, 40.0))
+    for T, retnet, trm in ((16384, 90000.0, 60000.0), (32768, 95000.0, None)):  # table4-long: the crossover
+        rows.append(train_row("1.3b", "retnet-chunkwise", "torch", 4, T, retnet, 35.0, suite="table4-long"))
+        trm_row = train_row("1.3b", "transformer", "flash-attn", 4, T, trm or 1.0, 50.0, suite="table4-long")
+        rows.append(trm_row if trm else dict(trm_row, status="oom", error="OOM", tokens_per_s=None, ms_median=None))
     for ws, per_gpu in ((1, 10000.0), (2, 9500.0), (4, 9000.0)):
         rows.append(train_row("6.7b", "retnet-chunkwise", "torch", 1, 8192, per_gpu * ws, 30.0, world_size=ws,
                               tokens_per_s_per_gpu=per_gpu, suite="scaling"))
@@ -170,7 +174,8 @@ def test_smoke_run_skips_missing_figures_with_a_note(tmp_path):
     df, envs = load_runs([write_run(tmp_path, _smoke_rows(), run_id="smoke")])
     figs, skipped = build_figures(df, envs)
     assert set(figs) == {"fig6a_memory_vs_length", "fig6b_throughput_vs_length", "fig6c_latency_vs_batch"}
-    assert set(skipped) == {"table4_training_bars", "roofline", "capacity", "long_context", "scaling"}
+    assert set(skipped) == {"table4_training_bars", "roofline", "capacity", "long_context", "scaling",
+                            "training_vs_length"}
     assert "process RSS" in figs["fig6a_memory_vs_length"].axes[0].get_ylabel()
     with pytest.raises(FigureSkipped):
         F.fig_roofline(df, envs)
@@ -231,3 +236,15 @@ def test_a_quantized_kv_cache_is_labelled_as_a_cache_and_a_retnet_state_as_a_sta
         "static (flash-attn-4), 8 KV heads, float8_e4m3fn KV cache"
     assert contestant("retnet-recurrent", "triton", None, "bfloat16") == "retnet-recurrent (triton), bfloat16 state"
     assert contestant("retnet-recurrent", "triton", None, "float32") == "retnet-recurrent (triton)"
+
+
+def test_training_vs_length_shows_the_crossover_with_oom_points(figs):
+    fig = figs["training_vs_length"]
+    assert "1.3b" in fig.get_suptitle() and "one GPU" in fig.get_suptitle()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "sequence length T (tokens)"
+    series = _series(ax)  # the vanilla Transformer was measured at 8k only: a single point
+    assert set(series) == {"retnet-chunkwise (torch)", "transformer (flash-attn)", "transformer (bmm-softmax)"}
+    assert list(series["retnet-chunkwise (torch)"].get_xdata()) == [8192, 16384, 32768]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8192", "16384", "32768"]
+    assert _oom_texts(ax) == 1 and _oom_texts(fig.axes[1]) == 1  # the Transformer at 32k: drawn, not dropped
