@@ -57,6 +57,9 @@ multi)  # all GPUs: NCCL test, table4 over all ranks and over 2, then one lane p
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
   bench $ALL table4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
+  mkdir -p "$W/profile-x$NGPU"  # where the per-GPU scaling goes: exposed communication per step (issue #14)
+  OUT="$W/profile-x$NGPU" timeout 240 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc $NGPU \
+    --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x$NGPU/log" 2>&1; echo "== profile x$NGPU rc=$?"
   if oom_in table4-x$NGPU 13b; then
     bench $ALL table4-x$NGPU-13b-ckpt "$(ckpt_suite 13b)" --nproc $NGPU --impl retnet-chunkwise,transformer \
       --kernel fla,sdpa-cudnn; fi

@@ -231,3 +231,21 @@ def test_the_transformer_hands_attention_a_contiguous_v_when_training(monkeypatc
     with torch.no_grad():
         model(ids)
     assert seen and not any(seen)
+
+
+def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
+    """scripts/profile_train_step.py's overlap arithmetic (what --nproc N reports per step), on hand-made spans."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "profile_train_step.py"
+    spec = importlib.util.spec_from_file_location("profile_train_step", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    spans = [("gemm", 0.0, 4000.0), ("norm", 3000.0, 5000.0),             # compute 0-5 ms
+             ("communication", 4500.0, 7000.0), ("communication", 6000.0, 8000.0),  # comm 4.5-8 ms
+             ("gemm", 7500.0, 9000.0)]                                     # compute 7.5-9 ms
+    got = mod.overlap_ms(spans, steps=1)
+    # busy 0-9 ms; comm 3.5 ms, of which 4.5-5 and 7.5-8 overlap compute: exposed 2.5 ms
+    assert got == {"gpu_busy_ms": 9.0, "comm_ms": 3.5, "exposed_comm_ms": 2.5}
+    assert mod.overlap_ms(spans, steps=2)["exposed_comm_ms"] == 1.25
