@@ -3,8 +3,9 @@
 # cleanly by --time-limit so that every finished row comes back. Usage (repo root, on the GPU machine):
 #   bash scripts/device_reference.sh single   # 4 GPUs: table4 (1 rank), fig6 subset, capacity, long, kernels, GPU tests
 #   bash scripts/device_reference.sh fsdp     # all GPUs: table4 over 2 and 4 ranks (FSDP2), the NCCL test
-#   bash scripts/device_reference.sh multi    # 4 GPUs: table4 over 4 ranks (13B with checkpointing if it does not
-#                                             # fit), then lanes: table4 over 2 ranks, table4-long, long at 16k/64k
+#   bash scripts/device_reference.sh multi    # 4 GPUs: 1.3B on 1, 2, 4 ranks alone, table4 over 4 ranks (13B with
+#                                             # checkpointing if it does not fit), the 4-rank profile, then lanes:
+#                                             # table4 over 2 ranks, table4-long, long at 16k/64k
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -55,6 +56,9 @@ fsdp)  # all GPUs: the NCCL test, table4 over 2 ranks (FSDP2), then the long sui
 multi)  # all GPUs: NCCL test, table4 over all ranks and over 2, then one lane per GPU (no FlashAttention-4 needed)
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
+  # scaling 1 -> 2 -> N at 1.3B on this machine, each alone on its GPUs (other lanes load the host)
+  bench 0 table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0,1 table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   bench $ALL table4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
   mkdir -p "$W/profile-x$NGPU"  # where the per-GPU scaling goes: exposed communication per step (issue #14)
@@ -63,7 +67,7 @@ multi)  # all GPUs: NCCL test, table4 over all ranks and over 2, then one lane p
   if oom_in table4-x$NGPU 13b; then
     bench $ALL table4-x$NGPU-13b-ckpt "$(ckpt_suite 13b)" --nproc $NGPU --impl retnet-chunkwise,transformer \
       --kernel fla,sdpa-cudnn; fi
-  ( bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ) &
+  ( bench 0,1 table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ) &
   ( bench 2 table4-long table4-long --kernel fla,sdpa-cudnn ) &
   ( bench 3 long-16k-64k long --seq 16384,65536 --kernel sdpa-cudnn ) &
   wait ;;
