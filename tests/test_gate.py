@@ -78,6 +78,16 @@ def test_kernel_keeps_no_view_of_the_projection_g_is_sliced_from():
 
 
 @runs_kernels
+def test_kernel_without_autograd_gives_the_same_output():
+    """Prefill (no autograd): the kernel alone, without the copy of g that training saves."""
+    o, g, _ = _inputs(2, 5, 3, 16, torch.float32, torch.float32)
+    with torch.no_grad():
+        out = norm_gate(o, g, 1e-6, fused=True)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, norm_gate_torch(o, g, 1e-6), rtol=1e-5, atol=1e-6)
+
+
+@runs_kernels
 def test_kernel_takes_the_decode_steps_three_dim_layout():
     o, g, _ = _inputs(1, 4, 2, 8, torch.float32, torch.float32)
     o3, g3 = o[0], g[0]  # (B, H, dv) and (B, H * dv): the step's shapes

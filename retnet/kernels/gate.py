@@ -85,18 +85,24 @@ def _rows(o: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     return o2, (g2 if g2.stride(-1) == 1 else g2.contiguous())
 
 
+def _forward(o2: Tensor, g2: Tensor, eps: float, rms: bool, keep_g: bool) -> tuple[Tensor, Tensor]:
+    """(silu(g) * norm(o) as (rows, H * dv), g for backward). g is usually a slice of the fused q|k|v|g projection:
+    saving that view would keep the whole projection output (3x g's size) alive until backward, so with keep_g the
+    kernel also writes a contiguous copy of g, which is what gets saved (inference needs none)."""
+    rows, H, dv = o2.shape
+    out = torch.empty(rows, H * dv, device=g2.device, dtype=g2.dtype)
+    keep = g2 if (g2.is_contiguous() or not keep_g) else torch.empty_like(g2, memory_format=torch.contiguous_format)
+    block = triton.next_power_of_2(dv)
+    _norm_gate_fwd[(rows * H,)](o2, g2, out, keep, g2.stride(0), eps, H=H, DV=dv, RMS=rms, KEEP_G=keep is not g2,
+                                BLOCK=block, num_warps=4 if block <= 1024 else 8)
+    return out, keep
+
+
 class _NormGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, o, g, eps, rms):
         o2, g2 = _rows(o, g)
-        rows, H, dv = o2.shape
-        out = torch.empty(rows, H * dv, device=g.device, dtype=g.dtype)
-        # g is usually a slice of the fused q|k|v|g projection: saving that view would keep the whole projection
-        # output (3x g's size) alive until backward; the kernel writes a contiguous copy of g to save instead
-        keep = g2 if g2.is_contiguous() else torch.empty_like(g2, memory_format=torch.contiguous_format)
-        block = triton.next_power_of_2(dv)
-        _norm_gate_fwd[(rows * H,)](o2, g2, out, keep, g2.stride(0), eps, H=H, DV=dv, RMS=rms,
-                                    KEEP_G=keep is not g2, BLOCK=block, num_warps=4 if block <= 1024 else 8)
+        out, keep = _forward(o2, g2, eps, rms, keep_g=True)
         ctx.save_for_backward(o2, keep)  # the statistics are recomputed in backward: nothing else is kept
         ctx.eps, ctx.rms, ctx.o_shape, ctx.g_shape = eps, rms, o.shape, g.shape
         return out.view(g.shape)
@@ -127,7 +133,9 @@ def norm_gate(o: Tensor, g: Tensor, eps: float, rms: bool = False, fused: bool |
     if fused is None:
         fused = o.is_cuda
     if fused and fusable(o, g):
-        return _NormGate.apply(o, g, float(eps), bool(rms))
+        if torch.is_grad_enabled() and (o.requires_grad or g.requires_grad):
+            return _NormGate.apply(o, g, float(eps), bool(rms))
+        return _forward(*_rows(o, g), float(eps), bool(rms), keep_g=False)[0].view(g.shape)  # prefill: no copy of g
     return norm_gate_torch(o, g, eps, rms)
 
 
