@@ -1,5 +1,8 @@
 """Grouped-query attention (GQA / MQA) in the Transformer baselines: matched presets, every decode path equal to the
 full forward, MHA unchanged bit for bit, HF and analytic sizes agree with the built caches (issue #18)."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +12,9 @@ from retnet_bench.baselines.kernels import causal_attention, gqa_support, sdpa_c
 from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
 from retnet.kernels.rotation import rotate
 from retnet_bench.baselines.rotary import rotary_tables
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_baselines_kernels import check_static_decode_matches_math  # noqa: E402  (the shared GPU decode check)
 
 try:
     from retnet import RetNetConfig
@@ -267,22 +273,10 @@ def test_fp8_kv_cache_is_reported_unavailable():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", kernels_mod.KERNELS)
 def test_gpu_gqa_static_decode_and_training_match_math(name):
-    dev, dt = torch.device("cuda"), torch.bfloat16
-    if not kernels_mod.kernel_available(name, dev, dt, phase="decode", head_dim=64)[0]:
-        pytest.skip(kernels_mod.kernel_available(name, dev, dt, phase="decode", head_dim=64)[1])
     cfg = TransformerConfig.from_name("small", n_kv_heads=2)
-    torch.manual_seed(0)
-    ref = Transformer(cfg, kernel="sdpa-math", device=dev, dtype=dt).eval()
-    model = Transformer(cfg, kernel=name, device=dev, dtype=dt).eval()
-    model.load_state_dict(ref.state_dict())
-    ids = torch.randint(0, cfg.vocab_size, (2, 40), device=dev)
-    with torch.no_grad():
-        full = ref(ids).float()
-        cache = model.new_static_cache(2, 64)
-        logits = [model.prefill(ids[:, :32], cache, last_only=False)]
-        logits += [model.step(ids[:, j], cache) for j in range(32, 40)]
-    torch.testing.assert_close(torch.cat(logits, 1).float(), full, rtol=0.05, atol=0.05)
-    if kernels_mod.kernel_available(name, dev, dt, phase="train", head_dim=64)[0]:
+    model, ids = check_static_decode_matches_math(cfg, name)
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    if kernels_mod.kernel_available(name, dev, dt, phase="train", head_dim=cfg.head_dim)[0]:
         model.train()
         model(ids).float().logsumexp(-1).mean().backward()
         assert model.layers[0].attn.wqkv.weight.grad.isfinite().all()

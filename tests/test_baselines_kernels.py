@@ -96,13 +96,13 @@ def test_flash_package_caches_use_bshd_layout():
     assert cache.layout == "bshd" and cache.k.shape == (2, 3, 32, 2, 32)  # (L, B, S, H, D), S rounded up to 32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("name", KERNELS)
-def test_gpu_static_decode_matches_math(name):
+def check_static_decode_matches_math(cfg: TransformerConfig, name: str) -> tuple[Transformer, torch.Tensor]:
+    """On the GPU, bf16: `name`'s static-cache prefill (32 tokens) + 8 decode steps give the logits of the sdpa-math
+    model's full forward. Returns the kernel's model and the ids, for further checks. Skips where `name` cannot run."""
     dev, dt = torch.device("cuda"), torch.bfloat16
-    if not kernel_available(name, dev, dt, phase="decode")[0]:
-        pytest.skip(kernel_available(name, dev, dt, phase="decode")[1])
-    cfg = TransformerConfig.from_name("small", head_dim=64)
+    ok, why = kernel_available(name, dev, dt, phase="decode", head_dim=cfg.head_dim)
+    if not ok:
+        pytest.skip(why)
     torch.manual_seed(0)
     ref = Transformer(cfg, kernel="sdpa-math", device=dev, dtype=dt).eval()
     model = Transformer(cfg, kernel=name, device=dev, dtype=dt).eval()
@@ -114,6 +114,13 @@ def test_gpu_static_decode_matches_math(name):
         logits = [model.prefill(ids[:, :32], cache, last_only=False)]
         logits += [model.step(ids[:, j], cache) for j in range(32, 40)]
     torch.testing.assert_close(torch.cat(logits, 1).float(), full, rtol=0.05, atol=0.05)
+    return model, ids
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", KERNELS)
+def test_gpu_static_decode_matches_math(name):
+    check_static_decode_matches_math(TransformerConfig.from_name("small", head_dim=64), name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (Triton kernel)")
