@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from typing import Callable
 
 import torch
@@ -29,6 +27,7 @@ from retnet import RetNet, RetNetConfig
 from retnet.kernels import chunk_kernel_available, chunk_retention
 from retnet.kernels.chunk import fla_version
 from retnet.retention import chunkwise_retention, log_decay, position_tables, rotary_angle
+from retnet_bench.suites.trackers import LatencyTracker
 
 # issue #12, H200 at f66f8c0, one layer fwd+bwd, B=1 (ms)
 ISSUE_REFERENCE_MS = {
@@ -39,22 +38,11 @@ ISSUE_REFERENCE_MS = {
 
 
 def time_ms(fn: Callable[[], object], min_reps: int = 10, min_seconds: float = 1.0) -> dict[str, float]:
+    """The suites' own timer (CUDA events, >= min_reps calls and >= min_seconds, at most 200) after 3 warm-up calls."""
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_seconds:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-        if len(times) >= 200:
-            break
-    q = statistics.quantiles(times, n=10)
-    return {"ms_median": statistics.median(times), "ms_p10": q[0], "ms_p90": q[-1], "n_repeats": len(times)}
+    t = LatencyTracker(torch.device("cuda"), min_reps, min_seconds, 200).time(fn)
+    return {"ms_median": t.ms_median, "ms_p10": t.ms_p10, "ms_p90": t.ms_p90, "n_repeats": t.n}
 
 
 def rms_ratio(ours: torch.Tensor, ref: torch.Tensor) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from retnet_bench.baselines.kernels import (FLASH_PACKAGES, KERNELS, PHASES, _fl
                                             decode_attention_flash_attn_4, decode_attention_sdpa, gqa_support,
                                             kernel_available, sdpa_context)
 from retnet_bench.baselines.quantized_kv import fp8_kv_cache_available
+from retnet_bench.suites.trackers import LatencyTracker
 
 
 def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50, fa4_splits: int | None = None) -> dict:
@@ -44,21 +44,13 @@ def time_decode(kernel: str, batch: int, seq: int, n_kv: int, reps: int = 50, fa
         k, v = (torch.randn(batch, n_kv, seq, d, device=dev, dtype=dt) for _ in range(2))
         mask = torch.zeros(1, 1, 1, seq, device=dev, dtype=dt)
         call = lambda: decode_attention_sdpa(q, k, v, mask, kernel)  # noqa: E731
-    times = []
     try:
         with sdpa_context(kernel):
             for _ in range(5):
                 call()
-            for _ in range(reps):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                call()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b))
+            ms = LatencyTracker(dev, reps, 0.0, reps).time(call).ms_median
     except Exception as e:  # noqa: BLE001 - a kernel that rejects a shape (e.g. FA4 split-KV on SM90) is a finding
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
-    ms = statistics.median(times)
     kv_bytes = k.nbytes + v.nbytes
     return {"ms": round(ms, 4), "kv_bytes": kv_bytes, "kv_GBps": round(kv_bytes / ms / 1e6, 1)}
 

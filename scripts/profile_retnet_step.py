@@ -25,6 +25,7 @@ import torch
 from retnet import RetNet, RetNetConfig
 from retnet import analytic as ra
 from retnet_bench.suites.contestants.base import cuda_graph  # the suites' own capture: profile what they time
+from retnet_bench.suites.trackers import LatencyTracker
 
 GB = 1e9
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -32,16 +33,8 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul")
 
 
 def time_ms(fn, reps: int) -> float:
-    """Median ms of `fn` over `reps` calls, each timed with CUDA events."""
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    """Median ms of `fn` over `reps` calls, timed as the suites time them (CUDA events)."""
+    return LatencyTracker(torch.device("cuda"), reps, 0.0, reps).time(fn).ms_median
 
 
 def copy_bandwidth_gbps(nbytes: int = 2 * 1024**3) -> float:
