@@ -21,7 +21,7 @@ from .env import collect_env
 from .plan import Group, Point, check_phases, plan
 from .scenarios import SCENARIOS
 from .scenarios import train as train_scenario
-from .scenarios.context import Context, fmt_error, is_oom
+from .scenarios.context import Context, failure_status, fmt_error, is_oom
 from .suite import Suite
 from .trackers import GB, MemoryTracker, measure_copy_bandwidth_gbps
 from .trackers import free_device_memory as _free
@@ -209,14 +209,10 @@ class Runner:
             on_start(todo[0])
             contestant = g.spec.build(g.spec, args)
         except Exception as e:  # noqa: BLE001 - any failure to build is recorded, the sweep goes on
-            from retnet_bench.baselines.kernels import KernelUnavailableError
-
             contestant = None
             _free(self.device)
-            if isinstance(e, KernelUnavailableError):  # a variant no kernel here takes: skipped, with the reason
-                status, error = "skipped", fmt_error(e)
-            else:
-                status, error = "oom" if is_oom(e) else "error", f"building the model failed: {fmt_error(e)}"
+            status = failure_status(e)  # skipped: a variant no kernel here takes, with the reason
+            error = fmt_error(e) if status == "skipped" else f"building the model failed: {fmt_error(e)}"
             for p in todo:
                 on_done()
                 yield self._row(g, p, status, error=error)
@@ -252,10 +248,7 @@ class Runner:
         except Exception as e:  # noqa: BLE001 - one failing point never stops the sweep
             c.end()
             _free(self.device)
-            from retnet_bench.baselines.kernels import KernelUnavailableError
-
-            status = "oom" if is_oom(e) else "skipped" if isinstance(e, KernelUnavailableError) else "error"
-            return [self._row(g, p, status, error=fmt_error(e), **common)]
+            return [self._row(g, p, failure_status(e), error=fmt_error(e), **common)]
 
 
 def check_suite(suite: Suite, device: torch.device) -> None:

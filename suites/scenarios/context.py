@@ -43,6 +43,14 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
 
 
+def failure_status(e: BaseException) -> str:
+    """The status of a point that raised: skipped (no kernel here takes it: the reason is the row's error), oom,
+    else error."""
+    from retnet_bench.baselines.kernels import KernelUnavailableError
+
+    return "skipped" if isinstance(e, KernelUnavailableError) else "oom" if is_oom(e) else "error"
+
+
 def fmt_error(e: BaseException) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {msg}"[:500]
