@@ -153,6 +153,8 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
 
 
 def _rank_entry(rank: int, world: int, spec: tuple, out_dir: str) -> None:
+    """One spawned rank: its process-group environment, its profile, written to out_dir/rank<r>.json."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     family, kernel, preset, seq, steps, host, cpu = spec
     device = torch.device("cpu") if cpu else torch.device("cuda", rank)
     if not cpu:
@@ -176,16 +178,11 @@ def _spawned(world: int, spec: tuple) -> dict:
         port = sk.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_env_rank, args=(world, spec, tmp), nprocs=world, join=True)
+        mp.spawn(_rank_entry, args=(world, spec, tmp), nprocs=world, join=True)
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
     first = next((r for r in ranks if "error" in r), ranks[0])
     return {**first, "ranks": [{k: r.get(k) for k in ("rank", "step_ms", "gpu_busy_ms", "comm_ms", "exposed_comm_ms",
                                                        "error")} for r in ranks]}
-
-
-def _env_rank(rank: int, world: int, spec: tuple, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    _rank_entry(rank, world, spec, out_dir)
 
 
 def main() -> None:
