@@ -1,0 +1,88 @@
+"""The saved-tensor census (suites/training/saved.py): what a training forward keeps for backward, per module, with
+each storage counted once and weights left out. Hand counts on modules whose saved tensors are known."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retnet_bench.suites.training.saved import SavedTensorCensus
+
+
+class Fused(nn.Module):
+    """One projection whose output is split into views (the fused q|k|v pattern), then two ops that save them."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d, 3 * d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c = self.proj(x).chunk(3, dim=-1)  # three views of one (T, 3d) storage
+        return (a * b) * c                       # mul saves a and b, then (a*b) and c
+
+
+class Net(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Fused(d), Fused(d)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return F.gelu(x)  # saved by the root ("")
+
+
+def test_census_counts_each_storage_once_skips_weights_and_names_the_module():
+    T, d = 8, 4
+    net = Net(d)
+    x = torch.randn(T, d, requires_grad=True)  # a leaf that requires grad: an input like a parameter, not counted
+    with SavedTensorCensus(net) as census:
+        y = net(x)
+    y.sum().backward()  # the hooks leave autograd intact
+    f4 = 4  # bytes per fp32 value
+    # layer 0: proj saves its input x (a leaf: skipped) and its weight (skipped); the mul ops save the views of the
+    # projection output (one storage, T x 3d) and the product a*b (T x d)
+    # layer 1: proj saves its input (layer 0's output, T x d), then the same as layer 0
+    by = census.by_module()
+    assert by["layers.0"] == T * 3 * d * f4 + T * d * f4
+    assert by.get("layers.0.proj", 0) == 0
+    assert by["layers.1.proj"] == T * d * f4
+    assert by["layers.1"] == T * 3 * d * f4 + T * d * f4
+    assert by[""] == T * d * f4  # gelu's input: layer 1's output
+    assert census.total_bytes() == sum(by.values())
+    assert {e.module for e in census.block_entries(1)} == {"layers.1", "layers.1.proj"}
+    # views of one storage appear as entries, but only the first carries bytes
+    views = [e for e in census.entries if e.module == "layers.0" and e.shape == (T, d)]
+    assert len(views) >= 3 and sum(e.nbytes > 0 for e in views) == 2  # the projection storage and a*b
+
+
+def test_census_removes_its_hooks():
+    net = Net(4)
+    with SavedTensorCensus(net) as census:
+        net(torch.randn(2, 4))
+    n = len(census.entries)
+    net(torch.randn(2, 4, requires_grad=True))
+    assert len(census.entries) == n
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
+
+
+def test_memory_profile_script_on_the_cpu(tmp_path):
+    """scripts/profile_train_memory.py --cpu-check: one block's census times the layer count is what all blocks
+    saved (identical blocks; layer 0 also holds the first count of what blocks share, such as rotation tables)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "profile_train_memory.py"
+    env = {**os.environ, "OUT": str(tmp_path), "MASTER_PORT": "29541"}
+    subprocess.run([sys.executable, str(script), "--cpu-check", "--preset", "tiny", "--seq", "64",
+                    "--family", "retnet:torch", "transformer:sdpa-math"], env=env, check=True, capture_output=True)
+    results = json.loads((tmp_path / "train_memory.json").read_text())
+    assert [r["family"] for r in results] == ["retnet", "transformer"]
+    for r in results:
+        assert "error" not in r, r
+        assert r["layer1_bytes"] > 0
+        assert 0.9 < r["layer1_bytes"] * r["n_layers"] / r["saved_layers_bytes"] <= 1.0
+        assert "attn.wqkv" in r["layer1_by_module"] or "retention.out_proj" in r["layer1_by_module"]
