@@ -6,6 +6,9 @@
 #   bash scripts/device_reference.sh multi    # 4 GPUs: 1.3B on 1, 2, 4 ranks alone, table4 over 4 ranks (13B with
 #                                             # checkpointing if it does not fit), the 4-rank profile, then lanes:
 #                                             # table4 over 2 ranks, table4-long, long at 16k/64k
+#   bash scripts/device_reference.sh gputests # 1 GPU: every GPU test, beside it the training-memory census (1.3B)
+#   source .fa4b/install.sh && bash scripts/device_reference.sh onegpu   # 1 GPU, alone, FlashAttention-4
+#       installed: table4 (1.3B-6.7B, fla / cuDNN / FA4), prefill (RetNet vs static cuDNN and FA4), the FA4 census
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -103,5 +106,19 @@ hostcheck)  # one GPU: is the runner's RetNet training step slowed by the ranks'
   sed 's/^steps = 3$/steps = 5\nwarmup = 3/' suites/definitions/table4.toml > "$W/table4-warm3.toml"
   bench 0 t4-warm3 "$W/table4-warm3.toml" --model 1.3b --impl retnet-chunkwise --kernel fla
   bench 0 t4-default table4 --model 1.3b --impl retnet-chunkwise --kernel fla ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck"; exit 2 ;;
+gputests)  # one GPU: all GPU tests (8 workers) and, in parallel, what a training forward saves (allocator-only numbers)
+  ( timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 240 -rfE --durations=10 \
+      $TESTS tests/test_rotation.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
+    echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ) &
+  mkdir -p "$W/census"; OUT="$W/census" timeout 300 python3 scripts/profile_train_memory.py --preset 1.3b --seq 8192 \
+    --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== memory census rc=$?"
+  wait ;;
+onegpu)  # one GPU, nothing else running, FlashAttention-4 installed: the #12 verdict rows with the fixed NVML reader
+  python3 -c "from flash_attn.cute import flash_attn_func" || echo "flash-attn-4 not importable: its rows say so"
+  bench 0 table4-1gpu table4 --model 1.3b,6.7b,2.7b --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn,flash-attn-4
+  bench 0 prefill prefill
+  mkdir -p "$W/census"; OUT="$W/census" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py \
+    --preset 1.3b --seq 8192 --family transformer:flash-attn-4 > "$W/census/log" 2>&1; echo "== census rc=$?" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu"; exit 2 ;;
 esac
