@@ -6,14 +6,18 @@ the module that saved it and counted once per storage. Prints what one block (la
 and in units of d bf16 values (2 d bytes), the per-layer sum times the layer count, what the rest of the model keeps
 (embedding, head, logits), and the allocator's peak over the step next to parameters + gradients + AdamW state.
     python scripts/profile_train_memory.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:sdpa-cudnn]
-Writes train_memory.json and train_memory.txt to $OUT (or the working directory). `--cpu-check` runs the tiny
-preset on the CPU (fp32; checks this script only).
+Each model is censused in a fresh process (nothing of the previous one stays allocated). Writes train_memory.json
+and train_memory.txt to $OUT (or the working directory). `--cpu-check` runs the tiny preset on the CPU (fp32; checks
+this script only).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -105,24 +109,34 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=8192)
     ap.add_argument("--family", nargs="+", default=["retnet:fla", "transformer:sdpa-cudnn"])
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: census of --family[0] alone, JSON to this path
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
         raise SystemExit("needs a CUDA GPU (or --cpu-check)")
-    device = torch.device("cpu") if args.cpu_check else torch.device("cuda", 0)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    results, lines = [], []
-    for spec in args.family:
-        family, kernel = spec.split(":")
+    if args.one:  # a fresh process per model: nothing of the previous model stays allocated
+        device = torch.device("cpu") if args.cpu_check else torch.device("cuda", 0)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        family, kernel = args.family[0].split(":")
         try:
             r = census_one(family, kernel, args.preset, args.seq, device)
         except Exception as e:  # noqa: BLE001 - one contestant failing leaves the others' censuses
             r = dict(family=family, kernel=kernel, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
-        results.append(r)
-        lines += report_lines(r)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        Path(args.one).write_text(json.dumps(r))
+        return
+    results, lines = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(args.family):
+            path = Path(tmp, f"{i}.json")
+            cmd = [sys.executable, __file__, "--preset", args.preset, "--seq", str(args.seq), "--family", spec,
+                   "--one", str(path)] + (["--cpu-check"] if args.cpu_check else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "MASTER_ADDR": "127.0.0.1"})
+            r = json.loads(path.read_text()) if path.exists() else dict(
+                family=spec.split(":")[0], kernel=spec.split(":")[-1],
+                error=f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1][:300]}")
+            results.append(r)
+            lines += report_lines(r)
     out = Path(os.environ.get("OUT", "."))
     (out / "train_memory.json").write_text(json.dumps(results, indent=1))
     (out / "train_memory.txt").write_text("\n".join(lines) + "\n")

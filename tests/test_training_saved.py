@@ -68,7 +68,7 @@ def test_census_removes_its_hooks():
 
 def test_memory_profile_script_on_the_cpu(tmp_path):
     """scripts/profile_train_memory.py --cpu-check: one block's census times the layer count is what all blocks
-    saved (identical blocks; layer 0 also holds the first count of what blocks share, such as rotation tables)."""
+    saved (identical blocks), up to what blocks share (rotation tables, decay masks): layer 0 holds its first count."""
     import json
     import os
     import subprocess
@@ -84,5 +84,5 @@ def test_memory_profile_script_on_the_cpu(tmp_path):
     for r in results:
         assert "error" not in r, r
         assert r["layer1_bytes"] > 0
-        assert 0.9 < r["layer1_bytes"] * r["n_layers"] / r["saved_layers_bytes"] <= 1.0
-        assert "attn.wqkv" in r["layer1_by_module"] or "retention.out_proj" in r["layer1_by_module"]
+        assert 0.8 < r["layer1_bytes"] * r["n_layers"] / r["saved_layers_bytes"] <= 1.0
+        assert {"ln1", "ln2"} <= set(r["layer1_by_module"]) or {"retention_norm", "ffn_norm"} <= set(r["layer1_by_module"])
