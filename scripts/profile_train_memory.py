@@ -57,6 +57,10 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
         opt.step()
         opt.zero_grad(set_to_none=True)
         peak = torch.cuda.max_memory_allocated(device) if cuda else 0
+        # cudaMalloc failures the caching allocator answered by freeing its cache and retrying (each one a device
+        # sync): what a step near the GPU's capacity pays for fragmentation
+        stats = torch.cuda.memory_stats(device) if cuda else {}
+        retries, reserved = stats.get("num_alloc_retries", 0), stats.get("reserved_bytes.all.peak", 0)
     finally:
         shutdown_distributed()
     n_params = sum(p.numel() for p in model.parameters())
@@ -77,7 +81,7 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
                 saved_total_gb=round(census.total_bytes() / GB, 3), saved_layers_gb=round(layers_total / GB, 3),
                 saved_rest_gb=round((census.total_bytes() - layers_total) / GB, 3),
                 layer1_d_units=round(layer_bytes / seq / unit, 3), layer1_by_module=dict(grouped), layer1=block,
-                peak_allocated_gb=round(peak / GB, 3), allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
+                peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3), alloc_retries=retries, allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
                 params_grads_adam_gb=round(n_params * 16 / GB, 3))
 
 
@@ -94,7 +98,8 @@ def report_lines(r: dict) -> list[str]:
     lines = [f"== {r['family']} ({r['kernel']}) {r['preset']} T={r['seq_len']}: saved for backward {r['saved_total_gb']} GB"
              f" ({r['saved_layers_gb']} in {r['n_layers']} blocks, {r['saved_rest_gb']} elsewhere); one block keeps "
              f"{r['layer1_d_units']} d-units per token (1 unit = d bf16 values = {2 * r['d_model']} B)",
-             f"   allocator peak over the step {r['peak_allocated_gb']} GB; allocated before it {r['allocated_before_gb']}"
+             f"   allocator peak over the step {r['peak_allocated_gb']} GB (reserved {r['peak_reserved_gb']} GB, "
+             f"{r['alloc_retries']} cudaMalloc retries in 2 steps); allocated before it {r['allocated_before_gb']}"
              f" GB; fp32 params + grads + AdamW state = {r['params_grads_adam_gb']} GB"]
     for m, u in sorted(r["layer1_by_module"].items(), key=lambda kv: -kv[1]):
         lines.append(f"   {u:7.3f} d  {m}")
