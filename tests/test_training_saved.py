@@ -86,3 +86,25 @@ def test_memory_profile_script_on_the_cpu(tmp_path):
         assert r["layer1_bytes"] > 0
         assert 0.8 < r["layer1_bytes"] * r["n_layers"] / r["saved_layers_bytes"] <= 1.0
         assert {"ln1", "ln2"} <= set(r["layer1_by_module"]) or {"retention_norm", "ffn_norm"} <= set(r["layer1_by_module"])
+
+
+def test_a_finished_modules_parameter_address_does_not_hide_a_later_activation():
+    """FSDP2 frees a block's unsharded parameters after its forward and the allocator hands their memory to later
+    activations: a storage is a weight only while its module runs. Simulated with one buffer seen first as module
+    a's parameter, then saved as an activation after a has returned."""
+    buf = torch.randn(16)
+
+    class A(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(buf[:4])  # shares buf's storage
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.w  # saves x and the parameter: the parameter is skipped
+
+    net = nn.ModuleDict(dict(a=A()))
+    x = torch.randn(4, requires_grad=True)
+    with SavedTensorCensus(net) as census:
+        y = net["a"](x)
+        y = y * buf[4:8].view(4)  # buf is not a leaf requiring grad: saved under the root, while a is not running
+    assert census.by_module().get("", 0) == buf.untyped_storage().nbytes()

@@ -36,17 +36,17 @@ class SavedTensorCensus:
         self.model = model
         self.entries: list[SavedEntry] = []
         self._names = {m: n for n, m in model.named_modules()}
-        self._stack: list[str] = []
+        # running modules, innermost last, each with the storages of its own parameters as they are at that moment
+        self._stack: list[tuple[str, set[tuple[torch.device, int]]]] = []
         self._seen: set[tuple[torch.device, int]] = set()
-        self._param_storages: set[tuple[torch.device, int]] = set()
         self._handles: list[RemovableHandle] = []
         self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
 
     def _push(self, module: nn.Module, *_: object) -> None:
-        self._stack.append(self._names.get(module, type(module).__name__))
-        # read when the module runs: FSDP2's unsharded (and cast) parameters exist only from its pre-forward hook on
-        for p in module.parameters(recurse=False):
-            self._param_storages.add((p.device, p.untyped_storage().data_ptr()))
+        # read when the module runs: FSDP2's unsharded (cast) parameters exist only from its pre-forward hook on, and
+        # are freed after the block, so their addresses are reused by later activations (hence no global set)
+        params = {(p.device, p.untyped_storage().data_ptr()) for p in module.parameters(recurse=False)}
+        self._stack.append((self._names.get(module, type(module).__name__), params))
 
     def _pop(self, *_: object) -> None:
         self._stack.pop()
@@ -55,10 +55,10 @@ class SavedTensorCensus:
         storage = t.untyped_storage()
         key = (t.device, storage.data_ptr())
         # parameters and views of them (a linear's transposed weight) are weights, not activations
-        if not (t.is_leaf and t.requires_grad) and key not in self._param_storages:
+        if not (t.is_leaf and t.requires_grad) and not any(key in params for _, params in self._stack):
             nbytes = 0 if key in self._seen or storage.data_ptr() == 0 else storage.nbytes()
             self._seen.add(key)
-            self.entries.append(SavedEntry(self._stack[-1] if self._stack else "", tuple(t.shape), t.dtype, nbytes))
+            self.entries.append(SavedEntry(self._stack[-1][0] if self._stack else "", tuple(t.shape), t.dtype, nbytes))
         return t  # saved as is: the census observes, it changes nothing
 
     def __enter__(self) -> SavedTensorCensus:
