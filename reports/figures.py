@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from . import paper_values as pv
 from .figure_style import (Palette, draw_oom, figure_meta, legend_outside, log2_ticks, log10_y, marker, new_figure,
                            palette, rows_of, spans_decades)
+from .load import without_brief_decode
 
 
 class FigureSkipped(Exception):
@@ -40,7 +41,10 @@ def pick_batch(rows: pd.DataFrame, target: int = pv.PAPER_DECODE_BATCH) -> int:
 
 
 def _decode(df: pd.DataFrame, long: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ok decode rows, OOM decode rows), of the `long` suite or of every other suite."""
+    """(ok decode rows, OOM decode rows), of the `long` suite or of every other decode sweep (not the brief decode
+    checks of the `prefill` suite)."""
+    df = without_brief_decode(df)
+
     def pick(rows: pd.DataFrame) -> pd.DataFrame:
         in_long = rows["suite"] == LONG_SUITE
         return rows[in_long if long else ~in_long]

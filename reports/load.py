@@ -163,6 +163,19 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
 
+# Suites whose decode rows are a brief check after what they time (the `prefill` suite decodes 2-5 steps after each
+# timed prefill): the tables list them, but no decode figure or decode claim reads them (a fig6 point would otherwise
+# take their median with a real decode sweep, and fig6 would pick their batch sizes).
+BRIEF_DECODE_SUITES = ("prefill",)
+
+
+def without_brief_decode(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without the decode rows of BRIEF_DECODE_SUITES."""
+    if "suite" not in df:
+        return df
+    return df[~((df["phase"] == "decode") & df["suite"].isin(BRIEF_DECODE_SUITES))]
+
+
 def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
     """Rows with status 'ok' (others never give values), optionally of one phase."""
     sel = df["status"] == "ok"

@@ -248,3 +248,21 @@ def test_training_vs_length_shows_the_crossover_with_oom_points(figs):
     assert list(series["retnet-chunkwise (torch)"].get_xdata()) == [8192, 16384, 32768]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["8192", "16384", "32768"]
     assert _oom_texts(ax) == 1 and _oom_texts(fig.axes[1]) == 1  # the Transformer at 32k: drawn, not dropped
+
+
+def test_the_prefill_suites_brief_decode_rows_feed_no_decode_figure_or_claim(tmp_path):
+    """The `prefill` suite decodes a few steps after each timed prefill. Its decode rows, at more lengths than the
+    fig6 sweep and at batch 4, would make Fig. 6 pick batch 4 and would be averaged into a claim's point."""
+    from retnet_bench.reports import claims_table
+
+    base = known_ratio_rows()
+    brief = [decode_row("6.7b", impl, kernel, b, T, 1.0, 99.0, suite="prefill")
+             for impl, kernel in (("retnet-recurrent", "torch"), ("static", "flash-attn"))
+             for b in (4, 8) for T in (1024, 2048, 4096, 8192, 16384)]
+    runs = [load_runs([write_run(tmp_path / name, rows)]) for name, rows in (("a", base), ("b", base + brief))]
+    (fig_a, _), (fig_b, _) = build_figures(*runs[0]), build_figures(*runs[1])
+    title = fig_b["fig6b_throughput_vs_length"].get_suptitle()
+    assert "batch 8" in title and title == fig_a["fig6b_throughput_vs_length"].get_suptitle()
+    a, b = (claims_table(*r) for r in runs)
+    assert a["measured_value"].round(6).fillna(-1).tolist() == b["measured_value"].round(6).fillna(-1).tolist()
+    assert a["verdict"].tolist() == b["verdict"].tolist()
