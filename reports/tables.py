@@ -12,7 +12,7 @@ import pandas as pd
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import impl_label, ok_rows, run_meta, with_memory
+from .load import BRIEF_DECODE_SUITES, impl_label, ok_rows, run_meta, with_memory, without_brief_decode
 
 
 @dataclass
@@ -45,8 +45,9 @@ def _sources(rows: pd.DataFrame) -> str:
 
 
 def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
-    """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token and GB."""
-    dec = _labelled(ok_rows(df, "decode"))
+    """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token and GB (decode sweeps only: not the
+    brief decode checks of the `prefill` suite)."""
+    dec = _labelled(ok_rows(without_brief_decode(df), "decode"))
     tables = []
     for model in sorted(dec["model"].dropna().unique()):
         rows = dec[dec["model"] == model]
@@ -69,7 +70,7 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     """Per model: the subject RetNet line (our own decode candidate, from the contestants table) / each baseline
     flavour at equal batch and length."""
     roster = roster_of(df, envs)
-    dec = _labelled(ok_rows(df, "decode"))
+    dec = _labelled(ok_rows(without_brief_decode(df), "decode"))
     tables = []
     for model in sorted(dec["model"].dropna().unique()):
         rows = dec[dec["model"] == model]
@@ -94,6 +95,41 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
             pivot.index = pivot.index.set_names(["Transformer flavour", "batch"])
             tables.append(Table(f"ratio_{name}_{model}", f"{title}, {model} (> 1 favours RetNet)", pivot, meta,
                                 _sources(rows) if name == "memory" else ""))
+    return tables
+
+
+def prefill_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
+    """Per model: prefill tokens/s, (impl (kernel), batch) x length, and RetNet's fastest kernel / each Transformer
+    flavour at equal batch and length. The `prefill` suite's rows (warmed, repeated) when there are any; otherwise the
+    single prefill each decode point timed before its steps."""
+    roster = roster_of(df, envs)
+    pre = _labelled(ok_rows(df, "prefill"))
+    timed = pre[pre["suite"].isin(BRIEF_DECODE_SUITES)]
+    pre, source = (timed, "the prefill suite (warmed, median of repeats)") if not timed.empty else (
+        pre, "the prefill before each decode point (one pass, not warmed)")
+    tables = []
+    for model in sorted(pre["model"].dropna().unique()):
+        rows = pre[pre["model"] == model]
+        meta, keys = run_meta(rows, envs), ["batch_size", "seq_len"]
+        pivot = rows.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values="tokens_per_s",
+                                 aggfunc="median")
+        pivot.columns = [f"T={int(c)}" for c in pivot.columns]
+        pivot.index = pivot.index.set_names(["impl (kernel)", "batch"])
+        tables.append(Table(f"prefill_tokens_per_s_{model}", f"Prefill tokens/s, {model} (rows: batch; columns: "
+                            "prompt length)", pivot, meta, f"from {source}"))
+        retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
+        base = rows[rows["role"] == "baseline"]
+        if retnet.empty or base.empty:
+            continue
+        r = retnet.groupby(keys, as_index=False)["tokens_per_s"].max()  # RetNet's fastest kernel per point
+        b = base.groupby(["impl_kernel"] + keys, as_index=False)["tokens_per_s"].median()
+        m = b.merge(r, on=keys, suffixes=("_base", "_retnet"))
+        m["x"] = m["tokens_per_s_retnet"] / m["tokens_per_s_base"]
+        ratio = m.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values="x")
+        ratio.columns = [f"T={int(c)}" for c in ratio.columns]
+        ratio.index = ratio.index.set_names(["Transformer flavour", "batch"])
+        tables.append(Table(f"prefill_ratio_{model}", f"RetNet prefill tokens/s / Transformer prefill tokens/s, "
+                            f"{model} (> 1 favours RetNet)", ratio, meta, f"from {source}"))
     return tables
 
 
@@ -146,6 +182,6 @@ def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
 
 
 def all_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
-    tables = decode_tables(df, envs) + ratio_tables(df, envs)
+    tables = decode_tables(df, envs) + ratio_tables(df, envs) + prefill_tables(df, envs)
     tables += [t for t in (table4(df, envs), status_table(df, envs)) if t is not None]
     return tables

@@ -92,3 +92,29 @@ def test_a_contestant_measured_again_is_taken_from_its_latest_run_only():
     got = sorted(zip(kept["run_id"], kept["impl"], kept["batch_size"], kept["state_dtype"].fillna("-")))
     assert got == [("long", "r", 1.0, "float32"), ("new", "r", 8.0, "bfloat16"), ("new", "r", 8.0, "float32"),
                    ("old", "other", 2.0, "-")]
+
+
+def test_prefill_tables_use_the_prefill_suite_and_retnets_fastest_kernel(tmp_path):
+    """Prefill tokens/s per (contestant, batch) x length, and RetNet / each Transformer flavour. The `prefill` suite's
+    warmed rows are used when present; the single unwarmed prefill a decode point timed is then left out."""
+    from reports_fixtures import decode_row
+
+    def pre(impl, kernel, batch, T, tok_s, suite):
+        ms = batch * T * 1000.0 / tok_s
+        return decode_row("6.7b", impl, kernel, batch, T, ms, phase="prefill", suite=suite, tokens_per_s=tok_s,
+                          role="candidate" if impl.startswith("retnet") else "baseline")
+
+    rows = [pre("retnet-recurrent", "fla", 1, 8192, 42000.0, "prefill"),
+            pre("retnet-recurrent", "torch", 1, 8192, 20000.0, "prefill"),   # a slower RetNet kernel: not the ratio
+            pre("static", "sdpa-cudnn", 1, 8192, 40000.0, "prefill"),
+            pre("static", "sdpa-cudnn", 1, 8192, 10000.0, "fig6"),           # unwarmed: ignored beside the suite
+            pre("static", "sdpa-cudnn", 1, 16384, 35000.0, "prefill"),
+            pre("retnet-recurrent", "fla", 1, 16384, 42000.0, "prefill")]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    tables = {t.name: t for t in all_tables(df, envs)}
+    tps = tables["prefill_tokens_per_s_6.7b"].df
+    assert tps.loc[("static (sdpa-cudnn)", 1), "T=8192"] == pytest.approx(40000.0)
+    assert "prefill suite" in tables["prefill_tokens_per_s_6.7b"].note
+    ratio = tables["prefill_ratio_6.7b"].df
+    assert ratio.loc[("static (sdpa-cudnn)", 1), "T=8192"] == pytest.approx(42000.0 / 40000.0)
+    assert ratio.loc[("static (sdpa-cudnn)", 1), "T=16384"] == pytest.approx(42000.0 / 35000.0)
