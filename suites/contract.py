@@ -15,19 +15,21 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
+# A column added since (alloc_retries) reads as null in older rows: additive, so the version (which `compare`
+# refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
     "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "status", "error",
     "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu",
-    "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb",
-    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
+    "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries",
+    "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
     "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = (
     "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "ms_median", "ms_p10", "ms_p90", "n_repeats",
     "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb",
-    "mem_torch_peak_gb", "mem_torch_reserved_gb", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb",
+    "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb",
     "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb",
 )
 

@@ -146,6 +146,25 @@ def rss_bytes() -> int:
         return rss_peak_bytes()
 
 
+class AllocRetries:
+    """The caching allocator's cudaMalloc retries since this object was made (torch's `num_alloc_retries` is
+    cumulative per process and `reset_peak_memory_stats` leaves it alone): each retry freed the cache and
+    synchronised the device, so a count above 0 says the measured work ran at the GPU's memory limit."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = self._now()
+
+    def _now(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_stats(self.device).get("num_alloc_retries", 0))
+
+    def count(self) -> int | None:
+        now = self._now()
+        return None if now is None or self.base is None else now - self.base
+
+
 class MemoryTracker:
     """Memory of one sweep point: NVML peak (absolute and minus the idle baseline), torch peaks, RSS."""
 
@@ -171,6 +190,7 @@ class MemoryTracker:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        self.retries = AllocRetries(self.device)
         if self.sampler is not None:
             self.sampler.__enter__()
         if self.rss is not None:
@@ -193,6 +213,7 @@ class MemoryTracker:
         if self.device.type == "cuda":
             out["mem_torch_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / GB
             out["mem_torch_reserved_gb"] = torch.cuda.max_memory_reserved(self.device) / GB
+            out["alloc_retries"] = self.retries.count()
         if self.sampler is not None:
             out["mem_nvml_peak_gb"] = self.sampler.peak / GB
             out["mem_nvml_delta_gb"] = (self.sampler.peak - (self.idle_baseline or 0)) / GB

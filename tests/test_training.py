@@ -249,3 +249,21 @@ def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
     # busy 0-9 ms; comm 3.5 ms, of which 4.5-5 and 7.5-8 overlap compute: exposed 2.5 ms
     assert got == {"gpu_busy_ms": 9.0, "comm_ms": 3.5, "exposed_comm_ms": 2.5}
     assert mod.overlap_ms(spans, steps=2)["exposed_comm_ms"] == 1.25
+
+
+def test_alloc_retries_count_this_points_retries_and_the_summary_takes_the_max(monkeypatch):
+    """torch's num_alloc_retries is cumulative per process: a point reports its own increase; null on the CPU."""
+    from retnet_bench.suites.trackers import AllocRetries
+
+    assert AllocRetries(torch.device("cpu")).count() is None
+    stats = {"num_alloc_retries": 5}
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: dict(stats))
+    counter = AllocRetries(torch.device("cuda", 0))
+    assert counter.count() == 0
+    stats["num_alloc_retries"] = 7
+    assert counter.count() == 2
+    settings = dataclasses.replace(SETTINGS, grad_accum=1, micro_batch=1, seq_len=1000)
+    ranks = [dataclasses.replace(_ok(0, [10.0], 5.0), alloc_retries=0), dataclasses.replace(_ok(1, [10.0], 5.0),
+                                                                                           alloc_retries=3)]
+    point = summarize(ranks, RECIPES["retnet"], settings)
+    assert point.alloc_retries == 3 and point.row_fields(settings)["alloc_retries"] == 3

@@ -60,6 +60,6 @@ def test_two_nccl_ranks_train_like_one_gpu():
     two = run_point(2, recipe, settings, "cuda")
     one = run_point(1, recipe, dataclasses.replace(settings, grad_accum=2), "cuda")
     assert two.status == "ok" and one.status == "ok", (two.error, one.error)
-    assert two.mem_torch_peak_gb > 0 and two.gpu_name
+    assert two.mem_torch_peak_gb > 0 and two.gpu_name and two.alloc_retries == 0  # a tiny model: no pressure
     # bf16 compute: GPU kernels need not be bitwise reproducible across processes; 1e-3 relative is bf16 noise
     torch.testing.assert_close(two.losses, one.losses, rtol=1e-3, atol=0)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..trackers import AllocRetries
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
@@ -53,6 +54,7 @@ class RankResult:
     losses: list[float] = field(default_factory=list)
     mem_torch_peak_gb: float | None = None
     mem_torch_reserved_gb: float | None = None
+    alloc_retries: int | None = None  # cudaMalloc retries of the caching allocator while training (measure.py)
     mem_nvml_peak_gb: float | None = None
     mem_nvml_delta_gb: float | None = None  # peak minus the device memory in use before the model was built
     mem_rss_peak_gb: float | None = None
@@ -79,7 +81,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
     """Set up, train and measure one rank. Never raises: failures come back as status oom/error. Leaves the
     process group initialised (the caller decides how to tear it down: cleanly, or by exiting)."""
     res = RankResult(rank=rank, world_size=world_size)
-    nvml = None
+    nvml = retries = None
     try:
         device = rank_device(device_type, local_rank)
         res.device = str(device)
@@ -99,6 +101,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         if device.type == "cuda":  # the full fp32 model each rank built before sharding is not training memory
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
+        retries = AllocRetries(device)
         _inject_fault(rank)
         timer, losses = StepTimer(device), []
         for step in range(settings.warmup_steps + settings.steps):
@@ -124,6 +127,8 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
                 res.mem_nvml_delta_gb = (nvml.peak - nvml.baseline) / GB
         if res.device is not None:
             res.mem_torch_peak_gb, res.mem_torch_reserved_gb = torch_peaks_gb(torch.device(res.device))
+        if retries is not None:
+            res.alloc_retries = retries.count()
         res.mem_rss_peak_gb = rss_peak_gb()
     return res
 

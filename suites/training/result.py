@@ -28,6 +28,7 @@ class TrainPointResult:
     mfu: float | None = None
     mem_torch_peak_gb: float | None = None  # max over ranks
     mem_torch_reserved_gb: float | None = None
+    alloc_retries: int | None = None  # max over ranks
     mem_nvml_peak_gb: float | None = None
     mem_nvml_delta_gb: float | None = None
     mem_rss_peak_gb: float | None = None
@@ -51,7 +52,7 @@ class TrainPointResult:
             ms_per_token=1e3 / self.tokens_per_s if self.tokens_per_s else None, mfu=self.mfu,
             mem_nvml_peak_gb=self.mem_nvml_peak_gb, mem_nvml_delta_gb=self.mem_nvml_delta_gb,
             mem_torch_peak_gb=self.mem_torch_peak_gb, mem_torch_reserved_gb=self.mem_torch_reserved_gb,
-            mem_rss_peak_gb=self.mem_rss_peak_gb, flops_per_token=self.flops_per_token, n_params=self.n_params,
+            alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb, flops_per_token=self.flops_per_token, n_params=self.n_params,
             device=self.device, gpu_name=self.gpu_name, notes=notes,
         )
 
@@ -89,6 +90,7 @@ def summarize(ranks: list[RankResult], recipe: ModelRecipe, settings: TrainSetti
         kernel=next((r.kernel for r in ranks if r.kernel), None), tokens_per_step=settings.tokens_per_step(world),
         mem_torch_peak_gb=_max(r.mem_torch_peak_gb for r in ranks),
         mem_torch_reserved_gb=_max(r.mem_torch_reserved_gb for r in ranks),
+        alloc_retries=_max(r.alloc_retries for r in ranks),
         mem_nvml_peak_gb=_max(r.mem_nvml_peak_gb for r in ranks),
         mem_nvml_delta_gb=_max(r.mem_nvml_delta_gb for r in ranks),
         mem_rss_peak_gb=_max(r.mem_rss_peak_gb for r in ranks),
