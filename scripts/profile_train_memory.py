@@ -27,6 +27,7 @@ import torch.distributed as dist
 from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shutdown_distributed
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.training.saved import SavedTensorCensus
+from retnet_bench.suites.trackers import AllocRetries
 from retnet_bench.suites.training.step import TrainSettings, make_optimizer, next_token_loss, synthetic_batch, train_step
 
 GB = 1e9
@@ -39,6 +40,7 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
     recipe = ModelRecipe(family, preset, kernel=kernel, overrides={} if cuda else {"vocab_size": 256})
     cfg = recipe.config()
     mesh = init_distributed(device, 0, 1, settings.collective_timeout_s, dist.HashStore())
+    retries = AllocRetries(device)  # over both steps, as a table4 row counts them (warm-up included)
     try:
         torch.manual_seed(0)
         model = build_model(recipe, device, torch.float32, settings.torch_compute_dtype)
@@ -57,10 +59,7 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
         opt.step()
         opt.zero_grad(set_to_none=True)
         peak = torch.cuda.max_memory_allocated(device) if cuda else 0
-        # cudaMalloc failures the caching allocator answered by freeing its cache and retrying (each one a device
-        # sync): what a step near the GPU's capacity pays for fragmentation
-        stats = torch.cuda.memory_stats(device) if cuda else {}
-        retries, reserved = stats.get("num_alloc_retries", 0), stats.get("reserved_bytes.all.peak", 0)
+        reserved = torch.cuda.max_memory_reserved(device) if cuda else 0
     finally:
         shutdown_distributed()
     n_params = sum(p.numel() for p in model.parameters())
@@ -81,7 +80,7 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
                 saved_total_gb=round(census.total_bytes() / GB, 3), saved_layers_gb=round(layers_total / GB, 3),
                 saved_rest_gb=round((census.total_bytes() - layers_total) / GB, 3),
                 layer1_d_units=round(layer_bytes / seq / unit, 3), layer1_by_module=dict(grouped), layer1=block,
-                peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3), alloc_retries=retries, allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
+                peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3), alloc_retries=retries.count(), allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
                 params_grads_adam_gb=round(n_params * 16 / GB, 3))
 
 
