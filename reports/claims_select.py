@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from . import paper_values as pv
-from .load import GPU_MEMORY_SOURCES, impl_label, ok_rows, with_memory, without_brief_decode
+from .load import (GIB, GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, with_memory,
+                   without_brief_decode)
 
-GIB = 2**30
 # The paper's model sizes (Table 4, Fig. 6): a claim is judged only on rows at one of these presets on a GPU.
 PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
 MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads (Llama 3, Mistral, Qwen)
@@ -40,12 +40,12 @@ MEMORY_MEASURE_WHY = (
 def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     """ok rows of one phase with `mem_gb` (device) and `mem_alloc_gib` (allocator), repeated points (several
     runs) reduced to their median. Variant columns are kept so that callers can filter on them."""
-    rows = with_memory(ok_rows(without_brief_decode(df), phase), GPU_MEMORY_SOURCES)
+    rows = with_allocator_gib(with_memory(ok_rows(without_brief_decode(df), phase), GPU_MEMORY_SOURCES))
     if rows.empty:
         return pd.DataFrame(columns=GROUP + VALUES + ["gpu_name", "dtype", "device"])
     rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
-                       role=rows["role"].fillna(""), mem_alloc_gib=rows["mem_torch_peak_gb"] * 1e9 / GIB)
+                       role=rows["role"].fillna(""))
     agg = {c: "median" for c in VALUES} | {"gpu_name": "first", "dtype": "first", "device": "first"}
     return rows.groupby(GROUP, dropna=False, as_index=False).agg(agg)
 

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from . import paper_values as pv
 from .figure_style import draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette, rows_of
+from .load import training_memory, with_allocator_gib
 
 
 def _skip(reason: str) -> Exception:
@@ -31,7 +32,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar."""
     pal = palette(df, envs)
-    ok, oom = rows_of(df, "train"), rows_of(df, "train", ("oom",))
+    ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
         raise _skip("Table 4 bars: no ok train rows")
     # one GPU per bar: rows of several ranks (whose tokens/s are totals) belong to the scaling figure
@@ -47,7 +48,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            f"so)", figure_meta(ok, envs), ncols=2,
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
-    for ax, col, ylabel in ((axes[0], "mem_gb", "memory per GPU (GB)"),
+    for ax, col, ylabel in ((axes[0], *training_memory(ok)),
                             (axes[1], "tokens_per_s", "throughput (tokens/s)")):
         top = float(ok[col].max()) if ok[col].notna().any() else 1.0
         for i, lab in enumerate(labels):
@@ -144,7 +145,7 @@ def fig_training_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     from .figures import _line, pick_model
 
     pal = palette(df, envs)
-    ok, oom = rows_of(df, "train"), rows_of(df, "train", ("oom",))
+    ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     one_gpu = ok["world_size"].fillna(1) == 1
     ok, oom = ok[one_gpu], oom[oom["world_size"].fillna(1) == 1]
     lengths_per_model = ok.groupby("model")["seq_len"].nunique()
@@ -158,7 +159,7 @@ def fig_training_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            figure_meta(ok, envs), ncols=2, size=(12.0, 4.8))
     lengths = pd.concat([ok["seq_len"], oom["seq_len"]])
     for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
-                              (axes[1], "mem_gb", "memory per GPU (GB)")):
+                              (axes[1], *training_memory(ok))):
         for label in pal.order(ok["label"]):
             _line(ax, pal, ok[ok["label"] == label].dropna(subset=[value]), "seq_len", value, label)
         for label, g in oom.groupby("label"):
