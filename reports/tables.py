@@ -165,10 +165,13 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
         paper = pv.TABLE4.get(row["model"], {})
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
-                    "device GB": row["mem_gb"], "tokens/s": row["tokens_per_s"],
+                    "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
+                    "tokens/s": row["tokens_per_s"],
                     "paper memory GB": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"]).sort_index()
+    if frame["alloc retries"].isna().all():  # rows from before the column: nothing to say
+        frame = frame.drop(columns="alloc retries")
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
                  "device GB: " + _sources(tr) + f"; paper: {pv.TABLE4_SOURCE} (its GB are GiB, as the allocator column; "
                  "absolute numbers not comparable: 8 GPUs, TP)")

@@ -119,3 +119,17 @@ def test_prefill_tables_use_the_prefill_suite_and_retnets_fastest_kernel(tmp_pat
     ratio = tables["prefill_ratio_6.7b"].df
     assert ratio.loc[("static (sdpa-cudnn)", 1), "T=8192"] == pytest.approx(42000.0 / 40000.0)
     assert ratio.loc[("static (sdpa-cudnn)", 1), "T=16384"] == pytest.approx(42000.0 / 35000.0)
+
+
+def test_table4_shows_allocator_retries_when_rows_have_them(tmp_path):
+    """A training point that ran at the GPU's memory limit says so (cudaMalloc retries, each a device sync)."""
+    from reports_fixtures import train_row
+
+    rows = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, mem_torch_peak_gb=114.7,
+                      alloc_retries=2),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 138.0, mem_torch_peak_gb=110.7,
+                      alloc_retries=0)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df
+    assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "alloc retries"] == 2
+    assert t4.loc[("6.7b", "transformer (flash-attn)"), "allocator GiB"] == pytest.approx(110.7e9 / 2**30)
