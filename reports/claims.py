@@ -40,7 +40,7 @@ import pandas as pd
 from . import paper_values as pv
 from . import claims_select as cs
 from .contestants import Roster, roster_of
-from .load import impl_label
+from .load import GIB, impl_label
 
 VERDICTS = ("holds", "partly", "does not hold", "not measured", "not applicable")
 FOLD_TOLERANCE = 0.9
@@ -216,7 +216,7 @@ def _retnet_only_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
                 p = cs.best_point(withmem, withmem, ["batch_size", "seq_len"],
                                   {"seq_len": pv.PAPER_DECODE_SEQ_LEN, "batch_size": pv.PAPER_DECODE_BATCH})
                 r = cs.at(withmem, p).iloc[0]
-                alloc = r["mem_alloc_gib"] * cs.GIB / 1e9 / r["weights_gb"] - 1.0
+                alloc = r["mem_alloc_gib"] * GIB / 1e9 / r["weights_gb"] - 1.0
                 device = r["mem_gb"] / r["weights_gb"] - 1.0
                 use_alloc = math.isfinite(alloc)
                 measured = float(alloc if use_alloc else device)

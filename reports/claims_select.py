@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper_values as pv
-from .load import (GIB, GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, with_memory,
+from .load import (GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, with_memory,
                    without_brief_decode)
 
 # The paper's model sizes (Table 4, Fig. 6): a claim is judged only on rows at one of these presets on a GPU.

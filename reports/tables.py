@@ -12,7 +12,7 @@ import pandas as pd
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (BRIEF_DECODE_SUITES, impl_label, ok_rows, run_meta, with_allocator_gib, with_memory,
+from .load import (PREFILL_SUITE, impl_label, ok_rows, run_meta, with_allocator_gib, with_memory,
                    without_brief_decode)
 
 
@@ -105,7 +105,7 @@ def prefill_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     single prefill each decode point timed before its steps."""
     roster = roster_of(df, envs)
     pre = _labelled(ok_rows(df, "prefill"))
-    timed = pre[pre["suite"].isin(BRIEF_DECODE_SUITES)]
+    timed = pre[pre["suite"] == PREFILL_SUITE]
     pre, source = (timed, "the prefill suite (warmed, median of repeats)") if not timed.empty else (
         pre, "the prefill before each decode point (one pass, not warmed)")
     tables = []
@@ -173,8 +173,8 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     if frame["alloc retries"].isna().all():  # rows from before the column: nothing to say
         frame = frame.drop(columns="alloc retries")
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
-                 "device GB: " + _sources(tr) + f"; paper: {pv.TABLE4_SOURCE} (its GB are GiB, as the allocator column; "
-                 "absolute numbers not comparable: 8 GPUs, TP)")
+                 "device GB: " + _sources(tr) + f"; paper: {pv.TABLE4_SOURCE} (its GB are GiB, as the allocator "
+                 "column; absolute numbers not comparable: 8 GPUs, TP)")
 
 
 def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:

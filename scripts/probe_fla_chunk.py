@@ -45,7 +45,8 @@ def one(chunk_simple_gla, heads: int, T: int, chunk: int, device: torch.device) 
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated(device) - base
     t = LatencyTracker(device, min_steps=10, min_seconds=1.0, max_steps=50).time(step)
-    return dict(heads=heads, T=T, chunk=chunk, fwd_bwd_ms=round(t.ms_median, 3), peak_above_inputs_gb=round(peak / 1e9, 3))
+    return dict(heads=heads, T=T, chunk=chunk, fwd_bwd_ms=round(t.ms_median, 3),
+                peak_above_inputs_gb=round(peak / 1e9, 3))
 
 
 def main() -> None:

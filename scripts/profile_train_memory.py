@@ -28,7 +28,8 @@ from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shu
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.training.saved import SavedTensorCensus
 from retnet_bench.suites.trackers import AllocRetries
-from retnet_bench.suites.training.step import TrainSettings, make_optimizer, next_token_loss, synthetic_batch, train_step
+from retnet_bench.suites.training.step import (TrainSettings, make_optimizer, next_token_loss, synthetic_batch,
+                                               train_step)
 
 GB = 1e9
 
@@ -65,8 +66,9 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
     n_params = sum(p.numel() for p in model.parameters())
     per_tok = lambda b: b / seq  # noqa: E731 - bytes per token (batch 1)
     unit = 2 * cfg.d_model  # one bf16 vector of width d
-    block = [dict(module=_in_block(e.module, "layers.1"), shape=list(e.shape), dtype=str(e.dtype).removeprefix("torch."),
-                  bytes_per_token=round(per_tok(e.nbytes), 1), d_units=round(per_tok(e.nbytes) / unit, 3))
+    block = [dict(module=_in_block(e.module, "layers.1"), shape=list(e.shape),
+                  dtype=str(e.dtype).removeprefix("torch."), bytes_per_token=round(per_tok(e.nbytes), 1),
+                  d_units=round(per_tok(e.nbytes) / unit, 3))
              for e in census.block_entries(1)]
     layer_bytes = sum(e.nbytes for e in census.block_entries(1))
     by_module = census.by_module()
@@ -80,7 +82,8 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
                 saved_total_gb=round(census.total_bytes() / GB, 3), saved_layers_gb=round(layers_total / GB, 3),
                 saved_rest_gb=round((census.total_bytes() - layers_total) / GB, 3),
                 layer1_d_units=round(layer_bytes / seq / unit, 3), layer1_by_module=dict(grouped), layer1=block,
-                peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3), alloc_retries=retries.count(), allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
+                peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3),
+                alloc_retries=retries.count(), allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
                 params_grads_adam_gb=round(n_params * 16 / GB, 3))
 
 
@@ -94,8 +97,9 @@ def _in_block(name: str, block: str) -> str:
 def report_lines(r: dict) -> list[str]:
     if "error" in r:
         return [f"== {r['family']} ({r['kernel']}): {r['error']}"]
-    lines = [f"== {r['family']} ({r['kernel']}) {r['preset']} T={r['seq_len']}: saved for backward {r['saved_total_gb']} GB"
-             f" ({r['saved_layers_gb']} in {r['n_layers']} blocks, {r['saved_rest_gb']} elsewhere); one block keeps "
+    lines = [f"== {r['family']} ({r['kernel']}) {r['preset']} T={r['seq_len']}: saved for backward "
+             f"{r['saved_total_gb']} GB ({r['saved_layers_gb']} in {r['n_layers']} blocks, {r['saved_rest_gb']} "
+             "elsewhere); one block keeps "
              f"{r['layer1_d_units']} d-units per token (1 unit = d bf16 values = {2 * r['d_model']} B)",
              f"   allocator peak over the step {r['peak_allocated_gb']} GB (reserved {r['peak_reserved_gb']} GB, "
              f"{r['alloc_retries']} cudaMalloc retries in 2 steps); allocated before it {r['allocated_before_gb']}"
@@ -117,6 +121,8 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
         raise SystemExit("needs a CUDA GPU (or --cpu-check)")
+    if args.cpu_check and args.preset not in ("tiny", "small"):
+        ap.error(f"--cpu-check runs on the CPU: use --preset tiny or small, not {args.preset}")
     if args.one:  # a fresh process per model: nothing of the previous model stays allocated
         device = torch.device("cpu") if args.cpu_check else torch.device("cuda", 0)
         if device.type == "cuda":
