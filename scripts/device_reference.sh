@@ -31,7 +31,7 @@ TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_r
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
   tests/test_peers.py tests/test_retnet_torchscale.py"
 # a training suite like table4 for one model with activation checkpointing (a suite file: the CLI has no such flag)
-ckpt_suite() { sed -e "s/^models = .*/models = [\"$1\"]/" -e 's/^steps = 3$/steps = 3\ncheckpointing = "full"/' \
+ckpt_suite() { sed -e "s/^models = .*/models = [\"$1\"]/" -e 's/^steps = \(.*\)$/steps = \1\ncheckpointing = "full"/' \
   suites/definitions/table4.toml > "$W/table4-ckpt.toml"; echo "$W/table4-ckpt.toml"; }
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 case "$1" in
@@ -104,7 +104,7 @@ clean)  # one GPU, nothing else running: training and prefill numbers free of ot
   echo "== gpu tests rc=$?: $(tail -1 "$W/gpu_tests.log")" ;;
 hostcheck)  # one GPU: is the runner's RetNet training step slowed by the ranks' NVML thread or by too short a warm-up?
   bench 0 t4-nonvml table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn --no-nvml
-  sed 's/^steps = 3$/steps = 5\nwarmup = 3/' suites/definitions/table4.toml > "$W/table4-warm3.toml"
+  sed -e '/^warmup = /d' -e 's/^steps = .*$/steps = 5\nwarmup = 3/' suites/definitions/table4.toml > "$W/table4-warm3.toml"
   bench 0 t4-warm3 "$W/table4-warm3.toml" --model 1.3b --impl retnet-chunkwise --kernel fla
   bench 0 t4-default table4 --model 1.3b --impl retnet-chunkwise --kernel fla ;;
 gputests)  # one GPU: all GPU tests (8 workers) and, in parallel, what a training forward saves (allocator-only numbers)
