@@ -2,6 +2,7 @@
 each storage counted once and weights left out. Hand counts on modules whose saved tensors are known."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +88,12 @@ def test_memory_profile_script_on_the_cpu(tmp_path):
         assert 0.8 < r["layer1_bytes"] * r["n_layers"] / r["saved_layers_bytes"] <= 1.0
         modules = set(r["layer1_by_module"])
         assert {"ln1", "ln2"} <= modules or {"retention_norm", "ffn_norm"} <= modules
+    # Hand count of one tiny Transformer block under FSDP2 (fp32 on the CPU, so 2 units per d-wide tensor; T=64,
+    # 2 heads of 32): LayerNorm inputs 2 + 2 and their mean/rstd 4 x 0.03125; the q|k|v projection's input 2; the
+    # math attention's q, k, v 2 + 2 + 2 and its probabilities 2 x 64 x 64 x 4 B / (64 x 128 B) = 4; wo's input 2;
+    # fc1's input 2; GELU's input (4d) 8; fc2's input 8. = 36.125. Blocks run after FSDP2 freed an earlier block's
+    # parameters, whose addresses the allocator hands on: a census that skipped those lost a tensor here (32.125).
+    assert results[1]["layer1_d_units"] == pytest.approx(36.125, abs=1e-3)
 
 
 def test_a_finished_modules_parameter_address_does_not_hide_a_later_activation():
