@@ -92,7 +92,7 @@ def test_memory_profile_script_on_the_cpu(tmp_path):
     # 2 heads of 32): LayerNorm inputs 2 + 2 and their mean/rstd 4 x 0.03125; the q|k|v projection's input 2; the
     # math attention's q, k, v 2 + 2 + 2 and its probabilities 2 x 64 x 64 x 4 B / (64 x 128 B) = 4; wo's input 2;
     # fc1's input 2; GELU's input (4d) 8; fc2's input 8. = 36.125. Blocks run after FSDP2 freed an earlier block's
-    # parameters, whose addresses the allocator hands on: a census that skipped those lost a tensor here (32.125).
+    # parameters, whose addresses the allocator hands on: a census that skipped those lost tensors here (34.125).
     assert results[1]["layer1_d_units"] == pytest.approx(36.125, abs=1e-3)
 
 
