@@ -28,6 +28,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shutdown_distributed
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
+from retnet_bench.suites.trackers import AllocRetries
+from retnet_bench.suites.training.measure import StepTimer
 from retnet_bench.suites.training.step import TrainSettings, make_optimizer, synthetic_batch, train_step
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
@@ -110,11 +112,16 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             train_step(fwd, opt, synthetic_batch(s, settings, vocab, world, rank).to(device))
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         sync()
-        t0 = time.perf_counter()  # the same steps without the profiler: its per-launch cost is not the model's
+        # the same steps without the profiler (its per-launch cost is not the model's), timed as the runner times
+        # them: events per step, one sync at the end; a step that stalls (e.g. on an allocator retry) is an outlier
+        retries, timer = AllocRetries(device), StepTimer(device)
         for s in range(steps):
+            timer.start()
             train_step(fwd, opt, synthetic_batch(50 + s, settings, vocab, world, rank).to(device))
-        sync()
-        plain_ms = (time.perf_counter() - t0) * 1e3 / steps
+            timer.stop()
+        step_ms = timer.elapsed_ms()
+        plain_ms = sum(step_ms) / steps
+        alloc_retries = retries.count()  # cudaMalloc retries (each a device sync) during those steps
         acts = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
         if host and cuda:  # the host side too: where a launch-bound step spends its CPU time
             acts.append(ProfilerActivity.CPU)
@@ -145,7 +152,8 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         host_ops = [dict(name=a.key[:120], self_cpu_ms=round(a.self_cpu_time_total / 1e3 / steps, 3),
                          calls_per_step=a.count // steps) for a in avg]
     return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
-                step_ms=round(plain_ms, 2), step_ms_profiled=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
+                step_ms=round(plain_ms, 2), step_ms_each=[round(t, 1) for t in step_ms], alloc_retries=alloc_retries,
+                step_ms_profiled=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
                 tokens_per_s=round(seq / plain_ms * 1e3), rank=rank, world_size=world, **overlap_ms(spans, steps),
                 categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
                 top=[dict(name=n[:140], ms=round(v[0], 3), calls_per_step=v[1] // steps, category=category(n))
@@ -216,6 +224,9 @@ def main() -> None:
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), GPU kernels {r['kernel_ms']} ms, "
                         f"{r['tokens_per_s']} tok/s"))
+        if "step_ms_each" in r:
+            lines.append(f"   unprofiled steps {r['step_ms_each']} ms; cudaMalloc retries during them: "
+                         f"{r['alloc_retries']}")
         if "gpu_busy_ms" in r:
             lines.append(f"   busy {r['gpu_busy_ms']} ms, communication {r['comm_ms']} ms, exposed (no compute "
                          f"beside it) {r['exposed_comm_ms']} ms per step (rank {r.get('rank', 0)} of "
