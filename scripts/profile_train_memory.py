@@ -66,11 +66,12 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
     n_params = sum(p.numel() for p in model.parameters())
     per_tok = lambda b: b / seq  # noqa: E731 - bytes per token (batch 1)
     unit = 2 * cfg.d_model  # one bf16 vector of width d
+    entries = census.block_entries(1)
     block = [dict(module=_in_block(e.module, "layers.1"), shape=list(e.shape),
                   dtype=str(e.dtype).removeprefix("torch."), bytes_per_token=round(per_tok(e.nbytes), 1),
                   d_units=round(per_tok(e.nbytes) / unit, 3))
-             for e in census.block_entries(1)]
-    layer_bytes = sum(e.nbytes for e in census.block_entries(1))
+             for e in entries]
+    layer_bytes = sum(e.nbytes for e in entries)
     by_module = census.by_module()
     layers_total = sum(v for k, v in by_module.items() if k.startswith("layers."))
     grouped: dict[str, float] = defaultdict(float)
