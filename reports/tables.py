@@ -45,6 +45,30 @@ def _sources(rows: pd.DataFrame) -> str:
     return "memory from " + (", ".join(used) if used else "no memory column")
 
 
+_POINT = ["batch_size", "seq_len"]
+
+
+def _by_length(frame: pd.DataFrame, value: str, row_label: str) -> pd.DataFrame:
+    """(row label, batch) x length pivot of `value` (median per cell), columns named T=<length>."""
+    pivot = frame.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values=value, aggfunc="median")
+    pivot.columns = [f"T={int(c)}" for c in pivot.columns]
+    pivot.index = pivot.index.set_names([row_label, "batch"])
+    return pivot
+
+
+def _retnet_beside_baselines(rows: pd.DataFrame, roster: Roster, values: list[str]) -> pd.DataFrame | None:
+    """Per (Transformer flavour, batch, length): the flavour's median `values` (suffix _base) beside the RetNet
+    subject's fastest kernel at that point (suffix _retnet); None when either side has no rows."""
+    retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
+    base = rows[rows["role"] == "baseline"]
+    if retnet.empty or base.empty:
+        return None
+    # RetNet's fastest kernel per point is the RetNet side of every ratio.
+    r = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT, keep="last")[_POINT + values]
+    b = base.groupby(["impl_kernel"] + _POINT, as_index=False)[values].median()
+    return b.merge(r, on=_POINT, suffixes=("_base", "_retnet"))
+
+
 def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token and GB (decode sweeps only: not the
     brief decode checks of the `prefill` suite)."""
@@ -58,12 +82,9 @@ def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
                                   ("mem_gb", "GB", "memory_gb")):
             if rows[value].notna().sum() == 0:
                 continue
-            pivot = rows.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values=value,
-                                     aggfunc="median")
-            pivot.columns = [f"T={int(c)}" for c in pivot.columns]
-            pivot.index = pivot.index.set_names(["impl (kernel)", "batch"])
             tables.append(Table(f"decode_{name}_{model}", f"Decode {unit}, {model} (rows: batch; columns: "
-                                f"context length)", pivot, meta, _sources(rows) if value == "mem_gb" else ""))
+                                f"context length)", _by_length(rows, value, "impl (kernel)"), meta,
+                                _sources(rows) if value == "mem_gb" else ""))
     return tables
 
 
@@ -75,15 +96,9 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     tables = []
     for model in sorted(dec["model"].dropna().unique()):
         rows = dec[dec["model"] == model]
-        retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
-        base = rows[rows["role"] == "baseline"]
-        if retnet.empty or base.empty:
+        m = _retnet_beside_baselines(rows, roster, ["tokens_per_s", "mem_gb"])
+        if m is None:
             continue
-        keys = ["batch_size", "seq_len"]
-        # RetNet's fastest kernel per point is the RetNet side of every ratio.
-        r = retnet.sort_values("tokens_per_s").drop_duplicates(keys, keep="last")[keys + ["tokens_per_s", "mem_gb"]]
-        b = base.groupby(["impl_kernel"] + keys, as_index=False)[["tokens_per_s", "mem_gb"]].median()
-        m = b.merge(r, on=keys, suffixes=("_base", "_retnet"))
         m["throughput_x"] = m["tokens_per_s_retnet"] / m["tokens_per_s_base"]
         m["memory_x"] = m["mem_gb_base"] / m["mem_gb_retnet"]
         meta = run_meta(rows, envs)
@@ -91,10 +106,8 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
                                  ("memory_x", "Transformer GB / RetNet GB (x less memory)", "memory")):
             if m[col].notna().sum() == 0:
                 continue
-            pivot = m.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values=col)
-            pivot.columns = [f"T={int(c)}" for c in pivot.columns]
-            pivot.index = pivot.index.set_names(["Transformer flavour", "batch"])
-            tables.append(Table(f"ratio_{name}_{model}", f"{title}, {model} (> 1 favours RetNet)", pivot, meta,
+            tables.append(Table(f"ratio_{name}_{model}", f"{title}, {model} (> 1 favours RetNet)",
+                                _by_length(m, col, "Transformer flavour"), meta,
                                 _sources(rows) if name == "memory" else ""))
     return tables
 
@@ -111,26 +124,17 @@ def prefill_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     tables = []
     for model in sorted(pre["model"].dropna().unique()):
         rows = pre[pre["model"] == model]
-        meta, keys = run_meta(rows, envs), ["batch_size", "seq_len"]
-        pivot = rows.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values="tokens_per_s",
-                                 aggfunc="median")
-        pivot.columns = [f"T={int(c)}" for c in pivot.columns]
-        pivot.index = pivot.index.set_names(["impl (kernel)", "batch"])
+        meta = run_meta(rows, envs)
         tables.append(Table(f"prefill_tokens_per_s_{model}", f"Prefill tokens/s, {model} (rows: batch; columns: "
-                            "prompt length)", pivot, meta, f"from {source}"))
-        retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
-        base = rows[rows["role"] == "baseline"]
-        if retnet.empty or base.empty:
+                            "prompt length)", _by_length(rows, "tokens_per_s", "impl (kernel)"), meta,
+                            f"from {source}"))
+        m = _retnet_beside_baselines(rows, roster, ["tokens_per_s"])
+        if m is None:
             continue
-        r = retnet.groupby(keys, as_index=False)["tokens_per_s"].max()  # RetNet's fastest kernel per point
-        b = base.groupby(["impl_kernel"] + keys, as_index=False)["tokens_per_s"].median()
-        m = b.merge(r, on=keys, suffixes=("_base", "_retnet"))
         m["x"] = m["tokens_per_s_retnet"] / m["tokens_per_s_base"]
-        ratio = m.pivot_table(index=["impl_kernel", "batch_size"], columns="seq_len", values="x")
-        ratio.columns = [f"T={int(c)}" for c in ratio.columns]
-        ratio.index = ratio.index.set_names(["Transformer flavour", "batch"])
         tables.append(Table(f"prefill_ratio_{model}", f"RetNet prefill tokens/s / Transformer prefill tokens/s, "
-                            f"{model} (> 1 favours RetNet)", ratio, meta, f"from {source}"))
+                            f"{model} (> 1 favours RetNet)", _by_length(m, "x", "Transformer flavour"), meta,
+                            f"from {source}"))
     return tables
 
 
