@@ -10,6 +10,7 @@
 #   bash scripts/device_reference.sh onegpu-a # 1 GPU alone: table4 (1.3B-6.7B, fla / cuDNN), prefill (RetNet vs
 #       static cuDNN), fla's chunk-size probe; then at once, on the same machine:
 #   source .fa4b/install.sh && bash scripts/device_reference.sh onegpu-b   # FA4's table4 and prefill rows, its census
+#   bash scripts/device_reference.sh gap67    # 1 GPU alone: 6.7B idle-gap profile + allocator counters, table4, census
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -125,5 +126,13 @@ onegpu-b)  # the same machine right after, FlashAttention-4 installed: its table
   bench 0 prefill-fa4 prefill --impl static --kernel flash-attn-4
   mkdir -p "$W/census"; OUT="$W/census" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py \
     --preset 1.3b --seq 8192 --family transformer:flash-attn-4 > "$W/census/log" 2>&1; echo "== census rc=$?" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b"; exit 2 ;;
+gap67)  # one GPU alone: why RetNet's 6.7B step is slower than its kernels (issue #12's open question): the idle-gap
+  # profile with the allocator's counters, the table4 rows (alloc_retries), the memory census after its fix
+  mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout 240 python3 scripts/profile_train_step.py --preset 6.7b \
+    --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
+  echo "== profile 6.7b rc=$? at $((SECONDS - T0))s"
+  bench 0 table4-6.7b table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  mkdir -p "$W/census"; OUT="$W/census" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py \
+    --preset 6.7b --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$?" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67"; exit 2 ;;
 esac

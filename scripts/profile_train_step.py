@@ -9,12 +9,15 @@ can be checked by eye.
         [--host] [--nproc N]
 --nproc N runs N ranks (one GPU each, FSDP2 as the suites shard) and also reports, per step, how long the GPU was
 busy, how long communication kernels ran and how much of that no compute kernel overlapped (exposed communication:
-what keeps per-GPU throughput from scaling). Writes train_profile.json and train_profile.txt to $OUT (or the working
+what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between
+kernels, the longest with the host calls that ran meanwhile) and the caching allocator's counters (retries,
+cudaMalloc, cudaFree) during the timed steps: what a step that takes longer than its kernels waits for. Writes train_profile.json and train_profile.txt to $OUT (or the working
 directory).
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -90,6 +93,60 @@ def overlap_ms(kernels: list[tuple[str, float, float]], steps: int) -> dict[str,
                 exposed_comm_ms=round((_length(comm) - _intersection(comm, compute)) / 1e3 / steps, 2))
 
 
+def idle_gaps(kernels: list[tuple[str, float, float]], host: list[tuple[str, float, float]], steps: int,
+              min_us: float = 500.0, top: int = 8) -> dict:
+    """Where the GPU sat idle inside the profiled window, and what the host was doing meanwhile.
+
+    kernels: (name, start_us, end_us) per GPU kernel; host: (name, start_us, end_us) per CUDA runtime call or
+    top-level CPU op. A gap is time between the union of kernel spans; gaps of at least min_us are the ones a
+    stall makes (an allocator retry's cudaFree, a host-side sync, a launch-bound stretch). Returns ms per step:
+    all idle time, the idle time in long gaps, the host calls overlapping those gaps (by name), and the longest
+    gaps with the kernels on either side."""
+    busy = _union([(a, b) for _, a, b in kernels])
+    gaps = [(busy[i][1], busy[i + 1][0]) for i in range(len(busy) - 1)]
+    long_gaps = [g for g in gaps if g[1] - g[0] >= min_us]
+    by_call: dict[str, float] = defaultdict(float)
+    for name, a, b in host:
+        for lo, hi in long_gaps:
+            if a < hi and b > lo:
+                by_call[name] += min(b, hi) - max(a, lo)
+    ordered = sorted(kernels, key=lambda k: k[2])  # by end time: the kernel before a gap ends at its start
+    ends = [k[2] for k in ordered]
+    starts = sorted(kernels, key=lambda k: k[1])
+    first_starts = [k[1] for k in starts]
+
+    def around(lo: float, hi: float) -> tuple[str, str]:
+        i = bisect.bisect_right(ends, lo) - 1
+        j = bisect.bisect_left(first_starts, hi)
+        return (ordered[i][0][:80] if i >= 0 else "", starts[j][0][:80] if j < len(starts) else "")
+
+    longest = []
+    for lo, hi in sorted(long_gaps, key=lambda g: g[0] - g[1])[:top]:
+        before, after = around(lo, hi)
+        calls = sorted(((n, min(b, hi) - max(a, lo)) for n, a, b in host if a < hi and b > lo), key=lambda c: -c[1])
+        longest.append(dict(ms=round((hi - lo) / 1e3, 3), after_kernel=before, before_kernel=after,
+                            host=[f"{n[:60]} {t / 1e3:.2f} ms" for n, t in calls[:4]]))
+    return dict(idle_ms=round(_length(gaps) / 1e3 / steps, 2),
+                idle_long_gaps_ms=round(_length(long_gaps) / 1e3 / steps, 2),
+                long_gaps_per_step=round(len(long_gaps) / steps, 2),
+                host_in_long_gaps_ms={n: round(t / 1e3 / steps, 3)
+                                      for n, t in sorted(by_call.items(), key=lambda kv: -kv[1])[:12]},
+                longest_gaps=longest)
+
+
+ALLOCATOR_COUNTERS = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_sync_all_streams")
+
+
+def allocator_counters(device: torch.device) -> dict[str, int]:
+    """The caching allocator's cumulative counters: retries (cache freed, then cudaMalloc again), cudaMalloc and
+    cudaFree calls (each cudaFree synchronises the device), syncs of all streams. In a steady training step all
+    of them should stay flat: a rise during timed steps is the allocator stalling the GPU."""
+    if device.type != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats(device)
+    return {k: int(stats.get(k, 0)) for k in ALLOCATOR_COUNTERS}
+
+
 def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device,
                 host: bool = False, rank: int = 0, world: int = 1) -> dict:
     """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops. With world > 1
@@ -114,7 +171,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         sync()
         # the same steps without the profiler (its per-launch cost is not the model's), timed as the runner times
         # them: events per step, one sync at the end; a step that stalls (e.g. on an allocator retry) is an outlier
-        retries, timer = AllocRetries(device), StepTimer(device)
+        retries, timer, before = AllocRetries(device), StepTimer(device), allocator_counters(device)
         for s in range(steps):
             timer.start()
             train_step(fwd, opt, synthetic_batch(50 + s, settings, vocab, world, rank).to(device))
@@ -122,6 +179,10 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         step_ms = timer.elapsed_ms()
         plain_ms = sum(step_ms) / steps
         alloc_retries = retries.count()  # cudaMalloc retries (each a device sync) during those steps
+        allocator = {k: v - before[k] for k, v in allocator_counters(device).items()}
+        peak = dict(allocated_gb=round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
+                    reserved_gb=round(torch.cuda.memory_reserved(device) / 1e9, 2)) if cuda else {}
+        before = allocator_counters(device)
         acts = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
         if host and cuda:  # the host side too: where a launch-bound step spends its CPU time
             acts.append(ProfilerActivity.CPU)
@@ -133,8 +194,11 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             wall_ms = (time.perf_counter() - t0) * 1e3 / steps
     finally:
         shutdown_distributed()
+    allocator_profiled = {k: v - before[k] for k, v in allocator_counters(device).items()}
     per_kernel: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     spans: list[tuple[str, float, float]] = []
+    named: list[tuple[str, float, float]] = []  # GPU kernels by name, for the idle-gap attribution
+    host_calls: list[tuple[str, float, float]] = []  # CUDA runtime calls and top-level CPU ops
     kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
     for ev in prof.events():
         if ev.device_type == kind and (cuda or ev.cpu_parent is None):  # CPU: top-level ops only
@@ -142,6 +206,10 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             per_kernel[ev.name][0] += t / 1e3 / steps  # ms per step
             per_kernel[ev.name][1] += 1
             spans.append((category(ev.name), ev.time_range.start, ev.time_range.end))
+            named.append((ev.name, ev.time_range.start, ev.time_range.end))
+        elif cuda and ev.device_type == torch.autograd.DeviceType.CPU and (ev.name.startswith("cu")
+                                                                          or ev.cpu_parent is None):
+            host_calls.append((ev.name, ev.time_range.start, ev.time_range.end))
     by_cat: dict[str, float] = defaultdict(float)
     for name, (ms, _) in per_kernel.items():
         by_cat[category(name)] += ms
@@ -153,6 +221,8 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
                          calls_per_step=a.count // steps) for a in avg]
     return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
                 step_ms=round(plain_ms, 2), step_ms_each=[round(t, 1) for t in step_ms], alloc_retries=alloc_retries,
+                allocator=allocator, allocator_profiled=allocator_profiled, memory=peak,
+                idle=idle_gaps(named, host_calls, steps) if cuda else {},
                 step_ms_profiled=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
                 tokens_per_s=round(seq / plain_ms * 1e3), rank=rank, world_size=world, **overlap_ms(spans, steps),
                 categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
@@ -227,6 +297,17 @@ def main() -> None:
         if "step_ms_each" in r:
             lines.append(f"   unprofiled steps {r['step_ms_each']} ms; cudaMalloc retries during them: "
                          f"{r['alloc_retries']}")
+        if r.get("allocator"):
+            lines.append(f"   allocator during the unprofiled steps {r['allocator']}, during the profiled ones "
+                         f"{r['allocator_profiled']}; {r['memory']}")
+        if r.get("idle"):
+            idle = r["idle"]
+            lines.append(f"   GPU idle {idle['idle_ms']} ms per step, {idle['idle_long_gaps_ms']} ms of it in "
+                         f"{idle['long_gaps_per_step']} gaps >= 0.5 ms; host calls in those gaps (ms per step): "
+                         f"{idle['host_in_long_gaps_ms']}")
+            for g in idle["longest_gaps"]:
+                lines.append(f"     gap {g['ms']:7.3f} ms after {g['after_kernel'][:50]!r} before "
+                             f"{g['before_kernel'][:50]!r}; host: {g['host']}")
         if "gpu_busy_ms" in r:
             lines.append(f"   busy {r['gpu_busy_ms']} ms, communication {r['comm_ms']} ms, exposed (no compute "
                          f"beside it) {r['exposed_comm_ms']} ms per step (rank {r.get('rank', 0)} of "

@@ -267,3 +267,26 @@ def test_alloc_retries_count_this_points_retries_and_the_summary_takes_the_max(m
                                                                                            alloc_retries=3)]
     point = summarize(ranks, RECIPES["retnet"], settings)
     assert point.alloc_retries == 3 and point.row_fields(settings)["alloc_retries"] == 3
+
+
+def test_idle_gaps_attribute_long_gpu_gaps_to_the_host_calls_inside_them():
+    """scripts/profile_train_step.py's idle-time attribution on hand-made spans (us): the gaps between kernels, the
+    long ones (>= 0.5 ms) with the host calls that overlap them and the kernels on either side."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "profile_train_step.py"
+    spec = importlib.util.spec_from_file_location("profile_train_step", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    kernels = [("gemm_a", 0.0, 1000.0), ("norm_b", 900.0, 1100.0),  # overlapping: busy 0-1.1 ms
+               ("gemm_c", 1300.0, 2000.0),                            # 0.2 ms gap: short
+               ("chunk_d", 4000.0, 5000.0)]                           # 2 ms gap: long
+    host = [("cudaFree", 2100.0, 3600.0), ("cudaLaunchKernel", 3900.0, 3950.0), ("aten::mm", 0.0, 500.0)]
+    got = mod.idle_gaps(kernels, host, steps=1)
+    assert got["idle_ms"] == 2.2 and got["idle_long_gaps_ms"] == 2.0 and got["long_gaps_per_step"] == 1
+    assert got["host_in_long_gaps_ms"] == {"cudaFree": 1.5, "cudaLaunchKernel": 0.05}
+    (gap,) = got["longest_gaps"]
+    assert gap["ms"] == 2.0 and gap["after_kernel"] == "gemm_c" and gap["before_kernel"] == "chunk_d"
+    assert gap["host"][0].startswith("cudaFree 1.50")
+    assert mod.idle_gaps(kernels, host, steps=2)["idle_ms"] == 1.1
