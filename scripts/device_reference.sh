@@ -11,6 +11,7 @@
 #       static cuDNN), fla's chunk-size probe; then at once, on the same machine:
 #   source .fa4b/install.sh && bash scripts/device_reference.sh onegpu-b   # FA4's table4 and prefill rows, its census
 #   bash scripts/device_reference.sh gap67    # 1 GPU alone: 6.7B idle-gap profile + allocator counters, table4, census
+#   bash scripts/device_reference.sh gap67b   # 1 GPU alone: census vs allocator, 6.7B with checkpointing, profiles
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -134,5 +135,13 @@ gap67)  # one GPU alone: why RetNet's 6.7B step is slower than its kernels (issu
   bench 0 table4-6.7b table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   mkdir -p "$W/census"; OUT="$W/census" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py \
     --preset 6.7b --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$?" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67"; exit 2 ;;
+gap67b)  # one GPU alone, after gap67: the census's check against the allocator (what the forward leaves allocated),
+  # 6.7B with full activation checkpointing on both sides (no memory pressure), the Transformer's profile alone
+  mkdir -p "$W/census"; OUT="$W/census" timeout 200 python3 scripts/profile_train_memory.py --preset 6.7b --seq 8192 \
+    --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$? at $((SECONDS - T0))s"
+  bench 0 table4-6.7b-ckpt "$(ckpt_suite 6.7b)" --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    --preset 6.7b --seq 8192 --steps 3 --host --family transformer:sdpa-cudnn retnet:fla > "$W/profile-6.7b/log" 2>&1
+  echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b"; exit 2 ;;
 esac

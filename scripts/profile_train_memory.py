@@ -56,10 +56,22 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
         micro = synthetic_batch(1, settings, cfg.vocab_size, 1, 0).to(device)[0]  # (1, T + 1)
         with SavedTensorCensus(model) as census:
             loss = next_token_loss(fwd(micro[:, :-1]), micro[:, 1:])
+        # the allocator's view of each phase, a check on the census: what the forward leaves allocated is what it
+        # saved plus the loss; what backward needs above that is transient (kernel workspace, gradients)
+        phases = {}
+        if cuda:
+            torch.cuda.synchronize()
+            phases["forward_peak_gb"] = torch.cuda.max_memory_allocated(device) - before
+            phases["kept_after_forward_gb"] = torch.cuda.memory_allocated(device) - before
+            torch.cuda.reset_peak_memory_stats(device)
         loss.backward()
+        if cuda:
+            torch.cuda.synchronize()
+            phases["backward_peak_gb"] = torch.cuda.max_memory_allocated(device) - before
         opt.step()
         opt.zero_grad(set_to_none=True)
-        peak = torch.cuda.max_memory_allocated(device) if cuda else 0
+        # the step's peak: the forward's, or that of backward + optimizer (the peak was reset before backward)
+        peak = before + max(phases["forward_peak_gb"], torch.cuda.max_memory_allocated(device) - before) if cuda else 0
         reserved = torch.cuda.max_memory_reserved(device) if cuda else 0
     finally:
         shutdown_distributed()
@@ -72,6 +84,8 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
                   d_units=round(per_tok(e.nbytes) / unit, 3))
              for e in entries]
     layer_bytes = sum(e.nbytes for e in entries)
+    shared = [f"{_in_block(e.module, 'layers.1')} {list(e.shape)} {str(e.dtype).removeprefix('torch.')}"
+              for e in census.block_entries(1, shared=True)]  # saved again: a view of a storage counted before
     by_module = census.by_module()
     layers_total = sum(v for k, v in by_module.items() if k.startswith("layers."))
     grouped: dict[str, float] = defaultdict(float)
@@ -83,8 +97,10 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
                 saved_total_gb=round(census.total_bytes() / GB, 3), saved_layers_gb=round(layers_total / GB, 3),
                 saved_rest_gb=round((census.total_bytes() - layers_total) / GB, 3),
                 layer1_d_units=round(layer_bytes / seq / unit, 3), layer1_by_module=dict(grouped), layer1=block,
+                layer1_shared=shared,
                 peak_allocated_gb=round(peak / GB, 3), peak_reserved_gb=round(reserved / GB, 3),
                 alloc_retries=retries.count(), allocated_before_gb=round(before / GB, 3) if cuda else 0.0,
+                **{k: round(v / GB, 3) for k, v in phases.items()},
                 params_grads_adam_gb=round(n_params * 16 / GB, 3))
 
 
@@ -105,10 +121,15 @@ def report_lines(r: dict) -> list[str]:
              f"   allocator peak over the step {r['peak_allocated_gb']} GB (reserved {r['peak_reserved_gb']} GB, "
              f"{r['alloc_retries']} cudaMalloc retries in 2 steps); allocated before it {r['allocated_before_gb']}"
              f" GB; fp32 params + grads + AdamW state = {r['params_grads_adam_gb']} GB"]
+    if "kept_after_forward_gb" in r:
+        lines.append(f"   above that: forward peak {r['forward_peak_gb']} GB, kept after forward {r['kept_after_forward_gb']}"
+                     f" GB (the census: {r['saved_total_gb']} GB saved), backward peak {r['backward_peak_gb']} GB")
     for m, u in sorted(r["layer1_by_module"].items(), key=lambda kv: -kv[1]):
         lines.append(f"   {u:7.3f} d  {m}")
     for b in r["layer1"]:
         lines.append(f"      {b['d_units']:7.3f} d  {b['module']:28s} {b['dtype']:9s} {b['shape']}")
+    for e in r.get("layer1_shared", []):
+        lines.append(f"        0 (storage counted before)  {e}")
     return lines
 
 

@@ -245,7 +245,8 @@ def _rank_entry(rank: int, world: int, spec: tuple, out_dir: str) -> None:
 
 
 def _spawned(world: int, spec: tuple) -> dict:
-    """Run one profile on `world` ranks (torch.multiprocessing); rank 0's result, with every rank's overlap."""
+    """Run one profile on `world` fresh processes (torch.multiprocessing; also for world 1); rank 0's result, with
+    every rank's overlap when world > 1."""
     import socket
     import tempfile
 
@@ -259,6 +260,8 @@ def _spawned(world: int, spec: tuple) -> dict:
         mp.spawn(_rank_entry, args=(world, spec, tmp), nprocs=world, join=True)
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
     first = next((r for r in ranks if "error" in r), ranks[0])
+    if world == 1:
+        return first
     return {**first, "ranks": [{k: r.get(k) for k in ("rank", "step_ms", "gpu_busy_ms", "comm_ms", "exposed_comm_ms",
                                                        "error")} for r in ranks]}
 
@@ -277,19 +280,12 @@ def main() -> None:
         raise SystemExit("needs a CUDA GPU (or --cpu-check)")
     if not args.cpu_check and args.nproc > torch.cuda.device_count():
         raise SystemExit(f"--nproc {args.nproc}: only {torch.cuda.device_count()} GPUs visible")
-    device = torch.device("cpu") if args.cpu_check else torch.device("cuda", 0)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    results, lines = [], []
+    results, lines = [], []  # this process never touches the GPU: each profile runs in its own
     for spec in args.family:
         family, kernel = spec.split(":")
-        if args.nproc > 1:
-            r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check))
-        else:
-            try:
-                r = profile_one(family, kernel, args.preset, args.seq, args.steps, device, args.host)
-            except Exception as e:  # noqa: BLE001 - one contestant failing leaves the others' profiles
-                r = dict(family=family, kernel=kernel, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        # fresh processes per contestant, also for one rank: what the previous model left in the caching allocator
+        # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
+        r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check))
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), GPU kernels {r['kernel_ms']} ms, "
@@ -321,8 +317,6 @@ def main() -> None:
             lines.append(f"     {k['ms']:8.3f} ms  x{k['calls_per_step']:<4d} [{k['category']}] {k['name'][:100]}")
         for k in r.get("host_ops", []):
             lines.append(f"   host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:100]}")
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
     out = Path(os.environ.get("OUT", "."))
     (out / "train_profile.json").write_text(json.dumps(results, indent=1))
     (out / "train_profile.txt").write_text("\n".join(lines) + "\n")

@@ -85,7 +85,9 @@ class SavedTensorCensus:
             out[e.module] += e.nbytes
         return dict(out)
 
-    def block_entries(self, layer: int, prefix: str = "layers") -> list[SavedEntry]:
-        """What block `layer` saved (names under `{prefix}.{layer}`), counted storages only."""
+    def block_entries(self, layer: int, prefix: str = "layers", shared: bool = False) -> list[SavedEntry]:
+        """What block `layer` saved (names under `{prefix}.{layer}`): the storages it counted, or with shared=True
+        the tensors whose storage was already counted (views of a storage saved earlier), which add no bytes."""
         head = f"{prefix}.{layer}"
-        return [e for e in self.entries if e.nbytes and (e.module == head or e.module.startswith(head + "."))]
+        return [e for e in self.entries
+                if bool(e.nbytes) != shared and (e.module == head or e.module.startswith(head + "."))]
