@@ -21,6 +21,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 
+def _is_weight(t: torch.Tensor) -> bool:
+    """A parameter or a view of one."""
+    return isinstance(t, nn.Parameter) or isinstance(t._base, nn.Parameter)
+
+
 @dataclass(frozen=True)
 class SavedEntry:
     module: str  # qualified name of the innermost module running when the tensor was saved ("" = the root)
@@ -54,8 +59,9 @@ class SavedTensorCensus:
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
         key = (t.device, storage.data_ptr())
-        # parameters and views of them (a linear's transposed weight) are weights, not activations
-        if not (t.is_leaf and t.requires_grad) and not any(key in params for _, params in self._stack):
+        # parameters and views of them (a linear's transposed weight) are weights, not activations. Not "a leaf that
+        # requires grad": a view a custom Function makes of its input inside forward (the fused read-out's o) is one
+        if not _is_weight(t) and not any(key in params for _, params in self._stack):
             nbytes = 0 if key in self._seen or storage.data_ptr() == 0 else storage.nbytes()
             self._seen.add(key)
             self.entries.append(SavedEntry(self._stack[-1][0] if self._stack else "", tuple(t.shape), t.dtype, nbytes))
