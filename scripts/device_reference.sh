@@ -12,6 +12,7 @@
 #   source .fa4b/install.sh && bash scripts/device_reference.sh onegpu-b   # FA4's table4 and prefill rows, its census
 #   bash scripts/device_reference.sh gap67    # 1 GPU alone: 6.7B idle-gap profile + allocator counters, table4, census
 #   bash scripts/device_reference.sh gap67b   # 1 GPU alone: census vs allocator, 6.7B with checkpointing, profiles
+#   bash scripts/device_reference.sh census   # 1 GPU: training-engine GPU tests, then the census at 6.7B and 1.3B
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -143,5 +144,14 @@ gap67b)  # one GPU alone, after gap67: the census's check against the allocator 
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family transformer:sdpa-cudnn retnet:fla > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b"; exit 2 ;;
+census)  # one GPU: the GPU tests of the training engine and the census (its allocator cross-check included), then the
+  # memory census at 1.3B and 6.7B (each model in a fresh process, nothing else on the GPU)
+  timeout 170 python3 -m pytest -q -p no:cacheprovider -n 4 --timeout 150 -rfE tests/test_training_saved.py \
+    tests/test_training.py tests/test_runner_gpu.py tests/test_gate.py > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+  for preset in 6.7b 1.3b; do mkdir -p "$W/census-$preset"
+    OUT="$W/census-$preset" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py --preset $preset \
+      --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census-$preset/log" 2>&1
+    echo "== census $preset rc=$? at $((SECONDS - T0))s"; done ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census"; exit 2 ;;
 esac
