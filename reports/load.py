@@ -196,6 +196,19 @@ def without_brief_decode(df: pd.DataFrame) -> pd.DataFrame:
     return df[~((df["phase"] == "decode") & df["suite"].isin(BRIEF_DECODE_SUITES))]
 
 
+def checkpointed(df: pd.DataFrame) -> pd.Series:
+    """Training rows measured with activation checkpointing (each block's forward recomputed in backward): another
+    measurement than the plain step the figures and claims compare, so those leave them out; the Table 4 table
+    lists them on their own lines."""
+    if "checkpointing" not in df:
+        return pd.Series(False, index=df.index)
+    return (df["phase"] == "train") & df["checkpointing"].notna() & (df["checkpointing"] != "none")
+
+
+def without_checkpointed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~checkpointed(df)]
+
+
 def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
     """Rows with status 'ok' (others never give values), optionally of one phase."""
     sel = df["status"] == "ok"

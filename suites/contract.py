@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
-# A column added since (alloc_retries) reads as null in older rows: additive, so the version (which `compare`
-# refuses to mix) stays.
+# Columns added since (alloc_retries, checkpointing) read as null in older rows: additive, so the version (which
+# `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
-    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "status", "error",
+    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "checkpointing", "status", "error",
     "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu",
     "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries",
     "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",

@@ -133,3 +133,30 @@ def test_table4_shows_allocator_retries_when_rows_have_them(tmp_path):
     t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df
     assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "alloc retries"] == 2
     assert t4.loc[("6.7b", "transformer (flash-attn)"), "allocator GiB"] == pytest.approx(110.7e9 / 2**30)
+
+
+def test_checkpointed_training_rows_are_their_own_lines_and_stay_out_of_figures_and_claims(tmp_path):
+    """A checkpointed step recomputes each block's forward: another measurement of the same contestant. Table 4 lists
+    it on its own line; the bars and the claims compare the plain steps only (before the `checkpointing` column a
+    checkpointed row silently replaced the plain one of its contestant)."""
+    from retnet_bench.reports import claims_table
+    from retnet_bench.reports.figures import build_figures
+    from reports_fixtures import train_row
+
+    plain = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, mem_torch_peak_gb=114.7,
+                       checkpointing="none"),
+             train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 138.0, mem_torch_peak_gb=110.7,
+                       checkpointing="none")]
+    ckpt = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 8900.0, 105.0, mem_torch_peak_gb=103.2,
+                      checkpointing="full"),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 8900.0, 104.0, mem_torch_peak_gb=101.6,
+                      checkpointing="full")]
+    runs = [load_runs([write_run(tmp_path / n, rows)]) for n, rows in (("a", plain), ("b", plain + ckpt))]
+    t4 = {t.name: t for t in all_tables(*runs[1])}["table4_training"].df
+    assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "tokens/s"] == pytest.approx(10000.0)
+    assert t4.loc[("6.7b", "retnet-chunkwise (fla), checkpointed"), "tokens/s"] == pytest.approx(8900.0)
+    bars = [build_figures(*r)[0]["table4_training_bars"] for r in runs]
+    assert [sorted(p.get_height() for p in f.axes[0].patches) for f in bars][0] == \
+        [sorted(p.get_height() for p in f.axes[0].patches) for f in bars][1]
+    a, b = (claims_table(*r) for r in runs)
+    assert a["measured_value"].round(6).fillna(-1).tolist() == b["measured_value"].round(6).fillna(-1).tolist()
