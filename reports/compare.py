@@ -58,14 +58,15 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import RowsError, read_rows
+from retnet_bench.suites.contract import RowsError, checkpointing_of, read_rows
 
 from .load import read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
-# The contract's variant columns (KV heads, RetNet state precision, GPUs) tell points of one impl apart; rows
-# written before they existed read them as null (world_size as 1: every such run used one GPU).
-VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size")
+# The contract's variant columns (KV heads, RetNet state precision, GPUs, checkpointing) tell points of one impl
+# apart; rows written before they existed read them as null (world_size as 1: every such run used one GPU; a
+# training row's checkpointing as "none").
+VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "checkpointing")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size")
 _NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
@@ -152,6 +153,7 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
     rows["world_size"] = rows["world_size"].fillna(1)
+    rows["checkpointing"] = [checkpointing_of(ph, v) for ph, v in zip(rows["phase"], rows["checkpointing"])]
     # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
     # points without it, and drop the search's intermediate over-budget attempts.
     cap = rows["phase"] == "capacity"
@@ -181,6 +183,8 @@ def _label(row: pd.Series) -> str:
         parts.append(f"state-{row['state_dtype']}")
     if pd.notna(row["world_size"]) and row["world_size"] != 1:
         parts.append(f"x{num(row['world_size'])}gpu")
+    if row["checkpointing"] not in (None, "none"):
+        parts.append(f"ckpt-{row['checkpointing']}")
     return "/".join(parts)
 
 

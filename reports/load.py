@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import NUMERIC_COLUMNS, ROW_COLUMNS, RowsError, read_rows
+from retnet_bench.suites.contract import NUMERIC_COLUMNS, ROW_COLUMNS, RowsError, checkpointing_of, read_rows
 
 from .contestants import Roster
 
@@ -133,7 +133,8 @@ def _query_heads(df: pd.DataFrame) -> pd.Series:
 
 # What identifies one contestant's measurements in one suite (the contract's point key without the point itself,
 # plus the suite: figures and claims select rows by suite, so a `long` row never stands in for a `fig6` one).
-_CONTESTANT = ("suite", "model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "dtype", "world_size")
+_CONTESTANT = ("suite", "model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "dtype", "world_size",
+               "checkpointing")
 
 
 def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
@@ -154,6 +155,7 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
     if tr.any():
         key.loc[tr, "n_kv_heads"] = df.loc[tr, "model"].map(_query_heads(df))
     key["world_size"] = key["world_size"].fillna(1)
+    key["checkpointing"] = [checkpointing_of(ph, v) for ph, v in zip(df["phase"], key["checkpointing"])]
     key = key.astype(object).where(key.notna(), "-").astype(str)  # NaN is a value here, not a missing group
     stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
     groups = [key[c] for c in _CONTESTANT]

@@ -40,7 +40,7 @@ ROLES = ("candidate", "baseline")
 # Identifies a sweep point; `--resume` skips points whose key already has a row. The variant columns (KV heads,
 # state precision, world size) are part of it: the same impl at another variant is another point.
 POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "phase", "batch_size",
-                              "seq_len", "dtype", "world_size")
+                              "seq_len", "dtype", "world_size", "checkpointing")
 
 STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
 
@@ -60,9 +60,18 @@ def make_row(**values: Any) -> dict[str, Any]:
     return row
 
 
+def checkpointing_of(phase: Any, value: Any) -> Any:
+    """A row's activation checkpointing as a variant: a training row without the column ran without it (rows
+    from before the column, and steps outside the training engine), so it reads "none"; other phases have none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none" if phase == "train" else None
+    return value
+
+
 def point_key(row: dict[str, Any]) -> tuple:
     # rows written before a key column existed read it as None, as does a point that has no such variant
-    return tuple(row.get(k) for k in POINT_KEY)
+    return tuple(checkpointing_of(row.get("phase"), row.get(k)) if k == "checkpointing" else row.get(k)
+                 for k in POINT_KEY)
 
 
 class RowsError(ValueError):

@@ -349,3 +349,25 @@ def test_unwritable_github_out_is_an_input_error(tmp_path):
     assert "\n" not in str(info.value) and "bench" in str(info.value)
     with pytest.raises(CompareInputError):
         render_github(result, blocker)
+
+
+def test_training_points_are_matched_by_checkpointing_and_old_rows_read_none(tmp_path):
+    """A checkpointed step is another point; a training row from before the column ran without checkpointing."""
+    def train(ms: float, **kw) -> dict:
+        return decode_row(ms=ms, suite="table4", phase="train", batch=1, **kw)
+
+    old_plain = train(100.0)  # no checkpointing column at all
+    old_plain.pop("checkpointing", None)
+    result = compare_runs(*pair(tmp_path, [old_plain], [train(100.0, checkpointing="none"),
+                                                        train(130.0, checkpointing="full")]))
+    assert status_of(result, "ms_median") == "ok"  # the plain points pair; the checkpointed one is new
+    assert len(result.new) == 1 and "ckpt-full" in result.new["point"].iloc[0]
+
+
+def test_point_key_reads_a_missing_checkpointing_as_none_for_training_only():
+    from retnet_bench.suites.contract import POINT_KEY, point_key
+
+    i = POINT_KEY.index("checkpointing")
+    assert point_key({"phase": "train"})[i] == "none"
+    assert point_key({"phase": "train", "checkpointing": "full"})[i] == "full"
+    assert point_key({"phase": "decode"})[i] is None

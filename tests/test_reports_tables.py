@@ -143,15 +143,17 @@ def test_checkpointed_training_rows_are_their_own_lines_and_stay_out_of_figures_
     from retnet_bench.reports.figures import build_figures
     from reports_fixtures import train_row
 
-    plain = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, mem_torch_peak_gb=114.7,
-                       checkpointing="none"),
-             train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 138.0, mem_torch_peak_gb=110.7,
-                       checkpointing="none")]
+    plain = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, mem_torch_peak_gb=114.7),
+             train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 138.0, mem_torch_peak_gb=110.7)]
+    # (plain rows as written before the column: null checkpointing reads "none")
+    later = "2099-01-01T00:00:00+00:00"  # a newer run: it would supersede the plain rows were it the same point
     ckpt = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 8900.0, 105.0, mem_torch_peak_gb=103.2,
-                      checkpointing="full"),
+                      checkpointing="full", timestamp=later),
             train_row("6.7b", "transformer", "flash-attn", 1, 8192, 8900.0, 104.0, mem_torch_peak_gb=101.6,
-                      checkpointing="full")]
-    runs = [load_runs([write_run(tmp_path / n, rows)]) for n, rows in (("a", plain), ("b", plain + ckpt))]
+                      checkpointing="full", timestamp=later)]
+    # the checkpointed rows in a later run of their own: they are another point, so they supersede nothing
+    runs = [load_runs([write_run(tmp_path / "a", plain)]),
+            load_runs([write_run(tmp_path / "a", plain), write_run(tmp_path / "b", ckpt, run_id="run-b")])]
     t4 = {t.name: t for t in all_tables(*runs[1])}["table4_training"].df
     assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "tokens/s"] == pytest.approx(10000.0)
     assert t4.loc[("6.7b", "retnet-chunkwise (fla), checkpointed"), "tokens/s"] == pytest.approx(8900.0)
