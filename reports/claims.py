@@ -254,7 +254,18 @@ def _train_scale(r: pd.Series, b: pd.Series) -> str:
         return f"{per_gpu:,.0f} tok/s per GPU, {x['tokens_per_s']:,.0f} total, {mem} allocated / {dev} device per GPU"
     ws = int(r["world_size"]) if pd.notna(r["world_size"]) else 1
     return (f"world size {ws} GPU{'s' if ws > 1 else ''} (paper: {PAPER_TRAIN_GPUS} GPUs, so only ratios compare); "
-            f"RetNet {side(r)}; baseline {side(b)}")
+            f"RetNet {side(r)}; baseline {side(b)}{_memory_limit(r, b)}")
+
+
+def _memory_limit(r: pd.Series, b: pd.Series) -> str:
+    """Where either side's step ran at the GPU's memory limit (cudaMalloc retries: the allocator emptied its cache
+    and synchronised the device), its time includes those stalls: the claim says so beside the ratio."""
+    retries = [x.get("alloc_retries") for x in (r, b)]
+    if not any(pd.notna(n) and n > 0 for n in retries):
+        return ""
+    rr, br = ("?" if pd.isna(n) else f"{int(n)}" for n in retries)
+    return (f"; at the GPU's memory limit: cudaMalloc retries RetNet {rr}, baseline {br} (each one empties the "
+            "allocator's cache and stalls the device; the time includes them)")
 
 
 def _train_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:

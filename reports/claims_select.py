@@ -43,11 +43,13 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     rows = with_allocator_gib(with_memory(ok_rows(without_checkpointed(without_brief_decode(df)), phase),
                                           GPU_MEMORY_SOURCES))
     if rows.empty:
-        return pd.DataFrame(columns=GROUP + VALUES + ["gpu_name", "dtype", "device"])
+        return pd.DataFrame(columns=GROUP + VALUES + ["alloc_retries", "gpu_name", "dtype", "device"])
     rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
                        role=rows["role"].fillna(""))
-    agg = {c: "median" for c in VALUES} | {"gpu_name": "first", "dtype": "first", "device": "first"}
+    # cudaMalloc retries: the most any repeat had (a point that stalled once ran at the memory limit)
+    agg = {c: "median" for c in VALUES} | {"alloc_retries": "max", "gpu_name": "first", "dtype": "first",
+                                           "device": "first"}
     return rows.groupby(GROUP, dropna=False, as_index=False).agg(agg)
 
 

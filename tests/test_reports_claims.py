@@ -283,6 +283,22 @@ def test_training_claims_state_world_size_and_per_gpu_numbers(tmp_path):
     assert one.verdict == "partly"
 
 
+def test_a_training_claim_made_at_the_memory_limit_says_so(tmp_path):
+    """A step with cudaMalloc retries includes allocator stalls (6.7B on one H200: RetNet 24, the Transformer 0):
+    the claim states both counts beside its ratio; without retries it says nothing of the kind."""
+    def rows(retries: float | None) -> list[dict]:
+        return [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 9965.0, 111.0, role="candidate",
+                          mem_torch_peak_gb=114.7, alloc_retries=retries),
+                train_row("6.7b", "transformer", "sdpa-cudnn", 1, 8192, 10771.0, 138.0, role="baseline",
+                          mem_torch_peak_gb=110.7, alloc_retries=0, n_kv_heads=32)]
+
+    stalled, _ = _claims(tmp_path / "a", rows(24))
+    cond = stalled[("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)].conditions
+    assert "at the GPU's memory limit: cudaMalloc retries RetNet 24, baseline 0" in cond
+    calm, _ = _claims(tmp_path / "b", rows(0))
+    assert "memory limit" not in calm[("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)].conditions
+
+
 def test_no_impl_name_in_a_report_string_literal():
     """Issue #13: the report layer keeps no list of names; who is who comes from env.json's `contestants`.
     A string literal that is an impl name, or an 'impl (kernel)' label, is a name list in disguise. An arch
