@@ -118,6 +118,8 @@ def run(
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop cleanly after this many seconds "
                                                "(continue later with --resume)"),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Training ranks (one GPU each; FSDP2 when > 1)"),
+    tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree within the --nproc ranks "
+                                     "(heads and FFN split per block; FSDP2 over the rest)"),
     no_nvml: bool = typer.Option(False, "--no-nvml", help="Do not sample NVML during points"),
     no_graph: bool = typer.Option(False, "--no-graph", help="Do not capture CUDA graphs"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report and print claims at the end"),
@@ -138,7 +140,7 @@ def run(
     run_dirs = []
     for name in names:
         s = with_overrides(load_suite(name), models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
-                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), nproc=nproc)
+                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), nproc=nproc, tp=tp)
         if impls is not None:
             s = _filter_impls(s, impls)
         opts = RunOptions(device=dev, out_root=out, run_id=run_id if len(names) == 1 else None, resume=resume,

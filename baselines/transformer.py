@@ -52,7 +52,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Causal attention over x (B, T, d). cos/sin (T, D). Returns (y (B, T, d), k_raw, k_rot, v) with the
         keys/values as (B, T, Hkv, D) so a caller can fill a cache from them."""
-        b, t, d = x.shape
+        b, t, _ = x.shape
         q, k_raw, v = self._qkv(x)
         half = self.head_dim // 2  # the tables repeat their angles over the two halves: the kernel takes one half
         cos, sin = cos[:, :half], sin[:, :half]  # (T, D/2)
@@ -61,7 +61,7 @@ class Attention(nn.Module):
         if torch.is_grad_enabled():  # training: a kernel that saved the view v would keep the whole q|k|v projection
             v = v.contiguous()       # output alive until backward (q and k are new tensors from the rotation)
         y = causal_attention(q, k, v, self.kernel)  # (B, T, H, D)
-        return self.wo(y.reshape(b, t, d)), k_raw, k, v
+        return self.wo(y.reshape(b, t, -1)), k_raw, k, v  # H * D = d unless the heads are sharded (tensor parallel)
 
     def step(self, x: torch.Tensor, cache: StaticKVCache, i: int, cos: torch.Tensor, sin_signed: torch.Tensor,
              mask: torch.Tensor | None, seqlens: torch.Tensor | None) -> torch.Tensor:

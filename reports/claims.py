@@ -253,8 +253,10 @@ def _train_scale(r: pd.Series, b: pd.Series) -> str:
         dev = "—" if pd.isna(x["mem_gb"]) else f"{x['mem_gb']:.1f} GB"
         return f"{per_gpu:,.0f} tok/s per GPU, {x['tokens_per_s']:,.0f} total, {mem} allocated / {dev} device per GPU"
     ws = int(r["world_size"]) if pd.notna(r["world_size"]) else 1
-    return (f"world size {ws} GPU{'s' if ws > 1 else ''} (paper: {PAPER_TRAIN_GPUS} GPUs, so only ratios compare); "
-            f"RetNet {side(r)}; baseline {side(b)}{_memory_limit(r, b)}")
+    tp = "".join(f"; {who} tensor parallel x{int(x['tensor_parallel'])}" for who, x in (("RetNet", r), ("baseline", b))
+                 if pd.notna(x.get("tensor_parallel")) and x["tensor_parallel"] > 1)
+    return (f"world size {ws} GPU{'s' if ws > 1 else ''} (paper: {PAPER_TRAIN_GPUS} GPUs, so only ratios compare)"
+            f"{tp}; RetNet {side(r)}; baseline {side(b)}{_memory_limit(r, b)}")
 
 
 def _memory_limit(r: pd.Series, b: pd.Series) -> str:

@@ -17,8 +17,8 @@ from .load import (GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, 
 PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
 MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads (Llama 3, Mistral, Qwen)
 
-GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "phase",
-         "batch_size", "seq_len", "capacity_budget_gb"]
+GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "tensor_parallel",
+         "phase", "batch_size", "seq_len", "capacity_budget_gb"]
 VALUES = ["tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mem_gb", "mem_alloc_gib", "weights_gb",
           "pct_peak_bw", "n_params"]
 
@@ -45,6 +45,7 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=GROUP + VALUES + ["alloc_retries", "gpu_name", "dtype", "device"])
     rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
+                       tensor_parallel=rows["tensor_parallel"].fillna(1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
                        role=rows["role"].fillna(""))
     # cudaMalloc retries: the most any repeat had (a point that stalled once ran at the memory limit)

@@ -58,17 +58,17 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import RowsError, checkpointing_of, read_rows
+from retnet_bench.suites.contract import TRAIN_VARIANT_DEFAULTS, RowsError, read_rows, train_variant
 
 from .load import read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
 # The contract's variant columns (KV heads, RetNet state precision, GPUs, checkpointing) tell points of one impl
 # apart; rows written before they existed read them as null (world_size as 1: every such run used one GPU; a
-# training row's checkpointing as "none").
-VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "checkpointing")
+# training row's tensor_parallel as 1, its checkpointing as "none").
+VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
-_INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size")
+_INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size", "tensor_parallel")
 _NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
 _PASS_COLUMNS = ("run_id", "n_repeats", "gpu_name")  # carried into the GitHub entries' tooltip
 
@@ -153,7 +153,9 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
     rows["world_size"] = rows["world_size"].fillna(1)
-    rows["checkpointing"] = [checkpointing_of(ph, v) for ph, v in zip(rows["phase"], rows["checkpointing"])]
+    for col in TRAIN_VARIANT_DEFAULTS:
+        rows[col] = pd.array([train_variant(col, ph, v) for ph, v in zip(rows["phase"], rows[col])],
+                             dtype="Int64" if col in _INTEGER_KEYS else object)
     # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
     # points without it, and drop the search's intermediate over-budget attempts.
     cap = rows["phase"] == "capacity"
@@ -183,6 +185,8 @@ def _label(row: pd.Series) -> str:
         parts.append(f"state-{row['state_dtype']}")
     if pd.notna(row["world_size"]) and row["world_size"] != 1:
         parts.append(f"x{num(row['world_size'])}gpu")
+    if pd.notna(row["tensor_parallel"]) and row["tensor_parallel"] != 1:
+        parts.append(f"tp{num(row['tensor_parallel'])}")
     if row["checkpointing"] not in (None, "none"):
         parts.append(f"ckpt-{row['checkpointing']}")
     return "/".join(parts)

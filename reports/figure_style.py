@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .contestants import PIPELINE_PAPER, SOURCE_OURS, Contestant, Roster, roster_of  # noqa: E402
-from .load import impl_label, ok_rows, with_memory, without_checkpointed  # noqa: E402
+from .load import impl_label, ok_rows, plain_training, with_memory  # noqa: E402
 
 DPI = 160
 SUBJECT_COLOUR = "#c0392b"
@@ -137,8 +137,9 @@ def marker(value: float, values: list[float]) -> str:
 
 
 def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",)) -> pd.DataFrame:
-    """Rows of one phase with the given statuses, `mem_gb` and a `label` per contestant (no checkpointed training)."""
-    df = without_checkpointed(df)
+    """Rows of one phase with the given statuses, `mem_gb` and a `label` per contestant (training: plain steps only,
+    no tensor-parallel or checkpointed rows; the Table 4 table lists those)."""
+    df = plain_training(df)
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)
     grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import NUMERIC_COLUMNS, ROW_COLUMNS, RowsError, checkpointing_of, read_rows
+from retnet_bench.suites.contract import (NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError, read_rows,
+                                          train_variant)
 
 from .contestants import Roster
 
@@ -134,7 +135,7 @@ def _query_heads(df: pd.DataFrame) -> pd.Series:
 # What identifies one contestant's measurements in one suite (the contract's point key without the point itself,
 # plus the suite: figures and claims select rows by suite, so a `long` row never stands in for a `fig6` one).
 _CONTESTANT = ("suite", "model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "dtype", "world_size",
-               "checkpointing")
+               "tensor_parallel", "checkpointing")
 
 
 def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
@@ -155,7 +156,8 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
     if tr.any():
         key.loc[tr, "n_kv_heads"] = df.loc[tr, "model"].map(_query_heads(df))
     key["world_size"] = key["world_size"].fillna(1)
-    key["checkpointing"] = [checkpointing_of(ph, v) for ph, v in zip(df["phase"], key["checkpointing"])]
+    for col in TRAIN_VARIANT_DEFAULTS:
+        key[col] = [train_variant(col, ph, v) for ph, v in zip(df["phase"], key[col])]
     key = key.astype(object).where(key.notna(), "-").astype(str)  # NaN is a value here, not a missing group
     stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
     groups = [key[c] for c in _CONTESTANT]
@@ -198,10 +200,23 @@ def without_brief_decode(df: pd.DataFrame) -> pd.DataFrame:
     return df[~((df["phase"] == "decode") & df["suite"].isin(BRIEF_DECODE_SUITES))]
 
 
+def training_variant(df: pd.DataFrame) -> pd.Series:
+    """Per row, what makes a training step another measurement than the plain one-step-per-replica the figures and
+    claims compare: ", TP x2" (tensor parallel), ", checkpointed" (each block's forward recomputed in backward), or
+    "" (plain, and every other phase). The figures leave such rows out; the Table 4 table lists them on their own
+    lines with this suffix; the claims keep tensor-parallel rows as their own points and leave checkpointed ones
+    out."""
+    out = pd.Series("", index=df.index, dtype=object)
+    train = df["phase"] == "train"
+    if "tensor_parallel" in df:
+        tp = train & df["tensor_parallel"].notna() & (df["tensor_parallel"] > 1)
+        out[tp] = [f", TP x{int(n)}" for n in df.loc[tp, "tensor_parallel"]]
+    out[checkpointed(df)] += ", checkpointed"
+    return out
+
+
 def checkpointed(df: pd.DataFrame) -> pd.Series:
-    """Training rows measured with activation checkpointing (each block's forward recomputed in backward): another
-    measurement than the plain step the figures and claims compare, so those leave them out; the Table 4 table
-    lists them on their own lines."""
+    """Training rows measured with activation checkpointing (each block's forward recomputed in backward)."""
     if "checkpointing" not in df:
         return pd.Series(False, index=df.index)
     return (df["phase"] == "train") & df["checkpointing"].notna() & (df["checkpointing"] != "none")
@@ -209,6 +224,11 @@ def checkpointed(df: pd.DataFrame) -> pd.Series:
 
 def without_checkpointed(df: pd.DataFrame) -> pd.DataFrame:
     return df[~checkpointed(df)]
+
+
+def plain_training(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without training rows that carry a variant (see `training_variant`): what the figures draw."""
+    return df[training_variant(df) == ""]
 
 
 def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:

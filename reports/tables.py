@@ -12,8 +12,8 @@ import pandas as pd
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (PREFILL_SUITE, checkpointed, impl_label, ok_rows, run_meta, with_allocator_gib, with_memory,
-                   without_brief_decode)
+from .load import (PREFILL_SUITE, impl_label, ok_rows, run_meta, with_allocator_gib, with_memory,
+                   training_variant, without_brief_decode)
 
 
 @dataclass
@@ -162,8 +162,8 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     tr = with_allocator_gib(_labelled(ok_rows(df, "train")))
     if tr.empty:
         return None
-    ckpt = checkpointed(tr)  # checkpointed steps on their own lines: another measurement of the same contestant
-    tr = tr.assign(impl_kernel=tr["impl_kernel"].where(~ckpt, tr["impl_kernel"] + ", checkpointed"))
+    # tensor-parallel and checkpointed steps on their own lines: other measurements of the same contestant
+    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr))
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl_kernel", "seq_len"], keep="last")
     out = []
     for _, row in tr.iterrows():

@@ -83,10 +83,19 @@ class MultiScaleRetention(nn.Module):
         # q, k, v, g in one matmul; rows ordered [q (d) | k (d) | v (value_dim) | g (value_dim)]
         self.qkvg = nn.Linear(cfg.d_model, 2 * cfg.d_model + 2 * cfg.value_dim, bias=cfg.bias)
         self.out_proj = nn.Linear(cfg.value_dim, cfg.d_model, bias=cfg.bias)
+        # the heads this module computes: all of them, or under tensor parallelism one rank's contiguous share
+        # (suites/training/tensor_parallel.py sets n_heads and heads; the projections then hold those heads only)
+        self.heads = slice(None)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        d, dv = self.cfg.d_model, self.cfg.value_dim
-        return self.qkvg(x).split([d, d, dv, dv], dim=-1)
+        qk, v = self.n_heads * self.dk, self.n_heads * self.dv  # (d, value_dim) unless the heads are sharded
+        return self.qkvg(x).split([qk, qk, v, v], dim=-1)
+
+    def _local(self, tables: RetentionTables) -> RetentionTables:
+        """The per-head tables (decay, row norm) of this module's heads."""
+        if self.heads == slice(None):
+            return tables
+        return tables._replace(log_decay=tables.log_decay[self.heads], row_norm=tables.row_norm[self.heads])
 
     def _gate_and_project(self, o: Tensor, g: Tensor, fused: bool | None = None) -> Tensor:
         """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d).
@@ -99,6 +108,7 @@ class MultiScaleRetention(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """x (B, T, d) -> (B, T, d), and the state after the last token for the chunkwise form.
         kernel: chunkwise kernel ("torch": the normalised reference form; else a fused kernel, see _forward_fused)."""
+        tables = self._local(tables)
         if mode == "chunkwise" and kernel != "torch":
             return self._forward_fused(x, tables, kernel, chunk_size, state)
         B, T, _ = x.shape

@@ -15,19 +15,20 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
-# Columns added since (alloc_retries, checkpointing) read as null in older rows: additive, so the version (which
-# `compare` refuses to mix) stays.
+# Columns added since (alloc_retries, checkpointing, tensor_parallel) read as null in older rows: additive, so the
+# version (which `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
-    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "checkpointing", "status", "error",
+    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "tensor_parallel", "checkpointing", "status",
+    "error",
     "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu",
     "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries",
     "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw",
     "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = (
-    "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "ms_median", "ms_p10", "ms_p90", "n_repeats",
+    "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "tensor_parallel", "ms_median", "ms_p10", "ms_p90", "n_repeats",
     "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb",
     "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb",
     "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb",
@@ -40,7 +41,7 @@ ROLES = ("candidate", "baseline")
 # Identifies a sweep point; `--resume` skips points whose key already has a row. The variant columns (KV heads,
 # state precision, world size) are part of it: the same impl at another variant is another point.
 POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "phase", "batch_size",
-                              "seq_len", "dtype", "world_size", "checkpointing")
+                              "seq_len", "dtype", "world_size", "tensor_parallel", "checkpointing")
 
 STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
 
@@ -60,17 +61,21 @@ def make_row(**values: Any) -> dict[str, Any]:
     return row
 
 
-def checkpointing_of(phase: Any, value: Any) -> Any:
-    """A row's activation checkpointing as a variant: a training row without the column ran without it (rows
-    from before the column, and steps outside the training engine), so it reads "none"; other phases have none."""
+# The training-only variants and what a training row without the column ran with (rows from before the column, and
+# steps outside the training engine): no tensor parallelism, no checkpointing. Other phases have neither.
+TRAIN_VARIANT_DEFAULTS: dict[str, Any] = {"tensor_parallel": 1, "checkpointing": "none"}
+
+
+def train_variant(column: str, phase: Any, value: Any) -> Any:
+    """A row's value of a training-only variant column, the default filled in for training rows."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none" if phase == "train" else None
+        return TRAIN_VARIANT_DEFAULTS[column] if phase == "train" else None
     return value
 
 
 def point_key(row: dict[str, Any]) -> tuple:
     # rows written before a key column existed read it as None, as does a point that has no such variant
-    return tuple(checkpointing_of(row.get("phase"), row.get(k)) if k == "checkpointing" else row.get(k)
+    return tuple(train_variant(k, row.get("phase"), row.get(k)) if k in TRAIN_VARIANT_DEFAULTS else row.get(k)
                  for k in POINT_KEY)
 
 

@@ -53,14 +53,16 @@ class Group:
 
     def row_identity(self, p: Point, dtype: str) -> dict:
         """The identifying columns of this point's row (also its resume key)."""
-        # checkpointing applies to steps on the training engine (a contestant with a training recipe); a peer's own
-        # forward + backward runs without it, whatever the suite says
+        # tensor parallelism and checkpointing apply to steps on the training engine (a contestant with a training
+        # recipe); a peer's own forward + backward runs without them, whatever the suite says
         engine = p.phase == "train" and getattr(self.settings, "optimizer", False) and self.spec.recipe is not None
         return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
                     n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
                     batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size,
-                    checkpointing=(getattr(self.settings, "checkpointing", "none") if engine else
-                                   "none" if p.phase == "train" else None))
+                    **{col: (getattr(self.settings, attr, default) if engine else
+                             default if p.phase == "train" else None)
+                       for col, attr, default in (("tensor_parallel", "tp", 1),
+                                                  ("checkpointing", "checkpointing", "none"))})
 
 
 def query_heads(model: str) -> int:

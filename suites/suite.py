@@ -71,6 +71,7 @@ class TrainScenario(Scenario):
     nproc: int = 1                  # ranks (one GPU each); > 1 shards with FSDP2 through torch's elastic launcher
     grad_accum: int = 1             # micro-batches per optimizer step (batch_sizes are micro-batch sizes)
     checkpointing: str = "none"     # activation checkpointing per block: none | full
+    tp: int = 1                     # tensor-parallel degree within the nproc ranks (DTensor; FSDP2 over the rest)
     optimizer: bool = True          # a real step (AdamW, fp32 master weights); false: forward + backward only
 
 
@@ -151,10 +152,14 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
         raise SuiteError(f"{where}: memory_budget_gb must be > 0")
     if isinstance(sc, TrainScenario) and sc.checkpointing not in ("none", "full"):
         raise SuiteError(f"{where}: checkpointing must be 'none' or 'full', got {sc.checkpointing!r}")
+    if isinstance(sc, TrainScenario) and sc.nproc % sc.tp:
+        raise SuiteError(f"{where}: tp={sc.tp} must divide nproc={sc.nproc} (tensor-parallel ranks within them)")
+    if isinstance(sc, TrainScenario) and sc.tp > 1 and not sc.optimizer:
+        raise SuiteError(f"{where}: tp > 1 needs the training engine (optimizer = true)")
 
 
 def _int_keys(sc: Scenario) -> tuple[str, ...]:
-    keys = {TrainScenario: ("steps", "nproc", "grad_accum"), CapacityScenario: ("seq_len", "max_batch"),
+    keys = {TrainScenario: ("steps", "nproc", "grad_accum", "tp"), CapacityScenario: ("seq_len", "max_batch"),
             DecodeScenario: ("prefill_segment", "prefill_repeats")}
     return keys.get(type(sc), ())
 

@@ -63,6 +63,8 @@ def test_default_cpu_job_runs_smoke_writes_report_and_claims(tmp_path):
     (["run", "smoke", "--device", "cpu", "--time-limit", "-1"], "--time-limit must be a positive"),
     (["run", "smoke", "--device", "cpu", "--run-id", "../escape"], "--run-id '../escape'"),
     (["run", "smoke", "--device", "cpu", "--nproc", "0"], "--nproc must be >= 1"),
+    (["run", "smoke", "--device", "cpu", "--nproc", "3", "--tp", "2"], "tp=2 must divide nproc=3"),
+    (["run", "smoke", "--device", "cpu", "--tp", "0"], "tp must be a positive integer"),
     (["run", "smoke", "--device", "cpu", "--impl", "attention,static", "--kernel", "triton-x"], "unknown kernel"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
@@ -161,3 +163,17 @@ def test_smoke_training_on_two_cpu_ranks(tmp_path):
     for r in rows:
         assert r["tokens_per_s"] > 0 and abs(r["tokens_per_s_per_gpu"] * 2 - r["tokens_per_s"]) < 1e-6 * r["tokens_per_s"]
         assert "FSDP2 x2" in r["notes"]
+
+
+def test_smoke_training_with_tensor_parallelism_on_two_cpu_ranks(tmp_path):
+    """`--nproc 2 --tp 2`: the two gloo ranks split each block's heads and FFN (one replica); the rows say so."""
+    import json
+
+    res = _run("run", "smoke", "--device", "cpu", "--nproc", "2", "--tp", "2", "--out", str(tmp_path), "--run-id",
+               "tp2", "--no-report", "--impl", "retnet-chunkwise,transformer", "--kernel", "sdpa")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "tp2" / "rows.jsonl").read_text().splitlines()]
+    assert {(r["impl"], r["world_size"], r["tensor_parallel"], r["status"]) for r in rows} == {
+        ("retnet-chunkwise", 2, 2, "ok"), ("transformer", 2, 2, "ok")}
+    for r in rows:
+        assert "FSDP2 x1, tensor parallel x2" in r["notes"] and r["checkpointing"] == "none"

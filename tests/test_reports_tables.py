@@ -162,3 +162,27 @@ def test_checkpointed_training_rows_are_their_own_lines_and_stay_out_of_figures_
         [sorted(p.get_height() for p in f.axes[0].patches) for f in bars][1]
     a, b = (claims_table(*r) for r in runs)
     assert a["measured_value"].round(6).fillna(-1).tolist() == b["measured_value"].round(6).fillna(-1).tolist()
+
+
+def test_tensor_parallel_training_rows_are_labelled_and_named_in_claims(tmp_path):
+    """The paper trained 6.7B and 13B with tensor parallelism: such rows are their own lines in Table 4, their own
+    points in the claims (which say so), and not drawn as if they were the plain FSDP step."""
+    from retnet_bench.reports import claims_table
+    from retnet_bench.reports.figures import build_figures
+    from reports_fixtures import train_row
+
+    fsdp = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 40000.0, 60.0, world_size=4,
+                      tokens_per_s_per_gpu=10000.0, mem_torch_peak_gb=55.0),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 40000.0, 60.0, world_size=4,
+                      tokens_per_s_per_gpu=10000.0, mem_torch_peak_gb=50.0)]
+    tp = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 48000.0, 50.0, world_size=4, tensor_parallel=2,
+                    tokens_per_s_per_gpu=12000.0, mem_torch_peak_gb=45.0)]
+    df, envs = load_runs([write_run(tmp_path, fsdp + tp)])
+    t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df
+    assert t4.loc[("6.7b", "retnet-chunkwise (fla), TP x2"), "tokens/s"] == pytest.approx(48000.0)
+    assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "tokens/s"] == pytest.approx(40000.0)
+    bars = build_figures(df, envs)[0]["table4_training_bars"]
+    assert 48000.0 not in [round(p.get_height()) for ax in bars.axes for p in ax.patches]
+    claims = claims_table(df, envs)
+    row = claims[claims["claim"].str.contains("throughput vs Transformer\\+FlashAttention \\(6.7b")].iloc[0]
+    assert row["measured_value"] == pytest.approx(1.2) and "RetNet tensor parallel x2" in row["conditions"]

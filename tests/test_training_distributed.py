@@ -63,3 +63,44 @@ def test_two_nccl_ranks_train_like_one_gpu():
     assert two.mem_torch_peak_gb > 0 and two.gpu_name and two.alloc_retries == 0  # a tiny model: no pressure
     # bf16 compute: GPU kernels need not be bitwise reproducible across processes; 1e-3 relative is bf16 noise
     torch.testing.assert_close(two.losses, one.losses, rtol=1e-3, atol=0)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("family", ["retnet", "transformer"])
+def test_two_tensor_parallel_ranks_train_like_one_process(family):
+    """tp=2: each rank holds half of every block's heads and FFN (DTensor, gloo on the CPU); both ranks see the same
+    sequences, so the global batch is one rank's and the loss must be one process's. The tiny presets have 2 heads
+    (the Transformer's 2 KV heads too: MHA), so each rank computes one head."""
+    recipe = RECIPES[family]
+    tp = dataclasses.replace(TWO_RANKS, tp=2)
+    two = run_point(2, recipe, tp, "cpu")
+    one = run_point(1, recipe, TWO_RANKS, "cpu")
+    assert two.status == "ok", two.error
+    assert two.tokens_per_step == one.tokens_per_step == 32  # two ranks, one replica: one sequence per step
+    # Each block's output is a sum over the ranks' heads (all-reduce) instead of one matmul over all of them:
+    # fp32 rounding differs, nothing else. A head or FFN slice on the wrong rank moves the loss by > 1e-2.
+    torch.testing.assert_close(two.losses, one.losses, rtol=1e-5, atol=0)
+
+
+def test_tensor_parallel_must_divide_the_ranks():
+    with pytest.raises(ValueError, match="tp=2 does not divide the 3 ranks"):
+        dataclasses.replace(TWO_RANKS, tp=2).data_parallel(3)
+
+
+def test_rank_major_rows_give_each_rank_whole_segments():
+    from retnet_bench.suites.training.tensor_parallel import rank_major_rows
+
+    # [q0 q1 | k0 k1 | v0 v0' v1 v1'] -> rank 0: q0 k0 v0 v0', rank 1: q1 k1 v1 v1'
+    assert rank_major_rows([2, 2, 4], 2).tolist() == [0, 2, 4, 5, 1, 3, 6, 7]
+
+
+@pytest.mark.timeout(300)
+def test_data_and_tensor_parallel_together_train_like_one_process():
+    """4 ranks as 2 replicas (FSDP2 over "dp") x 2 tensor-parallel ranks (DTensor over "tp"): the 2-D mesh
+    torchtitan uses. Two sequences per step, one per replica; the single process accumulates both."""
+    recipe = RECIPES["retnet"]
+    four = run_point(4, recipe, dataclasses.replace(TWO_RANKS, tp=2), "cpu")
+    one = run_point(1, recipe, ONE_PROCESS, "cpu")
+    assert four.status == "ok", four.error
+    assert four.tokens_per_step == one.tokens_per_step == 2 * 32
+    torch.testing.assert_close(four.losses, one.losses, rtol=1e-5, atol=0)

@@ -43,9 +43,10 @@ def rank_device(device_type: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device: torch.device, rank: int, world_size: int, timeout_s: float,
-                     store: dist.Store | None = None) -> DeviceMesh:
-    """Default process group + 1-D data-parallel mesh. Launched ranks rendezvous through the env vars the elastic
-    agent sets (store None); one in-process rank passes a HashStore."""
+                     store: dist.Store | None = None, tp: int = 1) -> DeviceMesh:
+    """Default process group + the device mesh: 1-D data-parallel ("dp",), or with tp > 1 2-D ("dp", "tp") with
+    the tp ranks of one replica consecutive (torchtitan's layout: tensor parallelism within a node). Launched ranks
+    rendezvous through the env vars the elastic agent sets (store None); one in-process rank passes a HashStore."""
     set_nccl_env()
     backend = backend_for(device.type)
     kwargs = dict(backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
@@ -54,7 +55,9 @@ def init_distributed(device: torch.device, rank: int, world_size: int, timeout_s
     if backend == "nccl":
         kwargs["device_id"] = device  # eager communicator for this GPU, no guess from the rank
     dist.init_process_group(**kwargs)
-    return init_device_mesh(device.type, (world_size,), mesh_dim_names=("dp",))
+    if tp == 1:
+        return init_device_mesh(device.type, (world_size,), mesh_dim_names=("dp",))
+    return init_device_mesh(device.type, (world_size // tp, tp), mesh_dim_names=("dp", "tp"))
 
 
 def shutdown_distributed() -> None:
@@ -71,6 +74,8 @@ def shard_model(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype) ->
     the root does not (backward needs the head first thing, and it is small next to the blocks)."""
     mp = MixedPrecisionPolicy(param_dtype=None if param_dtype == torch.float32 else param_dtype,
                               reduce_dtype=torch.float32)
+    if mesh.mesh_dim_names and "tp" in mesh.mesh_dim_names:  # 2-D: FSDP over the replicas, TP applied before
+        mesh = mesh["dp"]
     for block in model.layers:
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=False)

@@ -29,6 +29,7 @@ from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, 
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
 from .step import TrainSettings, apply_checkpointing, make_optimizer, synthetic_batch, train_step
+from .tensor_parallel import apply_tensor_parallel
 
 # Test hook: "<rank>:error" or "<rank>:oom" makes that rank raise before its first step (inherited by launched ranks).
 FAULT_ENV = "RETNET_BENCH_TRAIN_FAULT"
@@ -86,7 +87,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         device = rank_device(device_type, local_rank)
         res.device = str(device)
         res.gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-        mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store)
+        mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store, settings.tp)
         nvml = NvmlStepPeak(device) if settings.nvml_sampling else None
         compute_dtype = settings.torch_compute_dtype
         torch.manual_seed(settings.seed)  # same full model on every rank; each keeps its shard
@@ -95,6 +96,8 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         res.n_params = sum(p.numel() for p in model.parameters())
         res.n_matmul_params = matmul_params(model)
         vocab = recipe.config().vocab_size
+        if settings.tp > 1:  # torchtitan's order: tensor parallel, then checkpointing, then FSDP over the replicas
+            apply_tensor_parallel(model, recipe, mesh["tp"])
         apply_checkpointing(model, settings.checkpointing)
         shard_model(model, mesh, compute_dtype)
         optimizer = make_optimizer(model, settings, device)
@@ -171,6 +174,7 @@ def run_distributed(nproc: int, recipe: ModelRecipe, settings: TrainSettings, de
     """Train `settings` on `nproc` ranks (one GPU each, or CPU processes with gloo). Returns one RankResult per
     rank, in rank order; raises only for bad input (ValueError), never for a failing rank."""
     check_nproc(nproc, device_type)
+    settings.data_parallel(nproc)  # ValueError unless tp divides the ranks
     set_nccl_env()
     if nproc == 1:
         try:

@@ -21,7 +21,8 @@ COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """One training point's settings. Tokens per optimizer step = world_size * grad_accum * micro_batch * seq_len.
+    """One training point's settings. Tokens per optimizer step = world_size / tp * grad_accum * micro_batch *
+    seq_len.
 
     Paper (arXiv 2307.08621, Table 4 and Sec. 3.4) as far as it is stated: sequence length 8192 and RetNet's
     chunkwise form with chunk 512; eight A100-80GB GPUs. ASSUMED (not stated for Table 4): one sequence per GPU
@@ -38,6 +39,7 @@ class TrainSettings:
     steps: int = 10  # timed optimizer steps
     warmup_steps: int = 3  # untimed optimizer steps before them
     checkpointing: str = "none"  # "none" | "full" (every block recomputed in backward)
+    tp: int = 1  # tensor-parallel degree: ranks that split each block's heads and FFN (the rest is data-parallel)
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.05
@@ -47,7 +49,7 @@ class TrainSettings:
     nvml_sampling: bool = True  # each rank reads NVML between steps for its GPU's peak (`--no-nvml` turns it off)
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch", "grad_accum", "seq_len", "chunk_size", "steps"):
+        for name in ("micro_batch", "grad_accum", "seq_len", "chunk_size", "steps", "tp"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
@@ -61,8 +63,14 @@ class TrainSettings:
     def torch_compute_dtype(self) -> torch.dtype:
         return COMPUTE_DTYPES[self.compute_dtype]
 
+    def data_parallel(self, world_size: int) -> int:
+        """Data-parallel replicas: the ranks that see different sequences (tp ranks of one replica share them)."""
+        if world_size % self.tp:
+            raise ValueError(f"tensor parallelism tp={self.tp} does not divide the {world_size} ranks")
+        return world_size // self.tp
+
     def sequences_per_step(self, world_size: int) -> int:
-        return world_size * self.grad_accum * self.micro_batch
+        return self.data_parallel(world_size) * self.grad_accum * self.micro_batch
 
     def tokens_per_step(self, world_size: int) -> int:
         return self.sequences_per_step(world_size) * self.seq_len
@@ -78,8 +86,9 @@ def synthetic_batch(step: int, settings: TrainSettings, vocab_size: int, world_s
     """This rank's token ids for optimizer step `step`: (grad_accum, micro_batch, seq_len + 1), int64, on the CPU.
 
     Each step draws a *global* batch of world_size * grad_accum * micro_batch sequences from a seed that depends
-    only on (seed, step); rank r takes rows [r * n, (r + 1) * n) and splits them into micro-batches in order. So
-    one process with grad_accum * world_size micro-batches sees exactly the same global batch as world_size ranks.
+    only on (seed, step); data-parallel replica r takes rows [r * n, (r + 1) * n) and splits them into micro-batches
+    in order. So one process with grad_accum * world_size micro-batches sees exactly the same global batch as
+    world_size ranks. Under tensor parallelism the ranks of one replica (rank // tp) take the same rows.
     The sequences walk a fixed random cycle through the vocabulary (the next token is a function of the current
     one): learnable, so a test can watch the loss fall, and as costly as random ids for the benchmark."""
     order = _cycle_order(vocab_size, settings.seed)
@@ -88,7 +97,8 @@ def synthetic_batch(step: int, settings: TrainSettings, vocab_size: int, world_s
     starts = torch.randint(vocab_size, (n_global,), generator=g)  # (G,)
     idx = (starts[:, None] + torch.arange(settings.seq_len + 1)[None, :]) % vocab_size  # (G, T + 1)
     n = settings.grad_accum * settings.micro_batch
-    mine = order[idx[rank * n:(rank + 1) * n]]  # (n, T + 1)
+    replica = rank // settings.tp  # ranks are laid out (dp, tp): the tp ranks of one replica are consecutive
+    mine = order[idx[replica * n:(replica + 1) * n]]  # (n, T + 1)
     return mine.view(settings.grad_accum, settings.micro_batch, settings.seq_len + 1)
 
 
