@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 KERNELS = {"retnet": "fla", "transformer": "sdpa"}
 
 
-def _loss_and_grad(family: str, tp_mesh=None) -> tuple[float, torch.Tensor]:
-    """bf16 model on cuda:0 (the same weights in every process), one forward + backward on fixed ids: the loss and
-    the embedding's gradient (a replicated parameter: every rank's must equal one process's)."""
+def _loss_and_grad(family: str, tp_mesh=None, dtype: torch.dtype = torch.bfloat16) -> tuple[float, torch.Tensor]:
+    """The model on cuda:0 (the same weights in every process; bf16 runs the fused kernels, fp32 the reference
+    forms), one forward + backward on fixed ids: the loss and the embedding's gradient (a replicated parameter:
+    every rank's must equal one process's)."""
     from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
     from retnet_bench.suites.training.step import next_token_loss
     from retnet_bench.suites.training.tensor_parallel import apply_tensor_parallel
@@ -28,7 +29,7 @@ def _loss_and_grad(family: str, tp_mesh=None) -> tuple[float, torch.Tensor]:
     device = torch.device("cuda", 0)
     recipe = ModelRecipe(family, "small", kernel=KERNELS[family], overrides={"vocab_size": 512})
     torch.manual_seed(0)
-    model = build_model(recipe, device, torch.bfloat16, torch.bfloat16)
+    model = build_model(recipe, device, dtype, dtype)
     if tp_mesh is not None:
         apply_tensor_parallel(model, recipe, tp_mesh)
     ids = torch.randint(0, 512, (1, 1025), device=device, generator=torch.Generator(device).manual_seed(1))
@@ -58,10 +59,16 @@ def test_two_tensor_parallel_ranks_on_one_gpu_give_one_process_loss_and_gradient
     out = mp.Manager().dict()
     mp.spawn(_rank, args=(port, family, out), nprocs=2, join=True)
     loss, grad = _loss_and_grad(family)
+    _, exact = _loss_and_grad(family, dtype=torch.float32)  # fp32, unfused: the reference for both bf16 runs
+
+    def off(g: torch.Tensor) -> float:
+        return ((g - exact).norm() / exact.norm()).item()
+
     for rank in (0, 1):
         tp_loss, tp_grad = out[rank]
-        # bf16 compute: the heads' partial sums meet in an all-reduce instead of one GEMM, which moves the result
-        # by bf16 rounding (~1e-3 relative); a wrong head slice (decay table, head count) moves the gradient by
-        # far more than 2e-2 (checked on the CPU twin of this test by breaking the slice)
         assert tp_loss == pytest.approx(loss, rel=1e-2)
-        assert ((tp_grad - grad).norm() / grad.norm()).item() < 2e-2
+        # bf16 moves the gradient a few % from the fp32 reference whichever way it is computed (one process:
+        # one GEMM per projection; two ranks: two partial GEMMs meet in a bf16 all-reduce). Two ranks must stay as
+        # close to the reference as one process, within twice its distance: a wrong head slice (decay table, head
+        # count) puts the gradient ~30% off (the CPU twin, broken on purpose), the loss alone barely moves.
+        assert off(tp_grad) < 2 * off(grad) + 1e-3, (off(tp_grad), off(grad))
