@@ -13,6 +13,7 @@
 #   bash scripts/device_reference.sh gap67    # 1 GPU alone: 6.7B idle-gap profile + allocator counters, table4, census
 #   bash scripts/device_reference.sh gap67b   # 1 GPU alone: census vs allocator, 6.7B with checkpointing, profiles
 #   bash scripts/device_reference.sh census   # 1 GPU: training-engine GPU tests, then the census at 6.7B and 1.3B
+#   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
 #       pipeline; GPU tests
@@ -144,6 +145,12 @@ gap67b)  # one GPU alone, after gap67: the census's check against the allocator 
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family transformer:sdpa-cudnn retnet:fla > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
+tp)  # all GPUs (4 or 8): table4 with tensor parallelism inside FSDP2 (the paper's setting for 6.7B and 13B), TP 2 and
+  # TP over all ranks, beside the plain FSDP2 rows of the same machine
+  bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn
+  for tp in 2 $NGPU; do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp --model 6.7b,13b \
+    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; done ;;
 census)  # one GPU: the GPU tests of the training engine and the census (its allocator cross-check included), then the
   # memory census at 1.3B and 6.7B (each model in a fresh process, nothing else on the GPU)
   timeout 170 python3 -m pytest -q -p no:cacheprovider -n 4 --timeout 150 -rfE tests/test_training_saved.py \
@@ -153,5 +160,5 @@ census)  # one GPU: the GPU tests of the training engine and the census (its all
     OUT="$W/census-$preset" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py --preset $preset \
       --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census-$preset/log" 2>&1
     echo "== census $preset rc=$? at $((SECONDS - T0))s"; done ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census"; exit 2 ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp"; exit 2 ;;
 esac
