@@ -153,9 +153,9 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
     rows["world_size"] = rows["world_size"].fillna(1)
-    for col in TRAIN_VARIANT_DEFAULTS:
-        rows[col] = pd.array([train_variant(col, ph, v) for ph, v in zip(rows["phase"], rows[col])],
-                             dtype="Int64" if col in _INTEGER_KEYS else object)
+    for col in TRAIN_VARIANT_DEFAULTS:  # older rows lack them: a training row then ran with the defaults
+        values = [train_variant(col, ph, None if pd.isna(v) else v) for ph, v in zip(rows["phase"], rows[col])]
+        rows[col] = pd.array(values, dtype="Int64" if col in _INTEGER_KEYS else object)
     # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
     # points without it, and drop the search's intermediate over-budget attempts.
     cap = rows["phase"] == "capacity"

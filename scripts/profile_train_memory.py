@@ -122,8 +122,9 @@ def report_lines(r: dict) -> list[str]:
              f"{r['alloc_retries']} cudaMalloc retries in 2 steps); allocated before it {r['allocated_before_gb']}"
              f" GB; fp32 params + grads + AdamW state = {r['params_grads_adam_gb']} GB"]
     if "kept_after_forward_gb" in r:
-        lines.append(f"   above that: forward peak {r['forward_peak_gb']} GB, kept after forward {r['kept_after_forward_gb']}"
-                     f" GB (the census: {r['saved_total_gb']} GB saved), backward peak {r['backward_peak_gb']} GB")
+        lines.append(f"   above that: forward peak {r['forward_peak_gb']} GB, kept after forward "
+                     f"{r['kept_after_forward_gb']} GB (the census: {r['saved_total_gb']} GB saved), backward peak "
+                     f"{r['backward_peak_gb']} GB")
     for m, u in sorted(r["layer1_by_module"].items(), key=lambda kv: -kv[1]):
         lines.append(f"   {u:7.3f} d  {m}")
     for b in r["layer1"]:

@@ -4,15 +4,16 @@ Builds each model exactly as a one-rank `table4` point does (the engine's recipe
 rank with bf16 compute, AdamW), runs the untimed warm-up steps, then profiles `--steps` optimizer steps with
 torch.profiler and sums the GPU kernel time by category (the retention or attention kernel's forward and backward,
 GEMMs, elementwise, norms, optimizer, communication, other), plus the top kernels by name so that a category
-can be checked by eye.
+can be checked by eye. Each contestant runs in fresh processes (what one model leaves in the caching allocator would
+change the next one's memory pressure).
     python scripts/profile_train_step.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:flash-attn-4 ...]
         [--host] [--nproc N]
 --nproc N runs N ranks (one GPU each, FSDP2 as the suites shard) and also reports, per step, how long the GPU was
 busy, how long communication kernels ran and how much of that no compute kernel overlapped (exposed communication:
-what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between
-kernels, the longest with the host calls that ran meanwhile) and the caching allocator's counters (retries,
-cudaMalloc, cudaFree) during the timed steps: what a step that takes longer than its kernels waits for. Writes train_profile.json and train_profile.txt to $OUT (or the working
-directory).
+what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between kernels,
+the longest with the host calls that ran meanwhile) and the caching allocator's counters (retries, cudaMalloc,
+cudaFree) during the timed steps: what a step that takes longer than its kernels waits for. Writes
+train_profile.json and train_profile.txt to $OUT (or the working directory).
 """
 from __future__ import annotations
 

@@ -352,14 +352,15 @@ def test_unwritable_github_out_is_an_input_error(tmp_path):
 
 
 def test_training_points_are_matched_by_checkpointing_and_old_rows_read_none(tmp_path):
-    """A checkpointed step is another point; a training row from before the column ran without checkpointing."""
+    """A checkpointed step is another point; a training row from before the columns ran without checkpointing and
+    without tensor parallelism (the CPU smoke reference predates both)."""
     def train(ms: float, **kw) -> dict:
         return decode_row(ms=ms, suite="table4", phase="train", batch=1, **kw)
 
     old_plain = train(100.0)  # no checkpointing column at all
     old_plain.pop("checkpointing", None)
-    result = compare_runs(*pair(tmp_path, [old_plain], [train(100.0, checkpointing="none"),
-                                                        train(130.0, checkpointing="full")]))
+    result = compare_runs(*pair(tmp_path, [old_plain], [train(100.0, checkpointing="none", tensor_parallel=1),
+                                                        train(130.0, checkpointing="full", tensor_parallel=1)]))
     assert status_of(result, "ms_median") == "ok"  # the plain points pair; the checkpointed one is new
     assert len(result.new) == 1 and "ckpt-full" in result.new["point"].iloc[0]
 

@@ -42,7 +42,8 @@ class TrainPointResult:
         """The result-row columns this point fills (suites/contract.py names); the runner adds run/suite/model/
         arch/impl/dtype/timestamp. batch_size is sequences per optimizer step over all ranks."""
         tp = f", tensor parallel x{settings.tp}" if settings.tp > 1 else ""
-        notes = (f"FSDP2 x{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch} x grad_accum {settings.grad_accum}"
+        notes = (f"FSDP2 x{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch}"
+                 f" x grad_accum {settings.grad_accum}"
                  f" per rank, checkpointing {settings.checkpointing}, AdamW fp32 master / {settings.compute_dtype}"
                  f" compute / fp32 reduce" + (f", final loss {self.losses[-1]:.4f}" if self.losses else ""))
         return dict(
