@@ -150,7 +150,10 @@ tp)  # all GPUs (4 or 8): table4 with tensor parallelism inside FSDP2 (the paper
   bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
   for tp in 2 $NGPU; do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp --model 6.7b,13b \
-    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; done ;;
+    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; done
+  mkdir -p "$W/profile-tp2"; OUT="$W/profile-tp2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    --preset 6.7b --seq 8192 --nproc $NGPU --tp 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-tp2/log" \
+    2>&1; echo "== profile tp2 rc=$?" ;;
 census)  # one GPU: the GPU tests of the training engine and the census (its allocator cross-check included), then the
   # memory census at 1.3B and 6.7B (each model in a fresh process, nothing else on the GPU)
   timeout 170 python3 -m pytest -q -p no:cacheprovider -n 4 --timeout 150 -rfE tests/test_training_saved.py \

@@ -7,7 +7,7 @@ GEMMs, elementwise, norms, optimizer, communication, other), plus the top kernel
 can be checked by eye. Each contestant runs in fresh processes (what one model leaves in the caching allocator would
 change the next one's memory pressure).
     python scripts/profile_train_step.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:flash-attn-4 ...]
-        [--host] [--nproc N]
+        [--host] [--nproc N [--tp K]]
 --nproc N runs N ranks (one GPU each, FSDP2 as the suites shard) and also reports, per step, how long the GPU was
 busy, how long communication kernels ran and how much of that no compute kernel overlapped (exposed communication:
 what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between kernels,
@@ -34,6 +34,7 @@ from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shu
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.trackers import AllocRetries
 from retnet_bench.suites.training.measure import StepTimer
+from retnet_bench.suites.training.tensor_parallel import apply_tensor_parallel
 from retnet_bench.suites.training.step import TrainSettings, make_optimizer, synthetic_batch, train_step
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
@@ -149,19 +150,22 @@ def allocator_counters(device: torch.device) -> dict[str, int]:
 
 
 def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device,
-                host: bool = False, rank: int = 0, world: int = 1) -> dict:
+                host: bool = False, rank: int = 0, world: int = 1, tp: int = 1) -> dict:
     """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops. With world > 1
     the process group comes from the environment (MASTER_ADDR/PORT, set by `_spawned`)."""
     cuda = device.type == "cuda"
-    settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq),
+    settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq), tp=tp,
                              compute_dtype="bfloat16" if cuda else "float32")
     compute = settings.torch_compute_dtype
     overrides = {} if cuda else {"vocab_size": 256}
     recipe = ModelRecipe(family, preset, kernel=kernel, overrides=overrides)
-    mesh = init_distributed(device, rank, world, settings.collective_timeout_s, dist.HashStore() if world == 1 else None)
+    mesh = init_distributed(device, rank, world, settings.collective_timeout_s,
+                            dist.HashStore() if world == 1 else None, tp)
     try:
         torch.manual_seed(0)
         model = build_model(recipe, device, torch.float32, compute)
+        if tp > 1:  # as the engine composes them: tensor parallel first, then FSDP2 over the replicas
+            apply_tensor_parallel(model, recipe, mesh["tp"])
         shard_model(model, mesh, compute)
         opt = make_optimizer(model, settings, device)
         vocab = recipe.config().vocab_size
@@ -234,12 +238,12 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
 def _rank_entry(rank: int, world: int, spec: tuple, out_dir: str) -> None:
     """One spawned rank: its process-group environment, its profile, written to out_dir/rank<r>.json."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    family, kernel, preset, seq, steps, host, cpu = spec
+    family, kernel, preset, seq, steps, host, cpu, tp = spec
     device = torch.device("cpu") if cpu else torch.device("cuda", rank)
     if not cpu:
         torch.cuda.set_device(device)
     try:
-        r = profile_one(family, kernel, preset, seq, steps, device, host, rank, world)
+        r = profile_one(family, kernel, preset, seq, steps, device, host, rank, world, tp)
     except Exception as e:  # noqa: BLE001 - reported by the parent
         r = dict(family=family, kernel=kernel, rank=rank, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(r))
@@ -275,18 +279,22 @@ def main() -> None:
     ap.add_argument("--family", nargs="+", default=["retnet:fla", "transformer:flash-attn-4", "transformer:sdpa-cudnn"])
     ap.add_argument("--host", action="store_true", help="also profile the CPU side (self CPU time per op)")
     ap.add_argument("--nproc", type=int, default=1, help="ranks (one GPU each; FSDP2 as the suites shard)")
+    ap.add_argument("--tp", type=int, default=1, help="tensor-parallel degree within the ranks (as `--tp` in a run)")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
         raise SystemExit("needs a CUDA GPU (or --cpu-check)")
     if not args.cpu_check and args.nproc > torch.cuda.device_count():
         raise SystemExit(f"--nproc {args.nproc}: only {torch.cuda.device_count()} GPUs visible")
+    if args.tp < 1 or args.nproc % args.tp:
+        raise SystemExit(f"--tp {args.tp} must divide --nproc {args.nproc}")
     results, lines = [], []  # this process never touches the GPU: each profile runs in its own
     for spec in args.family:
         family, kernel = spec.split(":")
         # fresh processes per contestant, also for one rank: what the previous model left in the caching allocator
         # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
-        r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check))
+        r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check,
+                                  args.tp))
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), GPU kernels {r['kernel_ms']} ms, "
