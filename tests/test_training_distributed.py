@@ -104,3 +104,20 @@ def test_data_and_tensor_parallel_together_train_like_one_process():
     assert four.status == "ok", four.error
     assert four.tokens_per_step == one.tokens_per_step == 2 * 32
     torch.testing.assert_close(four.losses, one.losses, rtol=1e-5, atol=0)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("variant", ["glu-ffn", "checkpointed"])
+def test_tensor_parallel_with_a_fused_glu_ffn_or_checkpointing_trains_like_one_process(variant):
+    """The GLU FFN's fused [h | gate] projection is reordered like q|k|v|g; checkpointing wraps the tensor-parallel
+    blocks (torchtitan's order: TP, then checkpointing, then FSDP)."""
+    recipe = RECIPES["retnet"]
+    settings = TWO_RANKS
+    if variant == "glu-ffn":
+        recipe = ModelRecipe("retnet", "tiny", kernel="torch", overrides={"vocab_size": VOCAB, "ffn": "glu"})
+    else:
+        settings = dataclasses.replace(TWO_RANKS, checkpointing="full")
+    two = run_point(2, recipe, dataclasses.replace(settings, tp=2), "cpu")
+    one = run_point(1, recipe, settings, "cpu")
+    assert two.status == "ok", two.error
+    torch.testing.assert_close(two.losses, one.losses, rtol=1e-5, atol=0)
