@@ -30,7 +30,8 @@ def _size(model: str) -> tuple:
 
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
-    that ran out of memory is a hatched stub labelled OOM, not a missing bar."""
+    that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
+    memory limit (cudaMalloc retries) says how many."""
     pal = palette(df, envs)
     ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
@@ -62,6 +63,12 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                     ax.bar([x], [0.06 * top], width, color="none", edgecolor=pal.colour(lab), hatch="///",
                            label="_oom")
                     ax.text(x, 0.07 * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
+                            color=pal.colour(lab))
+                retries = ok.loc[(ok["model"] == m) & (ok["label"] == lab), "alloc_retries"].max()
+                if col == "tokens_per_s" and ran and pd.notna(retries) and retries > 0:
+                    # the step ran at the GPU's memory limit: its time includes allocator stalls
+                    value = ok.loc[(ok["model"] == m) & (ok["label"] == lab), col].median()
+                    ax.text(x, value, f"{int(retries)} alloc\nretries", ha="center", va="bottom", fontsize=7,
                             color=pal.colour(lab))
         ax.set_xticks(np.arange(len(models)) + width * (len(labels) - 1) / 2, models)
         ax.set_xlabel("model size (preset)")

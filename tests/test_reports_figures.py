@@ -280,3 +280,15 @@ def test_training_memory_is_the_allocator_peak_in_gib_when_every_row_has_it(tmp_
     assert mem_ax.get_ylabel() == "allocator peak per GPU (GiB)"
     heights = sorted(round(p.get_height(), 2) for p in mem_ax.patches)
     assert heights == [round(110.7e9 / 2**30, 2), round(114.7e9 / 2**30, 2)]
+
+
+def test_table4_bars_say_when_a_step_ran_at_the_memory_limit(tmp_path):
+    """A throughput bar whose step had cudaMalloc retries carries the count (its time includes allocator stalls)."""
+    rows = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 9965.0, 111.0, mem_torch_peak_gb=114.7,
+                      alloc_retries=24),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 10771.0, 138.0, mem_torch_peak_gb=110.7,
+                      alloc_retries=0)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    fig = F.build_figures(df, envs)[0]["table4_training_bars"]
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("24 alloc\nretries") == 1 and not any(t.startswith("0 alloc") for t in texts)
