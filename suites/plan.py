@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .contestants.spec import ContestantSpec, Variant, get_spec
-from .contract import point_key
+from .contract import TRAIN_VARIANT_DEFAULTS, point_key
 from .suite import Scenario, Suite
 
 # the phases each scenario measures, in the order its points run
@@ -48,21 +48,28 @@ class Group:
     def world_size(self) -> int:
         return getattr(self.settings, "nproc", 1)
 
+    @property
+    def uses_engine(self) -> bool:
+        """Training on the engine (suites/training: a real optimizer step, FSDP2, tensor parallelism): a train
+        scenario with the optimizer on and a contestant with a training recipe. Other train points run the
+        contestant's own forward + backward in this process."""
+        return bool(getattr(self.settings, "optimizer", False) and self.spec.recipe is not None)
+
     def key(self, p: Point, dtype: str) -> tuple:
         return point_key(self.row_identity(p, dtype))
 
     def row_identity(self, p: Point, dtype: str) -> dict:
         """The identifying columns of this point's row (also its resume key)."""
-        # tensor parallelism and checkpointing apply to steps on the training engine (a contestant with a training
-        # recipe); a peer's own forward + backward runs without them, whatever the suite says
-        engine = p.phase == "train" and getattr(self.settings, "optimizer", False) and self.spec.recipe is not None
+        # the training-only variants: tensor parallelism and checkpointing apply on the engine; a peer's own
+        # forward + backward runs without them, whatever the suite says
+        variants = dict.fromkeys(TRAIN_VARIANT_DEFAULTS)
+        if p.phase == "train":
+            variants = dict(TRAIN_VARIANT_DEFAULTS)
+            if self.uses_engine:
+                variants.update(tensor_parallel=self.settings.tp, checkpointing=self.settings.checkpointing)
         return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
                     n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
-                    batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size,
-                    **{col: (getattr(self.settings, attr, default) if engine else
-                             default if p.phase == "train" else None)
-                       for col, attr, default in (("tensor_parallel", "tp", 1),
-                                                  ("checkpointing", "checkpointing", "none"))})
+                    batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size, **variants)
 
 
 def query_heads(model: str) -> int:

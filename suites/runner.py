@@ -181,7 +181,7 @@ class Runner:
     # ------------------------------------------------------------------ one model, many points
     def _run_group(self, g: Group, todo: list[Point], on_start: Callable, on_done: Callable):
         ok, why = g.spec.available(g.kernel, self.device, self.dtype)
-        if ok and g.world_size > 1 and not train_scenario.uses_engine(g):
+        if ok and g.world_size > 1 and not g.uses_engine:
             ok, why = False, f"{g.impl} has no training-engine recipe: it cannot run on {g.world_size} ranks"
         if not ok:
             hint = f" ({g.spec.install_hint})" if g.spec.install_hint and g.spec.install_hint not in why else ""
@@ -191,7 +191,7 @@ class Runner:
             return
         args = BuildArgs(g.model, g.kernel, self.device, self.dtype, g.variant, chunk_size=g.settings.chunk_size,
                          use_graph=self.opts.use_graph, seed=self.suite.seed, scenario=g.scenario)
-        if g.scenario == "train" and train_scenario.uses_engine(g):  # the engine builds the model on every rank
+        if g.scenario == "train" and g.uses_engine:  # the engine builds the model on every rank
             for p in todo:
                 if self._out_of_time():
                     return

@@ -17,10 +17,6 @@ from ..trackers import GB
 from .context import Context
 
 
-def uses_engine(g: Group) -> bool:
-    return bool(getattr(g.settings, "optimizer", False) and g.spec.recipe is not None)
-
-
 def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
     """One point on the training engine; its failures (OOM on a rank, a dead rank) come back as the row's status."""
     from ..training import TrainSettings, run_point
