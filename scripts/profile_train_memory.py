@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shutdown_distributed
+from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distributed
+from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.training.saved import SavedTensorCensus
 from retnet_bench.suites.trackers import AllocRetries
-from retnet_bench.suites.training.step import (TrainSettings, make_optimizer, next_token_loss, synthetic_batch,
-                                               train_step)
+from retnet_bench.suites.training.step import TrainSettings, next_token_loss, synthetic_batch, train_step
 
 GB = 1e9
 
@@ -45,8 +45,7 @@ def census_one(family: str, kernel: str, preset: str, seq: int, device: torch.de
     try:
         torch.manual_seed(0)
         model = build_model(recipe, device, torch.float32, settings.torch_compute_dtype)
-        shard_model(model, mesh, settings.torch_compute_dtype)
-        opt = make_optimizer(model, settings, device)
+        opt = prepare_for_training(model, recipe, settings, mesh, device)  # as a one-rank table4 point
         fwd = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
         train_step(fwd, opt, synthetic_batch(0, settings, cfg.vocab_size, 1, 0).to(device))  # states exist now
         if cuda:

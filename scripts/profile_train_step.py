@@ -30,12 +30,12 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 
-from retnet_bench.suites.training.fsdp import init_distributed, shard_model, shutdown_distributed
+from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distributed
+from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.trackers import AllocRetries
 from retnet_bench.suites.training.measure import StepTimer
-from retnet_bench.suites.training.tensor_parallel import apply_tensor_parallel
-from retnet_bench.suites.training.step import TrainSettings, make_optimizer, synthetic_batch, train_step
+from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, train_step
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (
@@ -164,10 +164,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
     try:
         torch.manual_seed(0)
         model = build_model(recipe, device, torch.float32, compute)
-        if tp > 1:  # as the engine composes them: tensor parallel first, then FSDP2 over the replicas
-            apply_tensor_parallel(model, recipe, mesh["tp"])
-        shard_model(model, mesh, compute)
-        opt = make_optimizer(model, settings, device)
+        opt = prepare_for_training(model, recipe, settings, mesh, device)  # as every rank of the engine
         vocab = recipe.config().vocab_size
         fwd = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
         for s in range(settings.warmup_steps):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
 
 from ..trackers import AllocRetries
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
@@ -77,6 +79,19 @@ def _inject_fault(rank: int) -> None:
     raise RuntimeError(f"injected by {FAULT_ENV} on rank {rank}")
 
 
+def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainSettings, mesh: DeviceMesh,
+                         device: torch.device) -> torch.optim.Optimizer:
+    """A built model (`build_model`: the full fp32 model, the same on every rank) made ready to train as the engine
+    trains it, in torchtitan's order: tensor parallel over mesh["tp"] (tp > 1), then checkpointing, then FSDP2 over
+    the replicas; returns AdamW over the shards. Every rank and the diagnostic scripts go through it, so a profile
+    or a census measures what the suites time."""
+    if settings.tp > 1:
+        apply_tensor_parallel(model, recipe, mesh["tp"])
+    apply_checkpointing(model, settings.checkpointing)
+    shard_model(model, mesh, settings.torch_compute_dtype)
+    return make_optimizer(model, settings, device)
+
+
 def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, rank: int, world_size: int,
              local_rank: int, store: dist.Store | None = None) -> RankResult:
     """Set up, train and measure one rank. Never raises: failures come back as status oom/error. Leaves the
@@ -96,11 +111,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         res.n_params = sum(p.numel() for p in model.parameters())
         res.n_matmul_params = matmul_params(model)
         vocab = recipe.config().vocab_size
-        if settings.tp > 1:  # torchtitan's order: tensor parallel, then checkpointing, then FSDP over the replicas
-            apply_tensor_parallel(model, recipe, mesh["tp"])
-        apply_checkpointing(model, settings.checkpointing)
-        shard_model(model, mesh, compute_dtype)
-        optimizer = make_optimizer(model, settings, device)
+        optimizer = prepare_for_training(model, recipe, settings, mesh, device)
         if device.type == "cuda":  # the full fp32 model each rank built before sharding is not training memory
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
