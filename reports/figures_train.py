@@ -54,20 +54,19 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
         top = float(ok[col].max()) if ok[col].notna().any() else 1.0
         for i, lab in enumerate(labels):
             xs = np.arange(len(models)) + i * width
-            vals = [ok.loc[(ok["model"] == m) & (ok["label"] == lab), col].median() for m in models]
+            bars = [ok[(ok["model"] == m) & (ok["label"] == lab)] for m in models]  # this contestant's rows per size
+            vals = [b[col].median() for b in bars]
             ax.bar(xs, vals, width, label=lab, color=pal.colour(lab), edgecolor="white", linewidth=0.5)
-            for x, m in zip(xs, models):
+            for x, m, bar, value in zip(xs, models, bars, vals):
                 failed = ((oom["model"] == m) & (oom["label"] == lab)).any()
-                ran = ((ok["model"] == m) & (ok["label"] == lab)).any()
-                if failed and not ran:
+                if failed and bar.empty:
                     ax.bar([x], [0.06 * top], width, color="none", edgecolor=pal.colour(lab), hatch="///",
                            label="_oom")
                     ax.text(x, 0.07 * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
                             color=pal.colour(lab))
-                retries = ok.loc[(ok["model"] == m) & (ok["label"] == lab), "alloc_retries"].max()
-                if col == "tokens_per_s" and ran and pd.notna(retries) and retries > 0:
+                retries = bar["alloc_retries"].max()
+                if col == "tokens_per_s" and pd.notna(retries) and retries > 0:
                     # the step ran at the GPU's memory limit: its time includes allocator stalls
-                    value = ok.loc[(ok["model"] == m) & (ok["label"] == lab), col].median()
                     ax.text(x, value, f"{int(retries)} alloc\nretries", ha="center", va="bottom", fontsize=7,
                             color=pal.colour(lab))
         ax.set_xticks(np.arange(len(models)) + width * (len(labels) - 1) / 2, models)
