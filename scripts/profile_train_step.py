@@ -33,7 +33,6 @@ from torch.profiler import ProfilerActivity, profile
 from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distributed
 from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
-from retnet_bench.suites.trackers import AllocRetries
 from retnet_bench.suites.training.measure import StepTimer
 from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, train_step
 
@@ -173,14 +172,13 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         sync()
         # the same steps without the profiler (its per-launch cost is not the model's), timed as the runner times
         # them: events per step, one sync at the end; a step that stalls (e.g. on an allocator retry) is an outlier
-        retries, timer, before = AllocRetries(device), StepTimer(device), allocator_counters(device)
+        timer, before = StepTimer(device), allocator_counters(device)
         for s in range(steps):
             timer.start()
             train_step(fwd, opt, synthetic_batch(50 + s, settings, vocab, world, rank).to(device))
             timer.stop()
         step_ms = timer.elapsed_ms()
         plain_ms = sum(step_ms) / steps
-        alloc_retries = retries.count()  # cudaMalloc retries (each a device sync) during those steps
         allocator = {k: v - before[k] for k, v in allocator_counters(device).items()}
         peak = dict(allocated_gb=round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
                     reserved_gb=round(torch.cuda.memory_reserved(device) / 1e9, 2)) if cuda else {}
@@ -198,8 +196,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         shutdown_distributed()
     allocator_profiled = {k: v - before[k] for k, v in allocator_counters(device).items()}
     per_kernel: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    spans: list[tuple[str, float, float]] = []
-    named: list[tuple[str, float, float]] = []  # GPU kernels by name, for the idle-gap attribution
+    named: list[tuple[str, float, float]] = []  # (kernel name, start, end): GPU kernels (CPU: top-level ops)
     host_calls: list[tuple[str, float, float]] = []  # CUDA runtime calls and top-level CPU ops
     kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
     for ev in prof.events():
@@ -207,7 +204,6 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             t = ev.device_time_total if cuda else ev.cpu_time_total
             per_kernel[ev.name][0] += t / 1e3 / steps  # ms per step
             per_kernel[ev.name][1] += 1
-            spans.append((category(ev.name), ev.time_range.start, ev.time_range.end))
             named.append((ev.name, ev.time_range.start, ev.time_range.end))
         elif cuda and ev.device_type == torch.autograd.DeviceType.CPU and (ev.name.startswith("cu")
                                                                           or ev.cpu_parent is None):
@@ -222,11 +218,13 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         host_ops = [dict(name=a.key[:120], self_cpu_ms=round(a.self_cpu_time_total / 1e3 / steps, 3),
                          calls_per_step=a.count // steps) for a in avg]
     return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
-                step_ms=round(plain_ms, 2), step_ms_each=[round(t, 1) for t in step_ms], alloc_retries=alloc_retries,
+                step_ms=round(plain_ms, 2), step_ms_each=[round(t, 1) for t in step_ms],
+                alloc_retries=allocator.get("num_alloc_retries"),  # cudaMalloc retries (each a device sync)
                 allocator=allocator, allocator_profiled=allocator_profiled, memory=peak,
                 idle=idle_gaps(named, host_calls, steps) if cuda else {},
                 step_ms_profiled=round(wall_ms, 2), kernel_ms=round(sum(v[0] for v in per_kernel.values()), 2),
-                tokens_per_s=round(seq / plain_ms * 1e3), rank=rank, world_size=world, **overlap_ms(spans, steps),
+                tokens_per_s=round(seq / plain_ms * 1e3), rank=rank, world_size=world,
+                **overlap_ms([(category(n), a, b) for n, a, b in named], steps),
                 categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
                 top=[dict(name=n[:140], ms=round(v[0], 3), calls_per_step=v[1] // steps, category=category(n))
                      for n, v in top], host_ops=host_ops)
