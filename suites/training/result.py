@@ -49,14 +49,14 @@ class TrainPointResult:
         return dict(
             kernel=self.kernel, batch_size=settings.sequences_per_step(self.world_size), seq_len=settings.seq_len,
             chunk_size=settings.chunk_size, world_size=self.world_size, tensor_parallel=settings.tp,
-            checkpointing=settings.checkpointing,
-            status=self.status, error=self.error,
+            checkpointing=settings.checkpointing, status=self.status, error=self.error,
             ms_median=self.ms_median, ms_p10=self.ms_p10, ms_p90=self.ms_p90, n_repeats=self.n_repeats,
             tokens_per_s=self.tokens_per_s, tokens_per_s_per_gpu=self.tokens_per_s_per_gpu,
             ms_per_token=1e3 / self.tokens_per_s if self.tokens_per_s else None, mfu=self.mfu,
             mem_nvml_peak_gb=self.mem_nvml_peak_gb, mem_nvml_delta_gb=self.mem_nvml_delta_gb,
             mem_torch_peak_gb=self.mem_torch_peak_gb, mem_torch_reserved_gb=self.mem_torch_reserved_gb,
-            alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb, flops_per_token=self.flops_per_token, n_params=self.n_params,
+            alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb,
+            flops_per_token=self.flops_per_token, n_params=self.n_params,
             device=self.device, gpu_name=self.gpu_name, notes=notes,
         )
 
