@@ -13,6 +13,7 @@
 #   bash scripts/device_reference.sh gap67    # 1 GPU alone: 6.7B idle-gap profile + allocator counters, table4, census
 #   bash scripts/device_reference.sh gap67b   # 1 GPU alone: census vs allocator, 6.7B with checkpointing, profiles
 #   bash scripts/device_reference.sh census   # 1 GPU: training-engine GPU tests, then the census at 6.7B and 1.3B
+#   bash scripts/device_reference.sh expandable  # 1 GPU alone: table4 6.7B/1.3B + 6.7B profile, expandable segments
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -163,5 +164,12 @@ census)  # one GPU: the GPU tests of the training engine and the census (its all
     OUT="$W/census-$preset" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py --preset $preset \
       --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census-$preset/log" 2>&1
     echo "== census $preset rc=$? at $((SECONDS - T0))s"; done ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp"; exit 2 ;;
+expandable)  # one GPU alone: the 6.7B and 1.3B steps with the caching allocator's expandable segments (torchtitan's
+  # run_train.sh sets PYTORCH_ALLOC_CONF=expandable_segments:True), then the 6.7B profile with its allocator counters
+  export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  bench 0 table4-exp table4 --model 6.7b,1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    --preset 6.7b --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
+  echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable"; exit 2 ;;
 esac
