@@ -38,6 +38,8 @@ from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, tr
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (
+    # FSDP2's reduce-scatter copy-in (torch._chunk_cat) and all-gather copy-out: before "chunk", which is fla's
+    ("fsdp copy-in/out", r"chunk_cat|split_with_sizes_copy|all_gather_copy"),
     ("retention (fla)", r"chunk|gla|fwd_kernel_h|bwd_kernel_dh|simple_gla|cumsum"),
     ("attention", r"flash|fmha|cudnn|attention|sdpa|softmax"),
     ("gemm", r"gemm|nvjet|xmma|cutlass|matmul|splitk"),

@@ -233,8 +233,8 @@ def test_the_transformer_hands_attention_a_contiguous_v_when_training(monkeypatc
     assert seen and not any(seen)
 
 
-def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
-    """scripts/profile_train_step.py's overlap arithmetic (what --nproc N reports per step), on hand-made spans."""
+def _profile_script():
+    """scripts/profile_train_step.py as a module (a script, not part of the package)."""
     import importlib.util
     from pathlib import Path
 
@@ -242,6 +242,26 @@ def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
     spec = importlib.util.spec_from_file_location("profile_train_step", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_categories_on_kernel_names_from_h200_profiles():
+    """Kernel names as the H200 profiles list them. FSDP2's copy-in kernel (torch._chunk_cat) is not fla's chunk
+    kernel: it had been counted as retention time, in the Transformer's profile too."""
+    category = _profile_script().category
+    assert category("void at::native::detail::chunk_cat_cuda_kernel<float, c10::BFloat16>(c10::BFloat16**") \
+        == "fsdp copy-in/out"
+    assert category("chunk_bwd_kernel_dqkwg") == category("chunk_fwd_kernel_h") == "retention (fla)"
+    assert category("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26") == "attention"
+    assert category("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT") == "gemm"
+    assert category("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<") == "optimizer"
+    assert category("ncclDevKernel_ReduceScatter_Sum_f32_RING_LL") == "communication"
+    assert category("Memcpy DtoD (Device -> Device)") == "other"
+
+
+def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
+    """scripts/profile_train_step.py's overlap arithmetic (what --nproc N reports per step), on hand-made spans."""
+    mod = _profile_script()
     spans = [("gemm", 0.0, 4000.0), ("norm", 3000.0, 5000.0),             # compute 0-5 ms
              ("communication", 4500.0, 7000.0), ("communication", 6000.0, 8000.0),  # comm 4.5-8 ms
              ("gemm", 7500.0, 9000.0)]                                     # compute 7.5-9 ms
@@ -272,13 +292,7 @@ def test_alloc_retries_count_this_points_retries_and_the_summary_takes_the_max(m
 def test_idle_gaps_attribute_long_gpu_gaps_to_the_host_calls_inside_them():
     """scripts/profile_train_step.py's idle-time attribution on hand-made spans (us): the gaps between kernels, the
     long ones (>= 0.5 ms) with the host calls that overlap them and the kernels on either side."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "scripts" / "profile_train_step.py"
-    spec = importlib.util.spec_from_file_location("profile_train_step", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _profile_script()
     kernels = [("gemm_a", 0.0, 1000.0), ("norm_b", 900.0, 1100.0),  # overlapping: busy 0-1.1 ms
                ("gemm_c", 1300.0, 2000.0),                            # 0.2 ms gap: short
                ("chunk_d", 4000.0, 5000.0)]                           # 2 ms gap: long
