@@ -58,7 +58,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import TRAIN_VARIANT_DEFAULTS, RowsError, read_rows, train_variant
+from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, read_rows,
+                                         train_variant)
 
 from .load import read_env_json
 
@@ -319,9 +320,20 @@ def _check_envs(base_env: dict | None, head_env: dict | None, allow_mismatch: bo
     if base_env is not None and head_env is not None:
         problems += [f"different {key}: base {base_env.get(key)!r}, head {head_env.get(key)!r}"
                      for key in ("schema_version", "gpu_name") if base_env.get(key) != head_env.get(key)]
+        problems += _runtime_env_differences(base_env, head_env)
     if problems and not allow_mismatch:
         raise CompareInputError("; ".join(problems) + " (allow_mismatch / --allow-mismatch compares anyway)")
     return problems
+
+
+def _runtime_env_differences(base_env: dict, head_env: dict) -> list[str]:
+    """The measure-changing environment variables (the allocator's settings, ...) set differently in the two runs.
+    A run written before env.json recorded `runtime_env` is not judged."""
+    if "runtime_env" not in base_env or "runtime_env" not in head_env:
+        return []
+    base, head = base_env["runtime_env"] or {}, head_env["runtime_env"] or {}
+    return [f"different {name}: base {base.get(name, '(unset)')!r}, head {head.get(name, '(unset)')!r}"
+            for name in MEASURE_CHANGING_ENV if base.get(name) != head.get(name)]
 
 
 def _reason(row: pd.Series) -> str:

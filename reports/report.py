@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from retnet_bench.suites.contract import MEASURE_CHANGING_ENV
+
 from . import paper_values as pv
 from .claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_PAPER, FRAMING_STRONGEST, claims_table)
 from .claims_select import MEMORY_MEASURE_WHY
@@ -69,8 +71,15 @@ def _run_summary(envs: dict[str, dict]) -> list[str]:
             else f"device {env.get('device') or 'cpu'} (no GPU)"
         items.append(f"{run_id}: {where}, torch {torch_v}, dtype {env.get('dtype')}, created {env.get('created')},"
                      f" git {str(env.get('git_sha'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, peak copy "
-                     f"{fmt(env.get('peak_copy_gbps'))} GB/s, suite {env.get('suite') or env.get('suite_name')}")
+                     f"{fmt(env.get('peak_copy_gbps'))} GB/s, suite {env.get('suite') or env.get('suite_name')}"
+                     + _measure_changing(env))
     return items
+
+
+def _measure_changing(env: dict) -> str:
+    """", with PYTORCH_CUDA_ALLOC_CONF=..." for each measure-changing variable the run was made with."""
+    runtime = env.get("runtime_env") or {}
+    return "".join(f", with {name}={runtime[name]}" for name in MEASURE_CHANGING_ENV if name in runtime)
 
 
 def _title(df: pd.DataFrame) -> str:

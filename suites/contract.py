@@ -34,6 +34,15 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     "capacity_budget_gb",
 )
 
+# Environment variables that change what a run measures: env.json's `runtime_env` records them when set, the report
+# names them, `compare` refuses two runs that differ in them. The allocator's settings are the sharpest: on the H200,
+# expandable segments (torchtitan's default) made RetNet's 6.7B training step 17% slower
+# (results/reference/h200/2026-11-29-probes-s7).
+MEASURE_CHANGING_ENV: tuple[str, ...] = (
+    "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING", "CUDA_LAUNCH_BLOCKING",
+    "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
+)
+
 # What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
 # (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.
 ROLES = ("candidate", "baseline")

@@ -12,13 +12,23 @@ from pathlib import Path
 
 import torch
 
-from .contract import SCHEMA_VERSION
+from .contract import MEASURE_CHANGING_ENV, SCHEMA_VERSION
 
 _PACKAGES = {
     "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",
     "fla": "flash-linear-attention", "torchscale": "torchscale", "triton": "triton", "pynvml": "nvidia-ml-py",
     "retnet_bench": "retnet-bench",
 }
+
+
+# Recorded when set, beside the variables that change what a run measures (the contract's MEASURE_CHANGING_ENV).
+RUNTIME_ENV = MEASURE_CHANGING_ENV + ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "NCCL_NVLS_ENABLE",
+                                      "TORCH_SYMM_MEM_DISABLE_MULTICAST")
+
+
+def runtime_env() -> dict[str, str]:
+    """The RUNTIME_ENV variables that are set, with their values."""
+    return {name: os.environ[name] for name in RUNTIME_ENV if name in os.environ}
 
 
 def _version(dist: str) -> str | None:
@@ -84,6 +94,7 @@ def collect_env(device: torch.device) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "device": device.type,
         "command": " ".join(sys.argv),
+        "runtime_env": runtime_env(),
     }
     env.update(gpu_info(device))
     env["versions"] = {k: _version(v) for k, v in _PACKAGES.items()}

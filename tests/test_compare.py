@@ -31,11 +31,13 @@ def decode_row(ms: float = 10.0, spread: float = 0.1, batch: int = 8, **override
 
 
 def write_run(folder: Path, rows: list[dict], gpu_name: str | None = "NVIDIA H200", schema_version: int = 1,
-              env: bool = True) -> Path:
+              env: bool = True, runtime_env: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if env:
-        (folder / "env.json").write_text(json.dumps({"schema_version": schema_version, "gpu_name": gpu_name}))
+        extra = {} if runtime_env is None else {"runtime_env": runtime_env}
+        (folder / "env.json").write_text(json.dumps({"schema_version": schema_version, "gpu_name": gpu_name,
+                                                     **extra}))
     return folder
 
 
@@ -113,6 +115,23 @@ def test_env_mismatch_is_an_input_error_unless_allowed(tmp_path, head_env):
     assert isinstance(info.value, ValueError)
     result = compare_runs(base, head, allow_mismatch=True)
     assert result.exit_code == 0 and len(result.warnings) == 1
+
+
+def test_a_different_allocator_setting_is_an_env_mismatch(tmp_path):
+    """The caching allocator's settings change what a training step measures (17% at 6.7B on the H200): two runs
+    that differ in them are not compared unless allowed. Variables outside the list, and runs written before env.json
+    recorded `runtime_env`, do not count."""
+    alloc = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    base = write_run(tmp_path / "base", [decode_row()], runtime_env={"OMP_NUM_THREADS": "8"})
+    head = write_run(tmp_path / "head", [decode_row()], runtime_env=alloc)
+    with pytest.raises(CompareInputError, match="different PYTORCH_CUDA_ALLOC_CONF: base '\\(unset\\)', head "
+                                                "'expandable_segments:True'"):
+        compare_runs(base, head)
+    assert len(compare_runs(base, head, allow_mismatch=True).warnings) == 1
+    same = write_run(tmp_path / "same", [decode_row()], runtime_env=dict(alloc, OMP_NUM_THREADS="4"))
+    assert compare_runs(head, same).warnings == []
+    old = write_run(tmp_path / "old", [decode_row()])
+    assert compare_runs(old, head).warnings == []
 
 
 def test_bad_input_raises_input_error(tmp_path):

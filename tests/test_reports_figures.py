@@ -183,7 +183,8 @@ def test_smoke_run_skips_missing_figures_with_a_note(tmp_path):
 
 
 def test_write_report_self_contained(tmp_path):
-    run = write_run(tmp_path, known_ratio_rows())
+    run = write_run(tmp_path, known_ratio_rows(),
+                    env={"runtime_env": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "8"}})
     out = tmp_path / "out"
     paths = write_report([run], out)
     html = paths["report_html"].read_text()
@@ -196,6 +197,8 @@ def test_write_report_self_contained(tmp_path):
                  "capacity", "table4_training_bars"):
         assert f"figures/{name}.png" in md and (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert "does not hold" in md and "2307.08621" in md and GPU in md
+    # a measure-changing variable the run was made with is named beside the run; an ordinary one is not
+    assert "with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in md and "OMP_NUM_THREADS" not in md
     csvs = sorted(p.name for p in (out / "tables").glob("*.csv"))
     assert "table4_training.csv" in csvs and "decode_tokens_per_s_6.7b.csv" in csvs
     assert (out / "claims.csv").is_file() and (out / "claims.md").is_file()

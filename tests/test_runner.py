@@ -61,7 +61,9 @@ def _opts(tmp_path: Path, **kw) -> RunOptions:
     return RunOptions(device=torch.device("cpu"), out_root=tmp_path / "results", progress=False, **kw)
 
 
-def test_rows_have_every_column_and_expected_points(tmp_path, mini):
+def test_rows_have_every_column_and_expected_points(tmp_path, mini, monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.delenv("CUDA_LAUNCH_BLOCKING", raising=False)
     out = run_suite(mini, _opts(tmp_path, run_id="r1"))
     rows = read_rows(out.run_dir / "rows.jsonl")
     assert out.complete and all(set(r) == set(ROW_COLUMNS) for r in rows)
@@ -76,6 +78,9 @@ def test_rows_have_every_column_and_expected_points(tmp_path, mini):
     env = json.loads((out.run_dir / "env.json").read_text())
     assert env["suite"] == "mini" and env["schema_version"] == 2 and "git_sha" in env
     assert env["nvml_sampler"] is False and env["cuda_graphs"] is False  # what was really used on a CPU
+    # the allocator's settings change what is measured: recorded when set, absent when not
+    assert env["runtime_env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "CUDA_LAUNCH_BLOCKING" not in env["runtime_env"]
     assert {r["role"] for r in rows if r["impl"] == "static"} == {"baseline"}
     assert {r["n_kv_heads"] for r in rows if r["impl"] == "static"} == {2}  # tiny: 2 query heads, MHA
     assert {r["state_dtype"] for r in rows if r["impl"] == "retnet-recurrent"} == {"float32"}
