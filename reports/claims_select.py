@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import paper_values as pv
 from .load import (GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, with_memory,
-                   without_brief_decode, without_checkpointed)
+                   without_brief_decode, without_unclaimed_variants)
 
 # The paper's model sizes (Table 4, Fig. 6): a claim is judged only on rows at one of these presets on a GPU.
 PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
@@ -40,7 +40,7 @@ MEMORY_MEASURE_WHY = (
 def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     """ok rows of one phase with `mem_gb` (device) and `mem_alloc_gib` (allocator), repeated points (several
     runs) reduced to their median. Variant columns are kept so that callers can filter on them."""
-    rows = with_allocator_gib(with_memory(ok_rows(without_checkpointed(without_brief_decode(df)), phase),
+    rows = with_allocator_gib(with_memory(ok_rows(without_unclaimed_variants(without_brief_decode(df)), phase),
                                           GPU_MEMORY_SOURCES))
     if rows.empty:
         return pd.DataFrame(columns=GROUP + VALUES + ["alloc_retries", "gpu_name", "dtype", "device"])

@@ -67,7 +67,7 @@ KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size"
 # The contract's variant columns (KV heads, RetNet state precision, GPUs, checkpointing) tell points of one impl
 # apart; rows written before they existed read them as null (world_size as 1: every such run used one GPU; a
 # training row's tensor_parallel as 1, its checkpointing as "none").
-VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing")
+VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing", "compile")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size", "tensor_parallel")
 _NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
@@ -190,6 +190,8 @@ def _label(row: pd.Series) -> str:
         parts.append(f"tp{num(row['tensor_parallel'])}")
     if row["checkpointing"] not in (None, "none"):
         parts.append(f"ckpt-{row['checkpointing']}")
+    if row["compile"] not in (None, "none"):
+        parts.append(f"compile-{row['compile']}")
     return "/".join(parts)
 
 

@@ -135,7 +135,7 @@ def _query_heads(df: pd.DataFrame) -> pd.Series:
 # What identifies one contestant's measurements in one suite (the contract's point key without the point itself,
 # plus the suite: figures and claims select rows by suite, so a `long` row never stands in for a `fig6` one).
 _CONTESTANT = ("suite", "model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "dtype", "world_size",
-               "tensor_parallel", "checkpointing")
+               "tensor_parallel", "checkpointing", "compile")
 
 
 def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
@@ -202,28 +202,31 @@ def without_brief_decode(df: pd.DataFrame) -> pd.DataFrame:
 
 def training_variant(df: pd.DataFrame) -> pd.Series:
     """Per row, what makes a training step another measurement than the plain one-step-per-replica the figures and
-    claims compare: ", TP x2" (tensor parallel), ", checkpointed" (each block's forward recomputed in backward), or
-    "" (plain, and every other phase). The figures leave such rows out; the Table 4 table lists them on their own
-    lines with this suffix; the claims keep tensor-parallel rows as their own points and leave checkpointed ones
-    out."""
+    claims compare: ", TP x2" (tensor parallel), ", checkpointed" (each block's forward recomputed in backward),
+    ", compiled" (torch.compile per block), or "" (plain, and every other phase). The figures leave such rows out;
+    the Table 4 table lists them on their own lines with this suffix; the claims keep tensor-parallel rows as their
+    own points and leave checkpointed and compiled ones out."""
     out = pd.Series("", index=df.index, dtype=object)
     train = df["phase"] == "train"
     if "tensor_parallel" in df:
         tp = train & df["tensor_parallel"].notna() & (df["tensor_parallel"] > 1)
         out[tp] = [f", TP x{int(n)}" for n in df.loc[tp, "tensor_parallel"]]
-    out[checkpointed(df)] += ", checkpointed"
+    out[_train_variant_set(df, "checkpointing")] += ", checkpointed"
+    out[_train_variant_set(df, "compile")] += ", compiled"
     return out
 
 
-def checkpointed(df: pd.DataFrame) -> pd.Series:
-    """Training rows measured with activation checkpointing (each block's forward recomputed in backward)."""
-    if "checkpointing" not in df:
+def _train_variant_set(df: pd.DataFrame, column: str) -> pd.Series:
+    """Training rows whose `column` (checkpointing, compile) is set to something other than "none"."""
+    if column not in df:
         return pd.Series(False, index=df.index)
-    return (df["phase"] == "train") & df["checkpointing"].notna() & (df["checkpointing"] != "none")
+    return (df["phase"] == "train") & df[column].notna() & (df[column] != "none")
 
 
-def without_checkpointed(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~checkpointed(df)]
+def without_unclaimed_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without the training variants the claims leave out: checkpointed steps (recomputation the paper's
+    Table 4 did not state) and compiled ones (the claims compare the engine's eager step on both sides)."""
+    return df[~(_train_variant_set(df, "checkpointing") | _train_variant_set(df, "compile"))]
 
 
 def plain_training(df: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@
 #   bash scripts/device_reference.sh gap67b   # 1 GPU alone: census vs allocator, 6.7B with checkpointing, profiles
 #   bash scripts/device_reference.sh census   # 1 GPU: training-engine GPU tests, then the census at 6.7B and 1.3B
 #   bash scripts/device_reference.sh expandable  # 1 GPU alone: table4 6.7B/1.3B + 6.7B profile, expandable segments
+#   bash scripts/device_reference.sh compile  # 1 GPU alone: table4 1.3B/6.7B with torch.compile per block, then plain
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -35,9 +36,11 @@ ALL=$(seq -s, 0 $((NGPU - 1)))
 TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
   tests/test_peers.py tests/test_retnet_torchscale.py"
-# a training suite like table4 for one model with activation checkpointing (a suite file: the CLI has no such flag)
-ckpt_suite() { sed -e "s/^models = .*/models = [\"$1\"]/" -e 's/^steps = \(.*\)$/steps = \1\ncheckpointing = "full"/' \
-  suites/definitions/table4.toml > "$W/table4-ckpt.toml"; echo "$W/table4-ckpt.toml"; }
+# a training suite like table4 for some models with one [train] key set (a suite file: the CLI has no such flag)
+variant_suite() { local models=$1 key=$2 value=$3
+  sed -e "s/^models = .*/models = [$models]/" -e "s/^steps = \(.*\)\$/steps = \1\n$key = \"$value\"/" \
+    suites/definitions/table4.toml > "$W/table4-$key.toml"; echo "$W/table4-$key.toml"; }
+ckpt_suite() { variant_suite "\"$1\"" checkpointing full; }
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 case "$1" in
 single)  # two GPUs, one lane each
@@ -171,5 +174,12 @@ expandable)  # one GPU alone: the 6.7B and 1.3B steps with the caching allocator
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable"; exit 2 ;;
+compile)  # one GPU alone: table4 with torch.compile per block (torchtitan's `compile`) at 1.3B and 6.7B, then the
+  # plain steps of the same machine beside them, then the training engine's GPU tests
+  export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
+  bench 0 table4-compiled "$(variant_suite '"1.3b", "6.7b"' compile blocks)" --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn
+  bench 0 table4-plain table4 --model 1.3b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  rm -rf "$W/inductor" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile"; exit 2 ;;
 esac

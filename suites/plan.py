@@ -60,13 +60,14 @@ class Group:
 
     def row_identity(self, p: Point, dtype: str) -> dict:
         """The identifying columns of this point's row (also its resume key)."""
-        # the training-only variants: tensor parallelism and checkpointing apply on the engine; a peer's own
+        # the training-only variants: tensor parallelism, checkpointing and compile apply on the engine; a peer's own
         # forward + backward runs without them, whatever the suite says
         variants = dict.fromkeys(TRAIN_VARIANT_DEFAULTS)
         if p.phase == "train":
             variants = dict(TRAIN_VARIANT_DEFAULTS)
             if self.uses_engine:
-                variants.update(tensor_parallel=self.settings.tp, checkpointing=self.settings.checkpointing)
+                variants.update(tensor_parallel=self.settings.tp, checkpointing=self.settings.checkpointing,
+                                compile=self.settings.compile)
         return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
                     n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
                     batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size, **variants)

@@ -71,6 +71,7 @@ class TrainScenario(Scenario):
     nproc: int = 1                  # ranks (one GPU each); > 1 shards with FSDP2 through torch's elastic launcher
     grad_accum: int = 1             # micro-batches per optimizer step (batch_sizes are micro-batch sizes)
     checkpointing: str = "none"     # activation checkpointing per block: none | full
+    compile: str = "none"           # torch.compile per block (torchtitan's `compile`): none | blocks
     tp: int = 1                     # tensor-parallel degree within the nproc ranks (DTensor; FSDP2 over the rest)
     optimizer: bool = True          # a real step (AdamW, fp32 master weights); false: forward + backward only
 
@@ -152,6 +153,10 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
         raise SuiteError(f"{where}: memory_budget_gb must be > 0")
     if isinstance(sc, TrainScenario) and sc.checkpointing not in ("none", "full"):
         raise SuiteError(f"{where}: checkpointing must be 'none' or 'full', got {sc.checkpointing!r}")
+    if isinstance(sc, TrainScenario) and sc.compile not in ("none", "blocks"):
+        raise SuiteError(f"{where}: compile must be 'none' or 'blocks', got {sc.compile!r}")
+    if isinstance(sc, TrainScenario) and sc.compile != "none" and not sc.optimizer:
+        raise SuiteError(f"{where}: compile needs the training engine (optimizer = true)")
     if isinstance(sc, TrainScenario) and sc.nproc % sc.tp:
         raise SuiteError(f"{where}: tp={sc.tp} must divide nproc={sc.nproc} (tensor-parallel ranks within them)")
     if isinstance(sc, TrainScenario) and sc.tp > 1 and not sc.optimizer:

@@ -83,6 +83,8 @@ def test_malformed_suite_file(tmp_path):
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "has no train phase")
     bad.write_text("name = 'x'\nimpls=['static']\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "unknown key 'impls'")
+    bad.write_text("name = 'x'\n[train]\nimpls=['retnet-chunkwise']\ncompile = 'everything'\n")
+    _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "compile must be 'none' or")
     _assert_bad_input(_run("run", str(tmp_path / "absent.toml"), "--device", "cpu"), "suite file not found")
 
 

@@ -379,9 +379,11 @@ def test_training_points_are_matched_by_checkpointing_and_old_rows_read_none(tmp
     old_plain = train(100.0)  # no checkpointing column at all
     old_plain.pop("checkpointing", None)
     result = compare_runs(*pair(tmp_path, [old_plain], [train(100.0, checkpointing="none", tensor_parallel=1),
-                                                        train(130.0, checkpointing="full", tensor_parallel=1)]))
-    assert status_of(result, "ms_median") == "ok"  # the plain points pair; the checkpointed one is new
-    assert len(result.new) == 1 and "ckpt-full" in result.new["point"].iloc[0]
+                                                        train(130.0, checkpointing="full", tensor_parallel=1),
+                                                        train(90.0, compile="blocks")]))
+    assert status_of(result, "ms_median") == "ok"  # the plain points pair; the checkpointed and compiled are new
+    assert sorted(result.new["point"].str.extract(r"(ckpt-full|compile-blocks)")[0]) == ["ckpt-full",
+                                                                                          "compile-blocks"]
 
 
 def test_point_key_reads_a_missing_checkpointing_as_none_for_training_only():

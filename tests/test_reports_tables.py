@@ -135,10 +135,13 @@ def test_table4_shows_allocator_retries_when_rows_have_them(tmp_path):
     assert t4.loc[("6.7b", "transformer (flash-attn)"), "allocator GiB"] == pytest.approx(110.7e9 / 2**30)
 
 
-def test_checkpointed_training_rows_are_their_own_lines_and_stay_out_of_figures_and_claims(tmp_path):
-    """A checkpointed step recomputes each block's forward: another measurement of the same contestant. Table 4 lists
-    it on its own line; the bars and the claims compare the plain steps only (before the `checkpointing` column a
-    checkpointed row silently replaced the plain one of its contestant)."""
+@pytest.mark.parametrize("variant, suffix", [({"checkpointing": "full"}, "checkpointed"),
+                                             ({"compile": "blocks"}, "compiled")])
+def test_checkpointed_or_compiled_training_rows_are_their_own_lines_and_stay_out_of_figures_and_claims(
+        tmp_path, variant, suffix):
+    """A checkpointed step recomputes each block's forward, a compiled one runs Inductor's blocks: another measurement
+    of the same contestant. Table 4 lists it on its own line; the bars and the claims compare the plain steps only
+    (before the `checkpointing` column a checkpointed row silently replaced the plain one of its contestant)."""
     from retnet_bench.reports import claims_table
     from retnet_bench.reports.figures import build_figures
     from reports_fixtures import train_row
@@ -148,15 +151,15 @@ def test_checkpointed_training_rows_are_their_own_lines_and_stay_out_of_figures_
     # (plain rows as written before the column: null checkpointing reads "none")
     later = "2099-01-01T00:00:00+00:00"  # a newer run: it would supersede the plain rows were it the same point
     ckpt = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 8900.0, 105.0, mem_torch_peak_gb=103.2,
-                      checkpointing="full", timestamp=later),
+                      timestamp=later, **variant),
             train_row("6.7b", "transformer", "flash-attn", 1, 8192, 8900.0, 104.0, mem_torch_peak_gb=101.6,
-                      checkpointing="full", timestamp=later)]
+                      timestamp=later, **variant)]
     # the checkpointed rows in a later run of their own: they are another point, so they supersede nothing
     runs = [load_runs([write_run(tmp_path / "a", plain)]),
             load_runs([write_run(tmp_path / "a", plain), write_run(tmp_path / "b", ckpt, run_id="run-b")])]
     t4 = {t.name: t for t in all_tables(*runs[1])}["table4_training"].df
     assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "tokens/s"] == pytest.approx(10000.0)
-    assert t4.loc[("6.7b", "retnet-chunkwise (fla), checkpointed"), "tokens/s"] == pytest.approx(8900.0)
+    assert t4.loc[("6.7b", f"retnet-chunkwise (fla), {suffix}"), "tokens/s"] == pytest.approx(8900.0)
     bars = [build_figures(*r)[0]["table4_training_bars"] for r in runs]
     assert [sorted(p.get_height() for p in f.axes[0].patches) for f in bars][0] == \
         [sorted(p.get_height() for p in f.axes[0].patches) for f in bars][1]

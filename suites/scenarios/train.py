@@ -25,7 +25,8 @@ def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
     half = ctx.dtype in (torch.bfloat16, torch.float16)
     settings = TrainSettings(micro_batch=p.batch_size, grad_accum=s.grad_accum, seq_len=p.seq_len,
                              chunk_size=s.chunk_size, steps=s.steps, warmup_steps=s.warmup,
-                             checkpointing=s.checkpointing, tp=s.tp, compute_dtype="bfloat16" if half else "float32",
+                             checkpointing=s.checkpointing, compile=s.compile, tp=s.tp,
+                             compute_dtype="bfloat16" if half else "float32",
                              seed=args.seed, nvml_sampling=bool(ctx.memory and ctx.memory.sampler))
     point = run_point(g.world_size, g.spec.recipe(args), settings, device_type=ctx.device.type)
     fields = point.row_fields(settings)

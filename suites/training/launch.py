@@ -30,7 +30,7 @@ from ..trackers import AllocRetries
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
-from .step import TrainSettings, apply_checkpointing, make_optimizer, synthetic_batch, train_step
+from .step import TrainSettings, apply_checkpointing, apply_compile, make_optimizer, synthetic_batch, train_step
 from .tensor_parallel import apply_tensor_parallel
 
 # Test hook: "<rank>:error" or "<rank>:oom" makes that rank raise before its first step (inherited by launched ranks).
@@ -82,12 +82,13 @@ def _inject_fault(rank: int) -> None:
 def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainSettings, mesh: DeviceMesh,
                          device: torch.device) -> torch.optim.Optimizer:
     """A built model (`build_model`: the full fp32 model, the same on every rank) made ready to train as the engine
-    trains it, in torchtitan's order: tensor parallel over mesh["tp"] (tp > 1), then checkpointing, then FSDP2 over
-    the replicas; returns AdamW over the shards. Every rank and the diagnostic scripts go through it, so a profile
+    trains it, in torchtitan's order: tensor parallel over mesh["tp"] (tp > 1), then checkpointing, then
+    torch.compile per block (compile="blocks"), then FSDP2 over the replicas; returns AdamW over the shards. Every rank and the diagnostic scripts go through it, so a profile
     or a census measures what the suites time."""
     if settings.tp > 1:
         apply_tensor_parallel(model, recipe, mesh["tp"])
     apply_checkpointing(model, settings.checkpointing)
+    apply_compile(model, settings.compile)
     shard_model(model, mesh, settings.torch_compute_dtype)
     return make_optimizer(model, settings, device)
 

@@ -44,12 +44,12 @@ class TrainPointResult:
         tp = f", tensor parallel x{settings.tp}" if settings.tp > 1 else ""
         notes = (f"FSDP2 x{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch}"
                  f" x grad_accum {settings.grad_accum}"
-                 f" per rank, checkpointing {settings.checkpointing}, AdamW fp32 master / {settings.compute_dtype}"
+                 f" per rank, checkpointing {settings.checkpointing}, compile {settings.compile}, AdamW fp32 master / {settings.compute_dtype}"
                  f" compute / fp32 reduce" + (f", final loss {self.losses[-1]:.4f}" if self.losses else ""))
         return dict(
             kernel=self.kernel, batch_size=settings.sequences_per_step(self.world_size), seq_len=settings.seq_len,
             chunk_size=settings.chunk_size, world_size=self.world_size, tensor_parallel=settings.tp,
-            checkpointing=settings.checkpointing, status=self.status, error=self.error,
+            checkpointing=settings.checkpointing, compile=settings.compile, status=self.status, error=self.error,
             ms_median=self.ms_median, ms_p10=self.ms_p10, ms_p90=self.ms_p90, n_repeats=self.n_repeats,
             tokens_per_s=self.tokens_per_s, tokens_per_s_per_gpu=self.tokens_per_s_per_gpu,
             ms_per_token=1e3 / self.tokens_per_s if self.tokens_per_s else None, mfu=self.mfu,

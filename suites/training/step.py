@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
 CHECKPOINTING = ("none", "full")
+COMPILE = ("none", "blocks")  # blocks: torch.compile on each block, as torchtitan's `compile` option does
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -39,6 +40,7 @@ class TrainSettings:
     steps: int = 10  # timed optimizer steps
     warmup_steps: int = 3  # untimed optimizer steps before them
     checkpointing: str = "none"  # "none" | "full" (every block recomputed in backward)
+    compile: str = "none"  # "none" | "blocks" (torch.compile per block, after checkpointing, before FSDP2)
     tp: int = 1  # tensor-parallel degree: ranks that split each block's heads and FFN (the rest is data-parallel)
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.98)
@@ -56,6 +58,8 @@ class TrainSettings:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.checkpointing not in CHECKPOINTING:
             raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
+        if self.compile not in COMPILE:
+            raise ValueError(f"compile={self.compile!r}; expected one of {COMPILE}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype={self.compute_dtype!r}; expected one of {tuple(COMPUTE_DTYPES)}")
 
@@ -110,6 +114,20 @@ def apply_checkpointing(model: nn.Module, mode: str) -> None:
         return
     for i, block in enumerate(model.layers):
         model.layers[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=False)
+
+
+def apply_compile(model: nn.Module, mode: str) -> None:
+    """torch.compile each block in `model.layers` (checkpoint-wrapped or not), in place of the block, as torchtitan
+    does: after checkpointing, before fully_shard. Blocks are identical modules, so they share one compiled graph
+    (Dynamo passes parameters as inputs). fullgraph=False: a fused kernel Dynamo cannot trace (fla's, ours) is a
+    graph break, not an error; what lies between such kernels (residual adds, casts, the FFN's activation) fuses."""
+    if mode == "none":
+        return
+    # a fresh start per point: the runner trains several models in one process, and Dynamo, seeing a block's shapes
+    # change, would compile the next model's blocks for dynamic shapes (slower kernels than the static ones)
+    torch._dynamo.reset()
+    for i, block in enumerate(model.layers):
+        model.layers[i] = torch.compile(block)
 
 
 def make_optimizer(model: nn.Module, settings: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
