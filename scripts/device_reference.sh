@@ -15,6 +15,7 @@
 #   bash scripts/device_reference.sh census   # 1 GPU: training-engine GPU tests, then the census at 6.7B and 1.3B
 #   bash scripts/device_reference.sh expandable  # 1 GPU alone: table4 6.7B/1.3B + 6.7B profile, expandable segments
 #   bash scripts/device_reference.sh compile  # 1 GPU alone: table4 1.3B/6.7B with torch.compile per block, then plain
+#   bash scripts/device_reference.sh compileprof  # 1 GPU alone: the 1.3B step profiled compiled and plain
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -181,5 +182,12 @@ compile)  # one GPU alone: table4 with torch.compile per block (torchtitan's `co
     --kernel fla,sdpa-cudnn
   bench 0 table4-plain table4 --model 1.3b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   rm -rf "$W/inductor" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile"; exit 2 ;;
+compileprof)  # one GPU alone, after `compile`: the 1.3B step profiled compiled and plain, each model in fresh processes
+  export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
+  for c in blocks none; do mkdir -p "$W/profile-1.3b-$c"
+    OUT="$W/profile-1.3b-$c" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 \
+      --steps 3 --host --compile $c --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b-$c/log" 2>&1
+    echo "== profile 1.3b compile $c rc=$? at $((SECONDS - T0))s"; done
+  rm -rf "$W/inductor" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof"; exit 2 ;;
 esac
