@@ -126,6 +126,7 @@ def run(
 ) -> None:
     """Run a suite; rows go to results/<run-id>/rows.jsonl as each point finishes."""
     from retnet_bench.suites import RunOptions, load_suite, run_suite
+    from retnet_bench.suites.env import measure_changing_env
     from retnet_bench.suites.suite import with_overrides
 
     if time_limit is not None and not time_limit > 0:
@@ -155,6 +156,11 @@ def run(
         summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts.items())) or "no new rows"
         console.print(f"{s.name}: {outcome.n_rows} rows in {outcome.run_dir} ({state}; this run: {summary})",
                       markup=False, highlight=False)
+        changing = measure_changing_env()
+        if changing:  # e.g. an allocator setting left in the shell: it changes training steps by up to 17%
+            err.print("note: measured with " + ", ".join(f"{k}={v}" for k, v in changing.items())
+                      + " (recorded in env.json; `compare` refuses runs made without it)", markup=False,
+                      highlight=False, soft_wrap=True)
         if outcome.counts and set(outcome.counts) == {"skipped"}:
             err.print(f"warning: every point of {s.name} was skipped (see the rows' error column, e.g. a missing "
                       "package or no GPU)", markup=False, highlight=False)

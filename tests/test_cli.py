@@ -115,13 +115,16 @@ def test_out_that_is_a_file_says_so(tmp_path):
     _assert_bad_input(_run("run", "smoke", "--device", "cpu", "--out", str(f)), "is a file, not a folder")
 
 
-def test_impl_filters_every_scenario(tmp_path):
+def test_impl_filters_every_scenario(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     res = _run("run", "smoke", "--device", "cpu", "--out", str(tmp_path), "--run-id", "one", "--no-report",
                "--impl", "retnet-recurrent", "--batch", "1", "--seq", "32")
     assert res.exit_code == 0, res.output
     rows = [__import__("json").loads(line) for line in (tmp_path / "one" / "rows.jsonl").read_text().splitlines()]
     assert {r["impl"] for r in rows} == {"retnet-recurrent"} and {r["phase"] for r in rows} == {"decode", "prefill"}
     assert {(r["batch_size"], r["seq_len"]) for r in rows} == {(1, 32)}
+    # a measure-changing setting in the shell is said once at the end (and recorded in env.json)
+    assert "note: measured with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in res.stderr
 
 
 def test_every_point_skipped_warns(tmp_path):
