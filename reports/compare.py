@@ -64,9 +64,9 @@ from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DE
 from .load import read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
-# The contract's variant columns (KV heads, RetNet state precision, GPUs, checkpointing) tell points of one impl
-# apart; rows written before they existed read them as null (world_size as 1: every such run used one GPU; a
-# training row's tensor_parallel as 1, its checkpointing as "none").
+# The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile) tell points
+# of one impl apart; rows written before they existed read them as null (world_size as 1: every such run used one
+# GPU; a training row's tensor_parallel as 1, its checkpointing and compile as "none").
 VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing", "compile")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size", "tensor_parallel")

@@ -296,8 +296,8 @@ def main() -> None:
                                   args.tp, args.compile))
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}, compile {args.compile}: "
-                     + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), GPU kernels {r['kernel_ms']} ms, "
-                        f"{r['tokens_per_s']} tok/s"))
+                     + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), "
+                        f"GPU kernels {r['kernel_ms']} ms, {r['tokens_per_s']} tok/s"))
         if "step_ms_each" in r:
             lines.append(f"   unprofiled steps {r['step_ms_each']} ms; cudaMalloc retries during them: "
                          f"{r['alloc_retries']}")

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
-# Columns added since (alloc_retries, checkpointing, tensor_parallel, compile) read as null in older rows: additive, so the
-# version (which `compare` refuses to mix) stays.
+# Columns added since (alloc_retries, checkpointing, tensor_parallel, compile) read as null in older rows: additive,
+# so the version (which `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
     "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "tensor_parallel", "checkpointing",
-    "compile", "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
-    "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
+    "compile", "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s",
+    "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
     "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
 )
@@ -48,8 +48,8 @@ MEASURE_CHANGING_ENV: tuple[str, ...] = (
 ROLES = ("candidate", "baseline")
 
 # Identifies a sweep point; `--resume` skips points whose key already has a row. The variant columns (KV heads,
-# state precision, world size, tensor parallelism, checkpointing, compile) are part of it: the same impl at another variant is
-# another point.
+# state precision, world size, tensor parallelism, checkpointing, compile) are part of it: the same impl at another
+# variant is another point.
 POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "phase", "batch_size",
                               "seq_len", "dtype", "world_size", "tensor_parallel", "checkpointing", "compile")
 

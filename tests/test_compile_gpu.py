@@ -13,7 +13,8 @@ KERNELS = {"retnet": "fla", "transformer": "sdpa"}
 
 
 def _loss_and_grad(family: str, compile: str, dtype: torch.dtype = torch.bfloat16,
-                   device: torch.device = torch.device("cuda", 0), kernel: str | None = None) -> tuple[float, torch.Tensor]:
+                   device: torch.device = torch.device("cuda", 0),
+                   kernel: str | None = None) -> tuple[float, torch.Tensor]:
     """The "small" model on `device`, one forward + backward on fixed ids: the loss and one block's output-projection
     gradient (inside the compiled region)."""
     from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward

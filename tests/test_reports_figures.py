@@ -183,8 +183,8 @@ def test_smoke_run_skips_missing_figures_with_a_note(tmp_path):
 
 
 def test_write_report_self_contained(tmp_path):
-    run = write_run(tmp_path, known_ratio_rows(),
-                    env={"runtime_env": {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "8"}})
+    runtime = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "OMP_NUM_THREADS": "8"}
+    run = write_run(tmp_path, known_ratio_rows(), env={"runtime_env": runtime})
     out = tmp_path / "out"
     paths = write_report([run], out)
     html = paths["report_html"].read_text()

@@ -83,8 +83,8 @@ def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainS
                          device: torch.device) -> torch.optim.Optimizer:
     """A built model (`build_model`: the full fp32 model, the same on every rank) made ready to train as the engine
     trains it, in torchtitan's order: tensor parallel over mesh["tp"] (tp > 1), then checkpointing, then
-    torch.compile per block (compile="blocks"), then FSDP2 over the replicas; returns AdamW over the shards. Every rank and the diagnostic scripts go through it, so a profile
-    or a census measures what the suites time."""
+    torch.compile per block (compile="blocks"), then FSDP2 over the replicas; returns AdamW over the shards. Every
+    rank and the diagnostic scripts go through it, so a profile or a census measures what the suites time."""
     if settings.tp > 1:
         apply_tensor_parallel(model, recipe, mesh["tp"])
     apply_checkpointing(model, settings.checkpointing)

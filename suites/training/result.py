@@ -44,7 +44,8 @@ class TrainPointResult:
         tp = f", tensor parallel x{settings.tp}" if settings.tp > 1 else ""
         notes = (f"FSDP2 x{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch}"
                  f" x grad_accum {settings.grad_accum}"
-                 f" per rank, checkpointing {settings.checkpointing}, compile {settings.compile}, AdamW fp32 master / {settings.compute_dtype}"
+                 f" per rank, checkpointing {settings.checkpointing}, compile {settings.compile},"
+                 f" AdamW fp32 master / {settings.compute_dtype}"
                  f" compute / fp32 reduce" + (f", final loss {self.losses[-1]:.4f}" if self.losses else ""))
         return dict(
             kernel=self.kernel, batch_size=settings.sequences_per_step(self.world_size), seq_len=settings.seq_len,
