@@ -62,6 +62,7 @@ def test_compiled_blocks_train_like_eager_blocks(family):
     import torch._dynamo
 
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # process-wide: an earlier test's graphs must not count here
     settings = dataclasses.replace(SETTINGS, steps=2)
     eager, compiled = (run_distributed(1, RECIPES[family], dataclasses.replace(settings, compile=c), "cpu")[0]
                        for c in ("none", "blocks"))
