@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -126,7 +127,7 @@ def run(
 ) -> None:
     """Run a suite; rows go to results/<run-id>/rows.jsonl as each point finishes."""
     from retnet_bench.suites import RunOptions, load_suite, run_suite
-    from retnet_bench.suites.env import measure_changing_env
+    from retnet_bench.suites.contract import measure_changing
     from retnet_bench.suites.suite import with_overrides
 
     if time_limit is not None and not time_limit > 0:
@@ -156,7 +157,7 @@ def run(
         summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts.items())) or "no new rows"
         console.print(f"{s.name}: {outcome.n_rows} rows in {outcome.run_dir} ({state}; this run: {summary})",
                       markup=False, highlight=False)
-        changing = measure_changing_env()
+        changing = measure_changing(os.environ)
         if changing:  # e.g. an allocator setting left in the shell: it changes training steps by up to 17%
             err.print("note: measured with " + ", ".join(f"{k}={v}" for k, v in changing.items())
                       + " (recorded in env.json; `compare` refuses runs made without it)", markup=False,

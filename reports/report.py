@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retnet_bench.suites.contract import MEASURE_CHANGING_ENV
+from retnet_bench.suites.contract import measure_changing
 
 from . import paper_values as pv
 from .claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_PAPER, FRAMING_STRONGEST, claims_table)
@@ -78,8 +78,8 @@ def _run_summary(envs: dict[str, dict]) -> list[str]:
 
 def _measure_changing(env: dict) -> str:
     """", with PYTORCH_CUDA_ALLOC_CONF=..." for each measure-changing variable the run was made with."""
-    runtime = env.get("runtime_env") or {}
-    return "".join(f", with {name}={runtime[name]}" for name in MEASURE_CHANGING_ENV if name in runtime)
+    changing = measure_changing(env.get("runtime_env") or {})
+    return "".join(f", with {name}={value}" for name, value in changing.items())
 
 
 def _title(df: pd.DataFrame) -> str:

@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
 # Columns added since (alloc_retries, checkpointing, tensor_parallel, compile) read as null in older rows: additive,
@@ -20,9 +20,9 @@ SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
-    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "tensor_parallel", "checkpointing",
-    "compile", "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s",
-    "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
+    "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "tensor_parallel", "checkpointing", "compile",
+    "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
+    "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
     "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
 )
@@ -42,6 +42,11 @@ MEASURE_CHANGING_ENV: tuple[str, ...] = (
     "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING", "CUDA_LAUNCH_BLOCKING",
     "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
 )
+
+
+def measure_changing(variables: Mapping[str, str]) -> dict[str, str]:
+    """The MEASURE_CHANGING_ENV entries of `variables` (os.environ, or an env.json's `runtime_env`), in that order."""
+    return {name: variables[name] for name in MEASURE_CHANGING_ENV if name in variables}
 
 # What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
 # (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.

@@ -31,11 +31,6 @@ def runtime_env() -> dict[str, str]:
     return {name: os.environ[name] for name in RUNTIME_ENV if name in os.environ}
 
 
-def measure_changing_env() -> dict[str, str]:
-    """The set variables among those that change what a run measures (contract.MEASURE_CHANGING_ENV)."""
-    return {name: os.environ[name] for name in MEASURE_CHANGING_ENV if name in os.environ}
-
-
 def _version(dist: str) -> str | None:
     try:
         return md.version(dist)
