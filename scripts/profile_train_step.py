@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import ProfilerActivity, profile
 
+from retnet_bench.suites.contract import TRAIN_VARIANT_CHOICES
 from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distributed
 from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
@@ -277,7 +278,7 @@ def main() -> None:
     ap.add_argument("--host", action="store_true", help="also profile the CPU side (self CPU time per op)")
     ap.add_argument("--nproc", type=int, default=1, help="ranks (one GPU each; FSDP2 as the suites shard)")
     ap.add_argument("--tp", type=int, default=1, help="tensor-parallel degree within the ranks (as `--tp` in a run)")
-    ap.add_argument("--compile", default="none", choices=["none", "blocks"],
+    ap.add_argument("--compile", default="none", choices=TRAIN_VARIANT_CHOICES["compile"],
                     help="torch.compile per block (as `compile = \"blocks\"` in a suite)")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()

@@ -79,6 +79,8 @@ def make_row(**values: Any) -> dict[str, Any]:
 # The training-only variants and what a training row without the column ran with (rows from before the column, and
 # steps outside the training engine): no tensor parallelism, no checkpointing, eager blocks. Other phases have none.
 TRAIN_VARIANT_DEFAULTS: dict[str, Any] = {"tensor_parallel": 1, "checkpointing": "none", "compile": "none"}
+# The values a suite ([train] table) and the engine's settings accept for the named training variants, default first.
+TRAIN_VARIANT_CHOICES: dict[str, tuple[str, ...]] = {"checkpointing": ("none", "full"), "compile": ("none", "blocks")}
 
 
 def train_variant(column: str, phase: Any, value: Any) -> Any:

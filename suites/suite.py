@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contract import TRAIN_VARIANT_CHOICES
+
 SUITE_DIR = Path(__file__).parent / "definitions"
 DTYPES = ("bfloat16", "float16", "float32", "float64")
 
@@ -151,10 +153,9 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
         raise SuiteError(f"{where}: fill must be 'prefill' or 'random', got {sc.fill!r}")
     if isinstance(sc, CapacityScenario) and sc.memory_budget_gb <= 0:
         raise SuiteError(f"{where}: memory_budget_gb must be > 0")
-    if isinstance(sc, TrainScenario) and sc.checkpointing not in ("none", "full"):
-        raise SuiteError(f"{where}: checkpointing must be 'none' or 'full', got {sc.checkpointing!r}")
-    if isinstance(sc, TrainScenario) and sc.compile not in ("none", "blocks"):
-        raise SuiteError(f"{where}: compile must be 'none' or 'blocks', got {sc.compile!r}")
+    for key, choices in TRAIN_VARIANT_CHOICES.items() if isinstance(sc, TrainScenario) else ():
+        if getattr(sc, key) not in choices:
+            raise SuiteError(f"{where}: {key} must be {' or '.join(map(repr, choices))}, got {getattr(sc, key)!r}")
     if isinstance(sc, TrainScenario) and sc.compile != "none" and not sc.optimizer:
         raise SuiteError(f"{where}: compile needs the training engine (optimizer = true)")
     if isinstance(sc, TrainScenario) and sc.nproc % sc.tp:

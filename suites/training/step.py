@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
-CHECKPOINTING = ("none", "full")
-COMPILE = ("none", "blocks")  # blocks: torch.compile on each block, as torchtitan's `compile` option does
+from ..contract import TRAIN_VARIANT_CHOICES
+
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -56,10 +56,9 @@ class TrainSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.checkpointing not in CHECKPOINTING:
-            raise ValueError(f"checkpointing={self.checkpointing!r}; expected one of {CHECKPOINTING}")
-        if self.compile not in COMPILE:
-            raise ValueError(f"compile={self.compile!r}; expected one of {COMPILE}")
+        for name, choices in TRAIN_VARIANT_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {choices}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype={self.compute_dtype!r}; expected one of {tuple(COMPUTE_DTYPES)}")
 
