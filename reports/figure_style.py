@@ -138,7 +138,7 @@ def marker(value: float, values: list[float]) -> str:
 
 def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",)) -> pd.DataFrame:
     """Rows of one phase with the given statuses, `mem_gb` and a `label` per contestant (training: plain steps only,
-    no tensor-parallel or checkpointed rows; the Table 4 table lists those)."""
+    no tensor-parallel, checkpointed or compiled rows; the Table 4 table lists those)."""
     df = plain_training(df)
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)

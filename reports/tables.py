@@ -162,7 +162,7 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     tr = with_allocator_gib(_labelled(ok_rows(df, "train")))
     if tr.empty:
         return None
-    # tensor-parallel and checkpointed steps on their own lines: other measurements of the same contestant
+    # tensor-parallel, checkpointed and compiled steps on their own lines: other measurements of the same contestant
     tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr))
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl_kernel", "seq_len"], keep="last")
     out = []
