@@ -16,6 +16,8 @@
 #   bash scripts/device_reference.sh expandable  # 1 GPU alone: table4 6.7B/1.3B + 6.7B profile, expandable segments
 #   bash scripts/device_reference.sh compile  # 1 GPU alone: table4 1.3B/6.7B with torch.compile per block, then plain
 #   bash scripts/device_reference.sh compileprof  # 1 GPU alone: the 1.3B step profiled compiled and plain
+#   bash scripts/device_reference.sh ckptpart-a   # 1 GPU alone: 6.7B plain, every-8/-4 blocks and fully checkpointed;
+#   source .fa4b/install.sh && bash scripts/device_reference.sh ckptpart-b   # then FA4's 6.7B rows, repeats, profile
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -189,5 +191,23 @@ compileprof)  # one GPU alone, after `compile`: the 1.3B step profiled compiled 
       --steps 3 --host --compile $c --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b-$c/log" 2>&1
     echo "== profile 1.3b compile $c rc=$? at $((SECONDS - T0))s"; done
   rm -rf "$W/inductor" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof"; exit 2 ;;
+ckptpart-a)  # one GPU alone: 6.7B with every N-th block checkpointed (torchtitan's selective per-layer option), both
+  # sides on one lease, plain first; the first half of FlashAttention-4's install travels beside this call
+  bench 0 table4-6.7b-plain table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  for v in every-8 every-4 full; do
+    bench 0 table4-6.7b-$v "$(variant_suite '"6.7b"' checkpointing $v)" --impl retnet-chunkwise,transformer \
+      --kernel fla,sdpa-cudnn; done ;;
+ckptpart-b)  # the same machine right after, FlashAttention-4 installed: its 6.7B rows plain and every-8, both sides
+  # again (a second sample), then RetNet's every-8 step profiled (are the allocator's retries and idle gaps gone?)
+  python3 -c "from flash_attn.cute import flash_attn_func" || echo "flash-attn-4 not importable: its rows say so"
+  bench 0 table4-6.7b-fa4 table4 --model 6.7b --impl transformer --kernel flash-attn-4
+  bench 0 table4-6.7b-fa4-every-8 "$(variant_suite '"6.7b"' checkpointing every-8)" --impl transformer \
+    --kernel flash-attn-4
+  bench 0 table4-6.7b-every-8-again "$(variant_suite '"6.7b"' checkpointing every-8)" --impl retnet-chunkwise \
+    --kernel fla
+  bench 0 table4-6.7b-plain-again table4 --model 6.7b --impl retnet-chunkwise --kernel fla
+  mkdir -p "$W/profile-6.7b-every-8"; OUT="$W/profile-6.7b-every-8" timeout $(( $(left) - 5 )) python3 \
+    scripts/profile_train_step.py --preset 6.7b --seq 8192 --steps 3 --host --checkpointing every-8 \
+    --family retnet:fla > "$W/profile-6.7b-every-8/log" 2>&1; echo "== profile 6.7b every-8 rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof|ckptpart-a|ckptpart-b"; exit 2 ;;
 esac

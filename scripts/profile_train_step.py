@@ -7,7 +7,7 @@ GEMMs, elementwise, norms, optimizer, communication, other), plus the top kernel
 can be checked by eye. Each contestant runs in fresh processes (what one model leaves in the caching allocator would
 change the next one's memory pressure).
     python scripts/profile_train_step.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:flash-attn-4 ...]
-        [--host] [--compile blocks] [--nproc N [--tp K]]
+        [--host] [--compile blocks] [--checkpointing every-8] [--nproc N [--tp K]]
 --nproc N runs N ranks (one GPU each, FSDP2 as the suites shard) and also reports, per step, how long the GPU was
 busy, how long communication kernels ran and how much of that no compute kernel overlapped (exposed communication:
 what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between kernels,
@@ -152,12 +152,14 @@ def allocator_counters(device: torch.device) -> dict[str, int]:
 
 
 def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device,
-                host: bool = False, rank: int = 0, world: int = 1, tp: int = 1, compile: str = "none") -> dict:
+                host: bool = False, rank: int = 0, world: int = 1, tp: int = 1, compile: str = "none",
+                checkpointing: str = "none") -> dict:
     """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops. With world > 1
     the process group comes from the environment (MASTER_ADDR/PORT, set by `_spawned`)."""
     cuda = device.type == "cuda"
     settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq), tp=tp,
-                             compile=compile, compute_dtype="bfloat16" if cuda else "float32")
+                             compile=compile, checkpointing=checkpointing,
+                             compute_dtype="bfloat16" if cuda else "float32")
     compute = settings.torch_compute_dtype
     overrides = {} if cuda else {"vocab_size": 256}
     recipe = ModelRecipe(family, preset, kernel=kernel, overrides=overrides)
@@ -236,12 +238,12 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
 def _rank_entry(rank: int, world: int, spec: tuple, out_dir: str) -> None:
     """One spawned rank: its process-group environment, its profile, written to out_dir/rank<r>.json."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    family, kernel, preset, seq, steps, host, cpu, tp, compile = spec
+    family, kernel, preset, seq, steps, host, cpu, tp, compile, checkpointing = spec
     device = torch.device("cpu") if cpu else torch.device("cuda", rank)
     if not cpu:
         torch.cuda.set_device(device)
     try:
-        r = profile_one(family, kernel, preset, seq, steps, device, host, rank, world, tp, compile)
+        r = profile_one(family, kernel, preset, seq, steps, device, host, rank, world, tp, compile, checkpointing)
     except Exception as e:  # noqa: BLE001 - reported by the parent
         r = dict(family=family, kernel=kernel, rank=rank, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(r))
@@ -280,6 +282,8 @@ def main() -> None:
     ap.add_argument("--tp", type=int, default=1, help="tensor-parallel degree within the ranks (as `--tp` in a run)")
     ap.add_argument("--compile", default="none", choices=TRAIN_VARIANT_CHOICES["compile"],
                     help="torch.compile per block (as `compile = \"blocks\"` in a suite)")
+    ap.add_argument("--checkpointing", default="none", choices=TRAIN_VARIANT_CHOICES["checkpointing"],
+                    help="activation checkpointing (as `checkpointing` in a suite's [train] table)")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
@@ -294,9 +298,10 @@ def main() -> None:
         # fresh processes per contestant, also for one rank: what the previous model left in the caching allocator
         # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
         r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check,
-                                  args.tp, args.compile))
+                                  args.tp, args.compile, args.checkpointing))
         results.append(r)
-        lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}, compile {args.compile}: "
+        lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}, compile {args.compile}, "
+                     f"checkpointing {args.checkpointing}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), "
                         f"GPU kernels {r['kernel_ms']} ms, {r['tokens_per_s']} tok/s"))
         if "step_ms_each" in r:

@@ -80,7 +80,10 @@ def make_row(**values: Any) -> dict[str, Any]:
 # steps outside the training engine): no tensor parallelism, no checkpointing, eager blocks. Other phases have none.
 TRAIN_VARIANT_DEFAULTS: dict[str, Any] = {"tensor_parallel": 1, "checkpointing": "none", "compile": "none"}
 # The values a suite ([train] table) and the engine's settings accept for the named training variants, default first.
-TRAIN_VARIANT_CHOICES: dict[str, tuple[str, ...]] = {"checkpointing": ("none", "full"), "compile": ("none", "blocks")}
+# checkpointing: "full" recomputes every block in backward; "every-N" every N-th (torchtitan's selective per-layer
+# option), which trades 1/N of full checkpointing's recomputation for 1/N of its memory saving.
+TRAIN_VARIANT_CHOICES: dict[str, tuple[str, ...]] = {
+    "checkpointing": ("none", "full", "every-2", "every-4", "every-8"), "compile": ("none", "blocks")}
 
 
 def train_variant(column: str, phase: Any, value: Any) -> Any:

@@ -72,7 +72,7 @@ class TrainScenario(Scenario):
     warmup: int = 1
     nproc: int = 1                  # ranks (one GPU each); > 1 shards with FSDP2 through torch's elastic launcher
     grad_accum: int = 1             # micro-batches per optimizer step (batch_sizes are micro-batch sizes)
-    checkpointing: str = "none"     # activation checkpointing per block: none | full
+    checkpointing: str = "none"     # activation checkpointing: none | full | every-2 | every-4 | every-8 (N-th blocks)
     compile: str = "none"           # torch.compile per block (torchtitan's `compile`): none | blocks
     tp: int = 1                     # tensor-parallel degree within the nproc ranks (DTensor; FSDP2 over the rest)
     optimizer: bool = True          # a real step (AdamW, fp32 master weights); false: forward + backward only

@@ -81,6 +81,26 @@ def test_full_checkpointing_recomputes_the_same_step(family):
     torch.testing.assert_close(full.losses, none.losses, rtol=1e-6, atol=0)
 
 
+def test_every_nth_block_checkpointing_recomputes_the_same_step():
+    """every-2 wraps blocks 1, 3, ... (torchtitan's count) and trains like the plain step."""
+    from retnet_bench.suites.training.step import checkpointed_blocks
+
+    assert checkpointed_blocks(8, "every-4") == [3, 7] and checkpointed_blocks(3, "full") == [0, 1, 2]
+    assert checkpointed_blocks(3, "none") == [] and checkpointed_blocks(3, "every-8") == []
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
+    from retnet_bench.suites.training.step import apply_checkpointing
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(4))
+    apply_checkpointing(model, "every-2")
+    assert [isinstance(b, CheckpointWrapper) for b in model.layers] == [False, True, False, True]
+    settings = dataclasses.replace(SETTINGS, steps=2)
+    none, every2 = (run_distributed(1, RECIPES["retnet"], dataclasses.replace(settings, checkpointing=c), "cpu")[0]
+                    for c in ("none", "every-2"))
+    assert none.status == every2.status == "ok", (none.error, every2.error)
+    torch.testing.assert_close(every2.losses, none.losses, rtol=1e-6, atol=0)
+
+
 def test_bf16_compute_with_fp32_master_weights_runs():
     settings = dataclasses.replace(SETTINGS, steps=2)
     fp32 = run_distributed(1, RECIPES["retnet"], settings, "cpu")[0]

@@ -39,7 +39,7 @@ class TrainSettings:
     chunk_size: int = 512  # RetNet chunkwise form (the torch kernel; fla tiles by its own 64)
     steps: int = 10  # timed optimizer steps
     warmup_steps: int = 3  # untimed optimizer steps before them
-    checkpointing: str = "none"  # "none" | "full" (every block recomputed in backward)
+    checkpointing: str = "none"  # "none" | "full" (every block recomputed in backward) | "every-N" (every N-th)
     compile: str = "none"  # "none" | "blocks" (torch.compile per block, after checkpointing, before FSDP2)
     tp: int = 1  # tensor-parallel degree: ranks that split each block's heads and FFN (the rest is data-parallel)
     lr: float = 3e-4
@@ -106,13 +106,21 @@ def synthetic_batch(step: int, settings: TrainSettings, vocab_size: int, world_s
 
 
 # ---------------------------------------------------------------------------------------------------- model set-up
-def apply_checkpointing(model: nn.Module, mode: str) -> None:
-    """Wrap every block in `model.layers` for full activation recomputation (before fully_shard, as torchtitan).
-    Non-reentrant checkpointing; no RNG state kept (no dropout anywhere in these models)."""
+def checkpointed_blocks(n_layers: int, mode: str) -> list[int]:
+    """The blocks whose forward `mode` recomputes in backward: none, all ("full"), or every N-th ("every-N": blocks
+    N-1, 2N-1, ..., torchtitan's count for its selective per-layer option)."""
     if mode == "none":
-        return
-    for i, block in enumerate(model.layers):
-        model.layers[i] = checkpoint_wrapper(block, checkpoint_impl=CheckpointImpl.NO_REENTRANT, preserve_rng_state=False)
+        return []
+    every = 1 if mode == "full" else int(mode.removeprefix("every-"))
+    return [i for i in range(n_layers) if (i + 1) % every == 0]
+
+
+def apply_checkpointing(model: nn.Module, mode: str) -> None:
+    """Wrap the blocks of `model.layers` that `mode` names (checkpointed_blocks) for activation recomputation (before
+    fully_shard, as torchtitan). Non-reentrant checkpointing; no RNG state kept (no dropout in these models)."""
+    for i in checkpointed_blocks(len(model.layers), mode):
+        model.layers[i] = checkpoint_wrapper(model.layers[i], checkpoint_impl=CheckpointImpl.NO_REENTRANT,
+                                             preserve_rng_state=False)
 
 
 def apply_compile(model: nn.Module, mode: str) -> None:
