@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 
 from . import paper_values as pv
-from .load import (GPU_MEMORY_SOURCES, impl_label, ok_rows, with_allocator_gib, with_memory,
-                   without_brief_decode, without_unclaimed_variants)
+from .load import (ENGINE_SETTINGS, GPU_MEMORY_SOURCES, engine_setting_suffix, impl_label, ok_rows,
+                   with_allocator_gib, with_memory, without_brief_decode)
 
 # The paper's model sizes (Table 4, Fig. 6): a claim is judged only on rows at one of these presets on a GPU.
 PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
 MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads (Llama 3, Mistral, Qwen)
 
 GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "tensor_parallel",
-         "phase", "batch_size", "seq_len", "capacity_budget_gb"]
+         *ENGINE_SETTINGS, "phase", "batch_size", "seq_len", "capacity_budget_gb"]
 VALUES = ["tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mem_gb", "mem_alloc_gib", "weights_gb",
           "pct_peak_bw", "n_params"]
 
@@ -39,19 +39,33 @@ MEMORY_MEASURE_WHY = (
 
 def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     """ok rows of one phase with `mem_gb` (device) and `mem_alloc_gib` (allocator), repeated points (several
-    runs) reduced to their median. Variant columns are kept so that callers can filter on them."""
-    rows = with_allocator_gib(with_memory(ok_rows(without_unclaimed_variants(without_brief_decode(df)), phase),
-                                          GPU_MEMORY_SOURCES))
+    runs) reduced to their median. Variant columns are kept so that callers can filter on them; a training step's
+    engine settings (checkpointing, compile) read "none" where unset (`plain` keeps those rows)."""
+    rows = with_allocator_gib(with_memory(ok_rows(without_brief_decode(df), phase), GPU_MEMORY_SOURCES))
     if rows.empty:
         return pd.DataFrame(columns=GROUP + VALUES + ["alloc_retries", "gpu_name", "dtype", "device"])
     rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
                        tensor_parallel=rows["tensor_parallel"].fillna(1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
-                       role=rows["role"].fillna(""))
+                       role=rows["role"].fillna(""), **{c: rows[c].fillna("none") for c in ENGINE_SETTINGS})
     # cudaMalloc retries: the most any repeat had (a point that stalled once ran at the memory limit)
     agg = {c: "median" for c in VALUES} | {"alloc_retries": "max", "gpu_name": "first", "dtype": "first",
                                            "device": "first"}
     return rows.groupby(GROUP, dropna=False, as_index=False).agg(agg)
+
+
+def plain(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `points` without an engine setting: steps that recompute nothing and run eager blocks."""
+    sel = np.ones(len(rows), dtype=bool)
+    for c in ENGINE_SETTINGS:
+        sel &= (rows[c] == "none").to_numpy()
+    return rows[sel]
+
+
+def setting_label(r: pd.Series) -> str:
+    """A `points` row's engine settings in words: "plain", or e.g. "checkpointed every 8th block"."""
+    parts = [engine_setting_suffix(c, r[c]).removeprefix(", ") for c in ENGINE_SETTINGS if r[c] != "none"]
+    return ", ".join(parts) or "plain"
 
 
 def candidates(rows: pd.DataFrame) -> pd.DataFrame:

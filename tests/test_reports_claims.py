@@ -299,6 +299,35 @@ def test_a_training_claim_made_at_the_memory_limit_says_so(tmp_path):
     assert "memory limit" not in calm[("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)].conditions
 
 
+def test_training_throughput_takes_each_side_at_its_fastest_engine_setting(tmp_path):
+    """6.7B on one H200: RetNet's plain step stalls in the allocator, with every 8th block checkpointed it does not
+    and is faster; the Transformer's fastest is its plain step. The strongest framing's throughput compares the two
+    fastest and names both settings; memory and the paper framing compare plain steps."""
+    rows = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, role="candidate",
+                      mem_torch_peak_gb=114.7, alloc_retries=24),
+            train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10700.0, 108.0, role="candidate",
+                      mem_torch_peak_gb=111.4, alloc_retries=1, checkpointing="every-8"),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 108.0, role="baseline",
+                      mem_torch_peak_gb=110.7, alloc_retries=0, n_kv_heads=32),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 10800.0, 104.0, role="baseline",
+                      mem_torch_peak_gb=106.0, alloc_retries=0, n_kv_heads=32, checkpointing="every-8")]
+    claims, _ = _claims(tmp_path, rows)
+    best = claims[("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)]
+    assert best.measured_value == pytest.approx(10700.0 / 11000.0)
+    assert ("each side at its fastest measured engine setting: RetNet checkpointed every 8th block, "
+            "baseline plain") in best.conditions
+    assert "cudaMalloc retries RetNet 1, baseline 0" in best.conditions
+    assert claims[("train_throughput_vs_flash_6.7b", FRAMING_PAPER)].measured_value == pytest.approx(10000 / 11000)
+    memory = claims[("train_memory_vs_flash_6.7b", FRAMING_STRONGEST)]
+    assert memory.measured_value == pytest.approx(110.7 / 114.7) and "engine setting" not in memory.conditions
+    # the faster setting on the baseline side is taken, and named in the baseline column too
+    rows[2]["tokens_per_s"] = 10500.0
+    claims, _ = _claims(tmp_path / "b", rows)
+    best = claims[("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)]
+    assert best.measured_value == pytest.approx(10700.0 / 10800.0)
+    assert best.baseline.endswith(", checkpointed every 8th block")
+
+
 def test_no_impl_name_in_a_report_string_literal():
     """Issue #13: the report layer keeps no list of names; who is who comes from env.json's `contestants`.
     A string literal that is an impl name, or an 'impl (kernel)' label, is a name list in disguise. An arch
