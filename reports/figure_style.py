@@ -136,10 +136,10 @@ def marker(value: float, values: list[float]) -> str:
     return MARKERS[sorted(values).index(value) % len(MARKERS)]
 
 
-def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",)) -> pd.DataFrame:
+def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",), plain: bool = True) -> pd.DataFrame:
     """Rows of one phase with the given statuses, `mem_gb` and a `label` per contestant (training: plain steps only,
-    no tensor-parallel, checkpointed or compiled rows; the Table 4 table lists those)."""
-    df = plain_training(df)
+    no tensor-parallel, checkpointed or compiled rows, unless `plain` is False; the Table 4 table lists those)."""
+    df = plain_training(df) if plain else df
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)
     grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
@@ -191,6 +191,10 @@ def draw_oom(ax, xs, label: str, pal: Palette, text: str = "OOM") -> None:
                     ha="center", color=pal.colour(label))
 
 
+# the legend entry of a tick that marks a contestant's fastest engine setting where it beats the plain bar
+FASTEST_SETTING = "fastest engine setting, where faster than the plain step (Table 4 names it)"
+
+
 def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (impl (kernel))") -> None:
     """One legend for the figure, right of the axes, in the subject-first order; OOM points are explained."""
     handles: dict[str, object] = {}
@@ -198,7 +202,7 @@ def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (im
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     labels = [lab for lab in pal.order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
-                                                                              "measured copy"))])]
+                                                                              "measured copy", FASTEST_SETTING))])]
     extra = [k for k in handles if k not in labels]
     # below the axes: outside the data, and clear of the (wrapped) title whatever its length
     fig.legend([handles[k] for k in labels + extra], labels + extra, loc="outside lower center", fontsize=7,

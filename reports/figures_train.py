@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import paper_values as pv
-from .figure_style import draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette, rows_of
-from .load import training_memory, with_allocator_gib
+from .figure_style import (FASTEST_SETTING, draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette,
+                           rows_of)
+from .load import ENGINE_SETTINGS, training_memory, with_allocator_gib
 
 
 def _skip(reason: str) -> Exception:
@@ -31,7 +32,9 @@ def _size(model: str) -> tuple:
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
-    memory limit (cudaMalloc retries) says how many."""
+    memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a contestant's fastest engine
+    setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, a black
+    tick on the throughput bar marks it."""
     pal = palette(df, envs)
     ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
@@ -42,16 +45,25 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     ok = ok.sort_values("batch_size").drop_duplicates(["model", "label", "seq_len"], keep="last")
     seq = int(min(ok["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
     ok, oom = ok[ok["seq_len"] == seq], oom[oom["seq_len"] == seq]
+    settings = rows_of(df, "train", plain=False)  # every engine setting of the same steps (one GPU group, no TP)
+    settings = settings[(settings["world_size"].fillna(1) == ws) & (settings["seq_len"] == seq)
+                        & (settings["tensor_parallel"].fillna(1) == 1)
+                        & settings[list(ENGINE_SETTINGS)].fillna("none").ne("none").any(axis=1)]
+    plain_value = ok.groupby(["model", "label"])["tokens_per_s"].median()
+    settings = settings.sort_values("tokens_per_s").drop_duplicates(["model", "label"], keep="last")
+    faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get((r.model, r.label), np.inf)
+                                     for r in settings.itertuples()], index=settings.index, dtype=bool)]
     models = sorted(set(ok["model"]) | set(oom["model"]), key=_size)
     labels = pal.order(set(ok["label"]) | set(oom["label"]))
     gpus = "one GPU" if ws == 1 else f"{ws} GPUs"
     fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq} ({gpus}, real AdamW step where the row says "
-                           f"so)", figure_meta(ok, envs), ncols=2,
+                           f"so)", figure_meta(pd.concat([ok, faster]), envs), ncols=2,
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
     for ax, col, ylabel in ((axes[0], *training_memory(ok)),
                             (axes[1], "tokens_per_s", "throughput (tokens/s)")):
-        top = float(ok[col].max()) if ok[col].notna().any() else 1.0
+        drawn = pd.concat([ok[col], faster[col]]) if col == "tokens_per_s" else ok[col]
+        top = float(drawn.max()) if drawn.notna().any() else 1.0
         for i, lab in enumerate(labels):
             xs = np.arange(len(models)) + i * width
             bars = [ok[(ok["model"] == m) & (ok["label"] == lab)] for m in models]  # this contestant's rows per size
@@ -64,11 +76,17 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            label="_oom")
                     ax.text(x, 0.07 * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
                             color=pal.colour(lab))
+                if col != "tokens_per_s" or bar.empty:
+                    continue
+                fastest = faster.loc[(faster["model"] == m) & (faster["label"] == lab), col].max()
+                if pd.notna(fastest):
+                    ax.hlines(fastest, x - width / 2, x + width / 2, colors="black", linewidth=2,
+                              label=FASTEST_SETTING)
                 retries = bar["alloc_retries"].max()
-                if col == "tokens_per_s" and pd.notna(retries) and retries > 0:
+                if pd.notna(retries) and retries > 0:
                     # the step ran at the GPU's memory limit: its time includes allocator stalls
-                    ax.text(x, value, f"{int(retries)} alloc\nretries", ha="center", va="bottom", fontsize=7,
-                            color=pal.colour(lab))
+                    ax.text(x, max(value, fastest if pd.notna(fastest) else value), f"{int(retries)} alloc\nretries",
+                            ha="center", va="bottom", fontsize=7, color=pal.colour(lab))
         ax.set_xticks(np.arange(len(models)) + width * (len(labels) - 1) / 2, models)
         ax.set_xlabel("model size (preset)")
         ax.set_ylabel(ylabel)

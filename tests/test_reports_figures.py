@@ -295,3 +295,22 @@ def test_table4_bars_say_when_a_step_ran_at_the_memory_limit(tmp_path):
     fig = F.build_figures(df, envs)[0]["table4_training_bars"]
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("24 alloc\nretries") == 1 and not any(t.startswith("0 alloc") for t in texts)
+
+
+def test_table4_bars_mark_a_faster_engine_setting_and_no_slower_one(tmp_path):
+    """The bars are plain steps; a contestant whose checkpointed-every-8th-block step beats its plain one (RetNet
+    at 6.7B on one H200) gets a black tick at that step's tokens/s, the one the strongest framing's claim takes;
+    a slower setting (the Transformer's) gets none."""
+    from retnet_bench.reports.figure_style import FASTEST_SETTING
+
+    rows = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10000.0, 111.0, alloc_retries=24),
+            train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10700.0, 111.0, checkpointing="every-8"),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 138.0),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 10800.0, 135.0, checkpointing="every-8")]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    fig = F.build_figures(df, envs)[0]["table4_training_bars"]
+    ticks = [c for ax in fig.axes for c in ax.collections if c.get_label() == FASTEST_SETTING]
+    assert len(ticks) == 1 and ticks[0].get_segments()[0][0][1] == pytest.approx(10700.0)
+    assert sorted(round(p.get_height()) for p in fig.axes[1].patches) == [10000, 11000]  # the plain bars
+    retries = [t for t in fig.axes[1].texts if t.get_text() == "24 alloc\nretries"]
+    assert retries[0].get_position()[1] == pytest.approx(10700.0)  # above the tick, not through it
