@@ -381,3 +381,19 @@ def test_roster_merges_tables_later_runs_win_and_old_runs_fall_back(tmp_path):
     assert len(paper_decode) and (paper_decode["verdict"] == "not measured").all()
     strongest = claims[(claims["framing"] == FRAMING_STRONGEST) & (claims["metric"] == "throughput")]
     assert strongest["verdict"].iloc[0] != "not measured"
+
+
+def test_the_verdict_summary_gives_training_one_line_at_the_largest_size_judged(tmp_path):
+    """The report's summary leads with the decode claims and gives the paper's other half, training, one line:
+    throughput against Transformer+FlashAttention at the largest size judged (6.7b here, not 1.3b)."""
+    from retnet_bench.reports.report import SUMMARY_LINES, summary_frame
+
+    rows = known_ratio_rows() + [
+        train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10700.0, 111.0, role="candidate"),
+        train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11000.0, 108.0, role="baseline", n_kv_heads=32)]
+    claims, table = _claims(tmp_path, rows)
+    summary = summary_frame(table)
+    train = summary[summary["claim"].str.startswith("training")]
+    assert len(summary) == SUMMARY_LINES and len(train) == 1
+    assert "Transformer+FlashAttention (6.7b" in train["claim"].iloc[0]
+    assert summary["claim"].iloc[0].startswith("8.4x")  # decode first
