@@ -121,6 +121,10 @@ def run(
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Training ranks (one GPU each; FSDP2 when > 1)"),
     tp: Optional[int] = typer.Option(None, "--tp", help="Tensor-parallel degree within the --nproc ranks "
                                      "(heads and FFN split per block; FSDP2 over the rest)"),
+    checkpointing: Optional[str] = typer.Option(None, "--checkpointing", help="Training: activation checkpointing, "
+                                                "none | full | every-2 | every-4 | every-8 (every N-th block)"),
+    compile_blocks: Optional[str] = typer.Option(None, "--compile", help="Training: torch.compile per block, "
+                                                 "none | blocks"),
     no_nvml: bool = typer.Option(False, "--no-nvml", help="Do not sample NVML during points"),
     no_graph: bool = typer.Option(False, "--no-graph", help="Do not capture CUDA graphs"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report and print claims at the end"),
@@ -139,10 +143,15 @@ def run(
     if resume and len(names) > 1:
         raise ValueError("--resume needs an explicit suite name")
     impls = _names(impl)
+    training = dict(nproc=nproc, tp=tp, checkpointing=checkpointing, compile=compile_blocks)
+    given = [f"--{k}" for k, v in training.items() if v is not None]
+    suites = [load_suite(name) for name in names]
+    if given and not any("train" in s.scenarios for s in suites):  # else the flag would be silently ignored
+        raise ValueError(f"{', '.join(given)}: training only, and suite {' / '.join(names)} has no [train] scenario")
     run_dirs = []
-    for name in names:
-        s = with_overrides(load_suite(name), models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
-                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), nproc=nproc, tp=tp)
+    for name, loaded in zip(names, suites):
+        s = with_overrides(loaded, models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
+                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), **training)
         if impls is not None:
             s = _filter_impls(s, impls)
         opts = RunOptions(device=dev, out_root=out, run_id=run_id if len(names) == 1 else None, resume=resume,

@@ -39,11 +39,6 @@ ALL=$(seq -s, 0 $((NGPU - 1)))
 TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
   tests/test_peers.py tests/test_retnet_torchscale.py"
-# a training suite like table4 for some models with one [train] key set (a suite file: the CLI has no such flag)
-variant_suite() { local models=$1 key=$2 value=$3
-  sed -e "s/^models = .*/models = [$models]/" -e "s/^steps = \(.*\)\$/steps = \1\n$key = \"$value\"/" \
-    suites/definitions/table4.toml > "$W/table4-$key.toml"; echo "$W/table4-$key.toml"; }
-ckpt_suite() { variant_suite "\"$1\"" checkpointing full; }
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 case "$1" in
 single)  # two GPUs, one lane each
@@ -80,8 +75,8 @@ multi)  # all GPUs: NCCL test, table4 over all ranks and over 2, then one lane p
   OUT="$W/profile-x$NGPU" timeout 240 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc $NGPU \
     --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x$NGPU/log" 2>&1; echo "== profile x$NGPU rc=$?"
   if oom_in table4-x$NGPU 13b; then
-    bench $ALL table4-x$NGPU-13b-ckpt "$(ckpt_suite 13b)" --nproc $NGPU --impl retnet-chunkwise,transformer \
-      --kernel fla,sdpa-cudnn; fi
+    bench $ALL table4-x$NGPU-13b-ckpt table4 --model 13b --checkpointing full --nproc $NGPU \
+      --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; fi
   ( bench 0,1 table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ) &
   ( bench 2 table4-long table4-long --kernel fla,sdpa-cudnn ) &
   ( bench 3 long-16k-64k long --seq 16384,65536 --kernel sdpa-cudnn ) &
@@ -148,7 +143,8 @@ gap67b)  # one GPU alone, after gap67: the census's check against the allocator 
   # 6.7B with full activation checkpointing on both sides (no memory pressure), the Transformer's profile alone
   mkdir -p "$W/census"; OUT="$W/census" timeout 200 python3 scripts/profile_train_memory.py --preset 6.7b --seq 8192 \
     --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$? at $((SECONDS - T0))s"
-  bench 0 table4-6.7b-ckpt "$(ckpt_suite 6.7b)" --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-6.7b-ckpt table4 --model 6.7b --checkpointing full --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family transformer:sdpa-cudnn retnet:fla > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
@@ -180,7 +176,7 @@ expandable)  # one GPU alone: the 6.7B and 1.3B steps with the caching allocator
 compile)  # one GPU alone: table4 with torch.compile per block (torchtitan's `compile`) at 1.3B and 6.7B, then the
   # plain steps of the same machine beside them, then the training engine's GPU tests
   export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
-  bench 0 table4-compiled "$(variant_suite '"1.3b", "6.7b"' compile blocks)" --impl retnet-chunkwise,transformer \
+  bench 0 table4-compiled table4 --model 1.3b,6.7b --compile blocks --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
   bench 0 table4-plain table4 --model 1.3b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   rm -rf "$W/inductor" ;;
@@ -195,15 +191,15 @@ ckptpart-a)  # one GPU alone: 6.7B with every N-th block checkpointed (torchtita
   # sides on one lease, plain first; the first half of FlashAttention-4's install travels beside this call
   bench 0 table4-6.7b-plain table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   for v in every-8 every-4 full; do
-    bench 0 table4-6.7b-$v "$(variant_suite '"6.7b"' checkpointing $v)" --impl retnet-chunkwise,transformer \
+    bench 0 table4-6.7b-$v table4 --model 6.7b --checkpointing $v --impl retnet-chunkwise,transformer \
       --kernel fla,sdpa-cudnn; done ;;
 ckptpart-b)  # the same machine right after, FlashAttention-4 installed: its 6.7B rows plain and every-8, both sides
   # again (a second sample), then RetNet's every-8 step profiled (are the allocator's retries and idle gaps gone?)
   python3 -c "from flash_attn.cute import flash_attn_func" || echo "flash-attn-4 not importable: its rows say so"
   bench 0 table4-6.7b-fa4 table4 --model 6.7b --impl transformer --kernel flash-attn-4
-  bench 0 table4-6.7b-fa4-every-8 "$(variant_suite '"6.7b"' checkpointing every-8)" --impl transformer \
+  bench 0 table4-6.7b-fa4-every-8 table4 --model 6.7b --checkpointing every-8 --impl transformer \
     --kernel flash-attn-4
-  bench 0 table4-6.7b-every-8-again "$(variant_suite '"6.7b"' checkpointing every-8)" --impl retnet-chunkwise \
+  bench 0 table4-6.7b-every-8-again table4 --model 6.7b --checkpointing every-8 --impl retnet-chunkwise \
     --kernel fla
   bench 0 table4-6.7b-plain-again table4 --model 6.7b --impl retnet-chunkwise --kernel fla
   mkdir -p "$W/profile-6.7b-every-8"; OUT="$W/profile-6.7b-every-8" timeout $(( $(left) - 5 )) python3 \

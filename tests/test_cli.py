@@ -65,6 +65,9 @@ def test_default_cpu_job_runs_smoke_writes_report_and_claims(tmp_path):
     (["run", "smoke", "--device", "cpu", "--nproc", "0"], "--nproc must be >= 1"),
     (["run", "smoke", "--device", "cpu", "--nproc", "3", "--tp", "2"], "tp=2 must divide nproc=3"),
     (["run", "smoke", "--device", "cpu", "--tp", "0"], "tp must be a positive integer"),
+    (["run", "smoke", "--device", "cpu", "--checkpointing", "half"], "checkpointing must be 'none' or 'full'"),
+    (["run", "smoke", "--device", "cpu", "--compile", "all"], "compile must be 'none' or 'blocks'"),
+    (["run", "kernels", "--device", "cpu", "--checkpointing", "full"], "--checkpointing: training only"),
     (["run", "smoke", "--device", "cpu", "--impl", "attention,static", "--kernel", "triton-x"], "unknown kernel"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
@@ -182,3 +185,15 @@ def test_smoke_training_with_tensor_parallelism_on_two_cpu_ranks(tmp_path):
         ("retnet-chunkwise", 2, 2, "ok"), ("transformer", 2, 2, "ok")}
     for r in rows:
         assert "FSDP2 x1, tensor parallel x2" in r["notes"] and r["checkpointing"] == "none"
+
+
+def test_training_settings_from_the_command_line(tmp_path):
+    """`--checkpointing every-2 --compile none` set the [train] keys without a suite file; the rows carry them."""
+    import json
+
+    res = _run("run", "smoke", "--device", "cpu", "--checkpointing", "every-2", "--compile", "none", "--out",
+               str(tmp_path), "--run-id", "ck", "--no-report", "--impl", "retnet-chunkwise", "--model", "tiny")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "ck" / "rows.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["phase"] == "train"]
+    assert train and all(r["checkpointing"] == "every-2" and r["status"] == "ok" for r in train)
