@@ -13,13 +13,13 @@ Framings (decode claims; training claims use 1 and 2, see `TRAIN_BASELINE_KERNEL
   3. "equal memory": capacity rows; each model at the largest batch that fits the same memory budget, the
      baseline being the flavour with the highest tokens/s there. Memory is equal by construction, so memory
      claims are "not measured" in this framing.
-  Training throughput in framing 2 compares each side at its fastest measured engine setting (plain,
-  checkpointed fully or every N-th block, compiled blocks: a side at the GPU's memory limit may run faster with
-  some recomputation), the settings named in `conditions`; framing 1 and the memory claims compare plain steps
-  (the paper stated no recomputation, and recomputation trades memory for time by design).
   4. "modern baseline": RetNet against the best grouped-query Transformer with 8 KV heads (role baseline,
      n_kv_heads 8, the 6.7B preset; best = highest tokens/s at the point), at equal batch (4a) and at the equal
      memory budget from capacity rows (4b). The baseline column states every baseline's KV-head count.
+Training throughput in framing 2 compares each side at its fastest measured engine setting (plain,
+checkpointed fully or every N-th block, compiled blocks: a side at the GPU's memory limit may run faster with
+some recomputation), the settings named in `conditions`; framing 1 and the memory claims compare plain steps
+(the paper stated no recomputation, and recomputation trades memory for time by design).
 
 Point choice: the paper's point (6.7b, 8192 tokens, batch 8) when measured; otherwise the closest measured point
 (largest model, length nearest 8192, batch nearest 8), with `matches_paper` False and the difference named in

@@ -18,6 +18,8 @@
 #   bash scripts/device_reference.sh compileprof  # 1 GPU alone: the 1.3B step profiled compiled and plain
 #   bash scripts/device_reference.sh ckptpart-a   # 1 GPU alone: 6.7B plain, every-8/-4 blocks and fully checkpointed;
 #   source .fa4b/install.sh && bash scripts/device_reference.sh ckptpart-b   # then FA4's 6.7B rows, repeats, profile
+#   bash scripts/device_reference.sh verdict-a    # 1 GPU alone: table4 1.3B/2.7B (fla, cuDNN) with 3 + 10 steps;
+#   source .fa4b/install.sh && bash scripts/device_reference.sh verdict-b    # then FA4's rows and every GPU test
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -205,5 +207,16 @@ ckptpart-b)  # the same machine right after, FlashAttention-4 installed: its 6.7
   mkdir -p "$W/profile-6.7b-every-8"; OUT="$W/profile-6.7b-every-8" timeout $(( $(left) - 5 )) python3 \
     scripts/profile_train_step.py --preset 6.7b --seq 8192 --steps 3 --host --checkpointing every-8 \
     --family retnet:fla > "$W/profile-6.7b-every-8/log" 2>&1; echo "== profile 6.7b every-8 rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof|ckptpart-a|ckptpart-b"; exit 2 ;;
+verdict-a)  # one GPU alone: table4 at 1.3B and 2.7B with 3 + 10 steps (the one-GPU verdict rows of session 5 had
+  # 1 + 3), fla and SDPA cuDNN; the first half of FlashAttention-4's install travels beside this call
+  bench 0 table4-1gpu-steps10 table4 --model 1.3b,2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+verdict-b)  # the same machine right after, FlashAttention-4 installed: its rows at 1.3B and 2.7B, then every GPU test
+  python3 -c "from flash_attn.cute import flash_attn_func" || echo "flash-attn-4 not importable: its rows say so"
+  bench 0 table4-1gpu-steps10-fa4 table4 --model 1.3b,2.7b --impl transformer --kernel flash-attn-4
+  timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 240 -rfE --durations=10 \
+    --deselect tests/test_retnet_step_fused.py::test_bf16_state_drift_over_1000_steps $TESTS tests/test_rotation.py \
+    tests/test_gate.py tests/test_compile_gpu.py tests/test_tensor_parallel_gpu.py tests/test_training_saved.py \
+    tests/test_baselines_hf.py > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
+*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b"; exit 2 ;;
 esac
