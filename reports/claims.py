@@ -69,7 +69,8 @@ PAPER_TRAIN_GPUS = 8
 
 CLAIM_COLUMNS = ["claim", "framing", "paper_value", "measured_value", "conditions", "baseline",
                  "baseline_pct_roofline", "verdict", "source", "claim_id", "kind", "metric", "matches_paper",
-                 "memory_measure", "memory_allocator_x", "memory_device_x"]
+                 "memory_measure", "memory_allocator_x", "memory_device_x", "band_low", "band_high",
+                 "verdict_within_band"]
 _DECODE_PAPER = {"model": pv.PAPER_DECODE_MODEL, "seq_len": pv.PAPER_DECODE_SEQ_LEN,
                  "batch_size": pv.PAPER_DECODE_BATCH}
 
@@ -92,18 +93,25 @@ def verdict(kind: str, paper: float, measured: float | None) -> str:
 
 def _row(claim: pv.Claim, framing: str, measured: float = float("nan"), conditions: str = "",
          baseline: str = "", pct: float = float("nan"), matches: bool = False, memory: tuple | None = None,
-         not_applicable: str = "") -> dict:
-    """One claims-table row. `not_applicable` (a reason) replaces the verdict and hides the value."""
+         not_applicable: str = "", band: tuple[float, float] = (float("nan"), float("nan"))) -> dict:
+    """One claims-table row. `not_applicable` (a reason) replaces the verdict and hides the value. `band`: the
+    measured ratio at the ends of both sides' p10-p90 step times (claims_select.step_band);
+    `verdict_within_band` is True where the verdict differs somewhere in it (a boundary inside the spread)."""
     measure, alloc_x, device_x = (memory[1], memory[3], memory[2]) if memory else ("", float("nan"), float("nan"))
     if not_applicable:
         measured, alloc_x, device_x = float("nan"), float("nan"), float("nan")
+        band = (float("nan"), float("nan"))
         conditions = not_applicable + (f" ({conditions})" if conditions else "")
+    judged = verdict(claim.kind, claim.value, measured)
+    crosses = all(math.isfinite(x) for x in band) and any(
+        verdict(claim.kind, claim.value, x) != judged for x in band)
     return {"claim": claim.text, "framing": framing, "paper_value": claim.value, "measured_value": measured,
             "conditions": conditions, "baseline": baseline, "baseline_pct_roofline": pct,
-            "verdict": "not applicable" if not_applicable else verdict(claim.kind, claim.value, measured),
+            "verdict": "not applicable" if not_applicable else judged,
             "source": claim.source, "claim_id": claim.claim_id, "kind": claim.kind, "metric": claim.metric,
             "matches_paper": matches and not not_applicable, "memory_measure": measure,
-            "memory_allocator_x": alloc_x, "memory_device_x": device_x}
+            "memory_allocator_x": alloc_x, "memory_device_x": device_x, "band_low": band[0], "band_high": band[1],
+            "verdict_within_band": crosses}
 
 
 def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tuple[str, bool]:
@@ -131,8 +139,9 @@ def _pair_claims(claim: pv.Claim, framing: str, r: pd.Series, b: pd.Series, cond
         mem = cs.memory_ratios(r, b)
         return _row(claim, framing, mem[0], f"{cond}; {cs.memory_text(r, b)}", cs.baseline_label(b),
                     b["pct_peak_bw"], matches, mem, na)
-    return _row(claim, framing, cs.ratio(claim.metric, r, b), cond, cs.baseline_label(b), b["pct_peak_bw"],
-                matches, not_applicable=na)
+    value = cs.ratio(claim.metric, r, b)
+    return _row(claim, framing, value, cond, cs.baseline_label(b), b["pct_peak_bw"], matches, not_applicable=na,
+                band=cs.step_band(value, r, b))
 
 
 def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: str,
@@ -324,8 +333,9 @@ def _train_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
             else:
                 setting = cs.setting_label(b)
                 label = cs.baseline_label(b) + ("" if setting == "plain" else f", {setting}")
-                out.append(_row(c, framing, cs.ratio(c.metric, r, b), cond, label, float("nan"), matches,
-                                not_applicable=na))
+                value = cs.ratio(c.metric, r, b)
+                out.append(_row(c, framing, value, cond, label, float("nan"), matches, not_applicable=na,
+                                band=cs.step_band(value, r, b)))
         out.append(_row(c, FRAMING_CAPACITY, conditions="equal-memory framing is defined for decode only"))
     return out
 

@@ -20,7 +20,7 @@ MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads
 GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "tensor_parallel",
          *ENGINE_SETTINGS, "phase", "batch_size", "seq_len", "capacity_budget_gb"]
 VALUES = ["tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mem_gb", "mem_alloc_gib", "weights_gb",
-          "pct_peak_bw", "n_params"]
+          "pct_peak_bw", "n_params", "ms_median", "ms_p10", "ms_p90"]
 
 # Two memory measures, both reported by every memory claim:
 #   device memory (NVML peak minus the idle baseline, else torch's reserved peak), in GB: what the process holds,
@@ -152,6 +152,18 @@ def ratio(metric: str, cand: pd.Series, base: pd.Series) -> float:
     if metric == "throughput":
         return _fold(cand["tokens_per_s"], base["tokens_per_s"])
     return _fold(base["ms_per_token"], cand["ms_per_token"])
+
+
+def step_band(value: float, cand: pd.Series, base: pd.Series) -> tuple[float, float]:
+    """A speed ratio `value` (throughput or latency, larger favours RetNet) with each side's step time moved to the
+    ends of its p10-p90 range: (RetNet at its p90 and the baseline at its p10, RetNet at its p10 and the baseline
+    at its p90). Not a confidence interval: how far the steps of one run spread. NaN where a side has no spread."""
+    try:
+        low = value * (cand["ms_median"] / cand["ms_p90"]) * (base["ms_p10"] / base["ms_median"])
+        high = value * (cand["ms_median"] / cand["ms_p10"]) * (base["ms_p90"] / base["ms_median"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        return float("nan"), float("nan")
+    return (float(low), float(high)) if math.isfinite(low) and math.isfinite(high) else (float("nan"), float("nan"))
 
 
 def memory_ratios(cand: pd.Series, base: pd.Series) -> tuple[float, str, float, float]:

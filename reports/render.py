@@ -24,7 +24,9 @@ VERDICT_RULE = (
     f"Overhead claim (RetNet GB / weights GB - 1): holds if <= paper + {UPPER_SLACK}, partly if <= {UPPER_PARTLY}. "
     "A missing measurement is 'not measured'; rows not under the paper's conditions (a CUDA GPU and a paper-size "
     "model) are 'not applicable' and get no verdict. Memory claims: the verdict uses the allocator peak (what the "
-    "paper reported); the device-memory ratio (what limits a batch) is shown beside it."
+    "paper reported); the device-memory ratio (what limits a batch) is shown beside it. Where a speed ratio's "
+    "verdict would change with either side's step time anywhere in its p10-p90 range, the measured value shows that "
+    "range: the verdict lies within the run's own spread."
 )
 
 
@@ -47,6 +49,9 @@ def _claim_value(row: pd.Series, col: str) -> str:
         used = "allocated" if row.get("memory_measure") == MEASURE_ALLOCATOR else "device"
         tail = f"; device {other:.2f}x" if isinstance(other, float) and not math.isnan(other) else ""
         return f"{v:.2f}x ({used}{tail})"
+    if col == "measured_value" and row.get("kind") == "fold" and row.get("verdict_within_band") is True:
+        # a verdict boundary lies inside the steps' own spread: show how far the ratio moves
+        return f"{v:.2f}x (p10-p90 steps: {row['band_low']:.2f}-{row['band_high']:.2f}x)"
     if col in ("paper_value", "measured_value") and row.get("kind") == "fold" and isinstance(v, float) \
             and not math.isnan(v):
         return f"{v:.2f}x"

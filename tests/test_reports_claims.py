@@ -397,3 +397,32 @@ def test_the_verdict_summary_gives_training_one_line_at_the_largest_size_judged(
     assert len(summary) == SUMMARY_LINES and len(train) == 1
     assert "Transformer+FlashAttention (6.7b" in train["claim"].iloc[0]
     assert summary["claim"].iloc[0].startswith("8.4x")  # decode first
+
+
+def test_a_verdict_inside_the_steps_own_spread_shows_the_band(tmp_path):
+    """RetNet at 0.99x of the Transformer's step: "does not hold" (a claim holds only where RetNet is faster). With
+    each side's step time moved across a +-1% p10-p90 range the ratio spans 0.97-1.01x, so the boundary lies inside
+    the run's own spread, and the claim shows that range. A tight spread (0.1%) keeps the plain value."""
+    from retnet_bench.reports.render import claims_display_frame
+
+    def rows(spread: float) -> list[dict]:
+        out = []
+        for impl, kernel, tps, role in (("retnet-chunkwise", "fla", 11000.0, "candidate"),
+                                        ("transformer", "flash-attn", 11109.0, "baseline")):
+            ms = 8192 * 1000.0 / tps
+            out.append(train_row("6.7b", impl, kernel, 1, 8192, tps, 110.0, role=role, n_kv_heads=32,
+                                 ms_p10=ms * (1 - spread), ms_p90=ms * (1 + spread)))
+        return out
+
+    key = ("train_throughput_vs_flash_6.7b", FRAMING_STRONGEST)
+    wide, table = _claims(tmp_path / "a", rows(0.01))
+    row = wide[key]
+    ratio = 11000.0 / 11109.0
+    assert row.band_low == pytest.approx(ratio * 0.99 / 1.01) and row.band_high == pytest.approx(ratio * 1.01 / 0.99)
+    assert row.verdict == "does not hold" and row.verdict_within_band
+    shown = claims_display_frame(table[(table["claim_id"] == key[0]) & (table["framing"] == key[1])])
+    assert shown["measured"].iloc[0] == "0.99x (p10-p90 steps: 0.97-1.01x)"
+    tight, table = _claims(tmp_path / "b", rows(0.001))
+    assert not tight[key].verdict_within_band
+    shown = claims_display_frame(table[(table["claim_id"] == key[0]) & (table["framing"] == key[1])])
+    assert shown["measured"].iloc[0] == "0.99x"
