@@ -255,7 +255,10 @@ def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
 
 
 def with_memory(df: pd.DataFrame, sources: tuple[str, ...] = ANY_MEMORY_SOURCES) -> pd.DataFrame:
-    """Add `mem_gb` (first non-null of `sources`, per row) and `mem_source` (which column it came from)."""
+    """Add `mem_gb` (first non-null of `sources`, per row) and `mem_source` (which column it came from). NVML is
+    sampled (a training rank reads it between steps), so it can miss the peak: a step that hit the memory limit has
+    emptied the allocator's cache by the time of the sample (6.7B RetNet on one H200: NVML 111.6 GB over idle, torch
+    reserved 138.2). The process held at least its reserved peak, so that is taken where it is larger."""
     df = df.copy()
     mem = pd.Series(np.nan, index=df.index, dtype=float)
     src = pd.Series(None, index=df.index, dtype=object)
@@ -263,6 +266,10 @@ def with_memory(df: pd.DataFrame, sources: tuple[str, ...] = ANY_MEMORY_SOURCES)
         take = mem.isna() & df[col].notna()
         mem[take] = df.loc[take, col]
         src[take] = col
+    reserved = "mem_torch_reserved_gb"
+    if reserved in sources and reserved in df:
+        missed = (src == "mem_nvml_delta_gb") & (df[reserved] > mem)
+        mem[missed], src[missed] = df.loc[missed, reserved], reserved
     df["mem_gb"], df["mem_source"] = mem, src
     return df
 

@@ -177,6 +177,22 @@ def test_torch_reserved_is_the_fallback(tmp_path):
     assert claims[("train_memory_vs_vanilla_1.3b", FRAMING_PAPER)].measured_value == pytest.approx(2.5)
 
 
+def test_device_memory_is_at_least_the_reserved_peak_when_nvml_missed_it(tmp_path):
+    """A rank reads NVML between steps; a 6.7B RetNet step at the memory limit has emptied the allocator's cache by
+    then (NVML 111.6 GB over idle, torch reserved peak 138.2). Device memory takes the larger: the process held it."""
+    from retnet_bench.reports.claims_select import points
+
+    rows = [train_row("6.7b", "retnet-chunkwise", "fla", 1, 8192, 10039.0, 111.6, mem_torch_reserved_gb=138.2,
+                      mem_torch_peak_gb=114.7, alloc_retries=24, role="candidate"),
+            train_row("6.7b", "transformer", "flash-attn", 1, 8192, 11109.0, 138.1, mem_torch_reserved_gb=138.0,
+                      mem_torch_peak_gb=110.7, role="baseline", n_kv_heads=32)]
+    df, _ = load_runs([write_run(tmp_path, rows)])
+    mem = points(df, "train").set_index("impl")["mem_gb"]
+    assert mem["retnet-chunkwise"] == pytest.approx(138.2) and mem["transformer"] == pytest.approx(138.1)
+    claims, _ = _claims(tmp_path / "b", rows)
+    assert claims[("train_memory_vs_flash_6.7b", FRAMING_STRONGEST)].memory_device_x == pytest.approx(138.1 / 138.2)
+
+
 def test_load_runs_errors_are_one_line(tmp_path):
     with pytest.raises(ReportInputError) as e:
         load_runs([tmp_path / "nope"])
