@@ -235,21 +235,22 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
                      for n, v in top], host_ops=host_ops)
 
 
-def _rank_entry(rank: int, world: int, spec: tuple, out_dir: str) -> None:
-    """One spawned rank: its process-group environment, its profile, written to out_dir/rank<r>.json."""
+def _rank_entry(rank: int, world: int, spec: dict, cpu: bool, out_dir: str) -> None:
+    """One spawned rank: its process-group environment, its profile (`spec`: profile_one's keyword arguments but
+    the device and ranks), written to out_dir/rank<r>.json."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-    family, kernel, preset, seq, steps, host, cpu, tp, compile, checkpointing = spec
     device = torch.device("cpu") if cpu else torch.device("cuda", rank)
     if not cpu:
         torch.cuda.set_device(device)
     try:
-        r = profile_one(family, kernel, preset, seq, steps, device, host, rank, world, tp, compile, checkpointing)
+        r = profile_one(**spec, device=device, rank=rank, world=world)
     except Exception as e:  # noqa: BLE001 - reported by the parent
-        r = dict(family=family, kernel=kernel, rank=rank, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        r = dict(family=spec["family"], kernel=spec["kernel"], rank=rank,
+                 error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(r))
 
 
-def _spawned(world: int, spec: tuple) -> dict:
+def _spawned(world: int, spec: dict, cpu: bool) -> dict:
     """Run one profile on `world` fresh processes (torch.multiprocessing; also for world 1); rank 0's result, with
     every rank's overlap when world > 1."""
     import socket
@@ -262,7 +263,7 @@ def _spawned(world: int, spec: tuple) -> dict:
         port = sk.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_rank_entry, args=(world, spec, tmp), nprocs=world, join=True)
+        mp.spawn(_rank_entry, args=(world, spec, cpu, tmp), nprocs=world, join=True)
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
     first = next((r for r in ranks if "error" in r), ranks[0])
     if world == 1:
@@ -297,8 +298,9 @@ def main() -> None:
         family, kernel = spec.split(":")
         # fresh processes per contestant, also for one rank: what the previous model left in the caching allocator
         # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
-        r = _spawned(args.nproc, (family, kernel, args.preset, args.seq, args.steps, args.host, args.cpu_check,
-                                  args.tp, args.compile, args.checkpointing))
+        r = _spawned(args.nproc, dict(family=family, kernel=kernel, preset=args.preset, seq=args.seq,
+                                      steps=args.steps, host=args.host, tp=args.tp, compile=args.compile,
+                                      checkpointing=args.checkpointing), args.cpu_check)
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}, compile {args.compile}, "
                      f"checkpointing {args.checkpointing}: "
