@@ -295,14 +295,14 @@ def _train_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
     every_setting = cs.points(df, "train")
     plain = cs.plain(every_setting)
     paper = {"seq_len": pv.PAPER_TRAIN_SEQ_LEN, "batch_size": 1e9}  # largest common batch
+    pipeline = roster.paper_pipeline("train")  # the paper's own training code, where measured
     out = []
     for c in pv.TRAIN_CLAIMS:
+        kernels = TRAIN_BASELINE_KERNELS[c.baseline]
         for framing in (FRAMING_PAPER, FRAMING_STRONGEST):
             tr = every_setting if framing == FRAMING_STRONGEST and c.metric != "memory" else plain
             here = tr[tr["model"] == c.model]
             retnet, transformers = cs.candidates(here), cs.baselines(here)
-            kernels = TRAIN_BASELINE_KERNELS[c.baseline]
-            pipeline = roster.paper_pipeline("train")  # the paper's own training code, where measured
             base = transformers
             if framing == FRAMING_PAPER:
                 base = transformers[transformers["kernel"].isin(kernels)]

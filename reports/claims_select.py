@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import paper_values as pv
 from .load import (ENGINE_SETTINGS, GPU_MEMORY_SOURCES, engine_setting_suffix, impl_label, ok_rows,
-                   with_allocator_gib, with_memory, without_brief_decode)
+                   with_allocator_gib, with_engine_setting, with_memory, without_brief_decode)
 
 # The paper's model sizes (Table 4, Fig. 6): a claim is judged only on rows at one of these presets on a GPU.
 PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
@@ -56,10 +56,7 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
 
 def plain(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of `points` without an engine setting: steps that recompute nothing and run eager blocks."""
-    sel = np.ones(len(rows), dtype=bool)
-    for c in ENGINE_SETTINGS:
-        sel &= (rows[c] == "none").to_numpy()
-    return rows[sel]
+    return rows[~with_engine_setting(rows)]
 
 
 def setting_label(r: pd.Series) -> str:

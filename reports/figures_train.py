@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from . import paper_values as pv
 from .figure_style import (FASTEST_SETTING, draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette,
                            rows_of)
-from .load import ENGINE_SETTINGS, training_memory, with_allocator_gib
+from .load import training_memory, with_allocator_gib, with_engine_setting
 
 
 def _skip(reason: str) -> Exception:
@@ -48,7 +48,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     settings = rows_of(df, "train", plain=False)  # every engine setting of the same steps (one GPU group, no TP)
     settings = settings[(settings["world_size"].fillna(1) == ws) & (settings["seq_len"] == seq)
                         & (settings["tensor_parallel"].fillna(1) == 1)
-                        & settings[list(ENGINE_SETTINGS)].fillna("none").ne("none").any(axis=1)]
+                        & with_engine_setting(settings)]
     plain_value = ok.groupby(["model", "label"])["tokens_per_s"].median()
     settings = settings.sort_values("tokens_per_s").drop_duplicates(["model", "label"], keep="last")
     faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get((r.model, r.label), np.inf)

@@ -241,6 +241,14 @@ def _engine_setting_set(df: pd.DataFrame, column: str) -> pd.Series:
     return (df["phase"] == "train") & df[column].notna() & (df[column] != "none")
 
 
+def with_engine_setting(df: pd.DataFrame) -> pd.Series:
+    """Training rows that carry any engine setting (ENGINE_SETTINGS): another measurement than the plain step."""
+    out = pd.Series(False, index=df.index)
+    for column in ENGINE_SETTINGS:
+        out |= _engine_setting_set(df, column)
+    return out
+
+
 def plain_training(df: pd.DataFrame) -> pd.DataFrame:
     """`df` without training rows that carry a variant (see `training_variant`): what the figures draw."""
     return df[training_variant(df) == ""]
