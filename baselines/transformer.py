@@ -21,6 +21,7 @@ from torch import nn
 
 from retnet.kernels.add_norm import add_norm
 from retnet.kernels.rotation import rotate
+from retnet.kernels.skinny_linear import project, resolve_decode_gemm
 
 from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
@@ -39,10 +40,10 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.d_model, cfg.d_model + 2 * cfg.kv_dim, bias=False, **factory)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False, **factory)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor, gemm: str = "torch") -> torch.Tensor:
         """Projected q|k|v as one (B, T, H + 2 Hkv, D) tensor."""
         b, t, _ = x.shape
-        return self.wqkv(x).view(b, t, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+        return project(x, self.wqkv, gemm).view(b, t, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, T, H, D), k and v (B, T, Hkv, D)."""
@@ -64,11 +65,12 @@ class Attention(nn.Module):
         return self.wo(y.reshape(b, t, -1)), k_raw, k, v  # H * D = d unless the heads are sharded (tensor parallel)
 
     def step(self, x: torch.Tensor, cache: StaticKVCache, i: int, cos: torch.Tensor, sin_signed: torch.Tensor,
-             mask: torch.Tensor | None, seqlens: torch.Tensor | None) -> torch.Tensor:
-        """One token per sequence. x (B, 1, d); cos/sin_signed (1, 1, 1, D) for position cache.pos."""
+             mask: torch.Tensor | None, seqlens: torch.Tensor | None, gemm: str = "torch") -> torch.Tensor:
+        """One token per sequence. x (B, 1, d); cos/sin_signed (1, 1, 1, D) for position cache.pos; gemm: the
+        projections' kernel (`retnet.kernels.skinny_linear.project`)."""
         b, _, d = x.shape
         h, hkv = self.n_heads, self.n_kv_heads
-        qkv = self._heads(x)  # (B, 1, H + 2 Hkv, D)
+        qkv = self._heads(x, gemm)  # (B, 1, H + 2 Hkv, D)
         qk = apply_rotary_rolled(qkv[:, :, :h + hkv], cos, sin_signed)  # q and k rotated together
         q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + hkv:]  # (B, 1, H, D), 2 x (B, 1, Hkv, D)
         k_cache, v_cache = cache.layer(i)
@@ -82,7 +84,7 @@ class Attention(nn.Module):
             k_cache.index_copy_(2, cache.pos, k.transpose(1, 2))  # (B, Hkv, S, D) at slot pos
             v_cache.index_copy_(2, cache.pos, v.transpose(1, 2))
             y = decode_attention_sdpa(q.transpose(1, 2), k_cache, v_cache, mask, self.kernel).transpose(1, 2)
-        return self.wo(y.reshape(b, 1, d))
+        return project(y.reshape(b, 1, d), self.wo, gemm)
 
     def step_cat(self, x: torch.Tensor, cache: CatKVCache, i: int) -> torch.Tensor:
         """torchscale-style incremental step: x (B, 1, d). With GQA the cache holds B*Hkv rows and each K/V row
@@ -121,14 +123,26 @@ class Block(nn.Module):
 
 class Transformer(nn.Module):
     def __init__(self, cfg: TransformerConfig, kernel: str = "sdpa", device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, decode_gemm: str = "auto"):
         super().__init__()
         self.cfg, self.kernel = cfg, check_kernel(kernel)
+        self.decode_gemm = decode_gemm  # the static step's projections, as RetNet's step (see the property)
         factory = dict(device=device, dtype=dtype)
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model, **factory)
         self.layers = nn.ModuleList(Block(cfg, kernel, **factory) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, **factory)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False, **factory)
+
+    @property
+    def decode_gemm(self) -> str:
+        """Resolved kernel of the static step's projections ("torch" | "triton"): "auto" -> "triton" on CUDA with
+        bf16/fp16 weights when triton imports (`retnet.kernels.skinny_linear`), as for RetNet's step."""
+        return resolve_decode_gemm(self._decode_gemm, self.lm_head.weight.device, self.lm_head.weight.dtype)
+
+    @decode_gemm.setter
+    def decode_gemm(self, name: str) -> None:
+        resolve_decode_gemm(name, torch.device("cpu"), torch.float32)  # checks the name
+        self._decode_gemm = name
 
     # ------------------------------------------------------------------------------------------ full sequence
     def _trunk(self, input_ids: torch.Tensor, on_layer=None) -> torch.Tensor:
@@ -212,12 +226,13 @@ class Transformer(nn.Module):
         # launch-bound enough for PyTorch's one-row LayerNorm to cost ~8% of it
         norms = [layer.ln1 for layer in self.layers] + [self.norm]
         x, h = add_norm(x, None, norms[0])
+        gemm = self.decode_gemm
         with sdpa_context(self.kernel):
             for i, layer in enumerate(self.layers):
-                x, h = add_norm(x, layer.attn.step(h, cache, i, cos, sin, mask, seqlens), layer.ln2)
-                x, h = add_norm(x, layer.fc2(F.gelu(layer.fc1(h))), norms[i + 1])
+                x, h = add_norm(x, layer.attn.step(h, cache, i, cos, sin, mask, seqlens, gemm), layer.ln2)
+                x, h = add_norm(x, project(F.gelu(project(h, layer.fc1, gemm)), layer.fc2, gemm), norms[i + 1])
         cache.pos.add_(1)
-        return self.lm_head(h)
+        return project(h, self.lm_head, gemm)
 
     # ------------------------------------------------------------------------------------------ paper-like
     def prefill_cat(self, input_ids: torch.Tensor) -> CatKVCache:

@@ -20,6 +20,7 @@ _CHOICES = {
     "ffn_activation": ("gelu", "swish"),
     "step_kernel": ("auto", "torch", "triton"),
     "chunk_kernel": ("auto", "torch", "fla"),
+    "decode_gemm": ("auto", "torch", "triton"),
 }
 
 # Longest sequence the position maths supports exactly. The rotation tables are computed in float64 and cast
@@ -66,6 +67,9 @@ class RetNetConfig:
     # parallel side (training, chunkwise forward, prefill): "auto" -> "fla" on CUDA with bf16/fp16 weights when
     # fla-core imports, else "torch" (retnet.kernels.chunk)
     chunk_kernel: str = "auto"
+    # the decode step's projections: "auto" -> "triton" (retnet.kernels.skinny_linear) on CUDA with bf16/fp16
+    # weights when triton imports, else "torch" (F.linear: cuBLAS on a GPU)
+    decode_gemm: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. where a config came from)
 
     def __post_init__(self) -> None:

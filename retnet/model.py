@@ -16,6 +16,7 @@ from retnet.kernels.add_norm import add_norm
 from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
 from retnet.kernels.gate import norm_gate
 from retnet.kernels.rotation import rotate
+from retnet.kernels.skinny_linear import project, resolve_decode_gemm
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
@@ -87,9 +88,9 @@ class MultiScaleRetention(nn.Module):
         # (suites/training/tensor_parallel.py sets n_heads and heads; the projections then hold those heads only)
         self.heads = slice(None)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _split(self, x: Tensor, gemm: str = "torch") -> tuple[Tensor, Tensor, Tensor, Tensor]:
         qk, v = self.n_heads * self.dk, self.n_heads * self.dv  # (d, value_dim) unless the heads are sharded
-        return self.qkvg(x).split([qk, qk, v, v], dim=-1)
+        return project(x, self.qkvg, gemm).split([qk, qk, v, v], dim=-1)
 
     def _local(self, tables: RetentionTables) -> RetentionTables:
         """The per-head tables (decay, row norm) of this module's heads."""
@@ -154,23 +155,28 @@ class MultiScaleRetention(nn.Module):
         )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
         return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
 
-    def step(self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str) -> Tensor:
+    def step(
+        self, x: Tensor, tables: RetentionTables, kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str,
+        gemm: str = "torch",
+    ) -> Tensor:
         """x (B, d) one normed token -> (B, d); kv (B, H, dk, dv) and k_sum (B, H, dk) updated in place.
         kernel "torch" | "triton": `retention_step` (state pass + key sum + head norm + gate; "triton" = two
         launches); "triton-statepass": the Triton state pass writes the new k_sum to k_sum_next (the model copies
-        it back after the last layer) and the head norm and gate run in torch (the pre-issue-#16 path)."""
+        it back after the last layer) and the head norm and gate run in torch (the pre-issue-#16 path).
+        gemm: the projections' kernel (`retnet.kernels.skinny_linear.project`)."""
         B = x.shape[0]
-        q, k, v, g = self._split(x)  # views of one projection output, no copies
+        q, k, v, g = self._split(x, gemm)  # views of one projection output, no copies
         q, k = q.view(B, self.n_heads, self.dk), k.view(B, self.n_heads, self.dk)
         v = v.view(B, self.n_heads, self.dv)
         cos, sin, lam, row_norm = tables
         if kernel == "triton-statepass":
             o = recurrent_step("triton", q, k, v, kv, k_sum, k_sum_next, cos, sin, lam, row_norm, self.k_scale)
-            return self._gate_and_project(o, g, fused=False)  # o: (B, H, dv); norm and gate in torch, as before #16
-        gated = retention_step(
-            kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
-        )  # (B, value_dim) in the weights' dtype
-        return self.out_proj(gated)
+            gated = norm_gate(o, g, self.cfg.eps, self.cfg.head_norm == "rmsnorm", False)  # norm, gate in torch
+        else:
+            gated = retention_step(
+                kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
+            )  # (B, value_dim) in the weights' dtype
+        return project(gated, self.out_proj, gemm)
 
 
 class FeedForward(nn.Module):
@@ -182,14 +188,15 @@ class FeedForward(nn.Module):
         self.fc_in = nn.Linear(cfg.d_model, cfg.ffn_dim * (2 if self.glu else 1), bias=cfg.bias)
         self.fc_out = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=cfg.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.fc_in(x)
+    def forward(self, x: Tensor, gemm: str = "torch") -> Tensor:
+        """gemm "triton" only from the decode step (`project`: the kernel has no backward)."""
+        h = project(x, self.fc_in, gemm)
         if self.glu:
             h, gate = h.chunk(2, dim=-1)
             h = self.act(h) * gate
         else:
             h = self.act(h)
-        return self.fc_out(h)
+        return project(h, self.fc_out, gemm)
 
 
 class RetNetBlock(nn.Module):
@@ -207,13 +214,13 @@ class RetNetBlock(nn.Module):
 
     def step(
         self, x: Tensor, h: Tensor, next_norm: nn.Module, tables: RetentionTables,
-        kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str,
+        kv: Tensor, k_sum: Tensor, k_sum_next: Tensor, kernel: str, gemm: str = "torch",
     ) -> tuple[Tensor, Tensor]:
         """x (B, d) residual stream, h = retention_norm(x) -> (x', next_norm(x')) for the next block (or the final
         norm). Each residual add is fused with the norm after it (one launch) when kernel == "triton"."""
         fused = kernel == "triton"
-        x, h = add_norm(x, self.retention.step(h, tables, kv, k_sum, k_sum_next, kernel), self.ffn_norm, fused)
-        return add_norm(x, self.ffn(h), next_norm, fused)
+        x, h = add_norm(x, self.retention.step(h, tables, kv, k_sum, k_sum_next, kernel, gemm), self.ffn_norm, fused)
+        return add_norm(x, self.ffn(h, gemm), next_norm, fused)
 
 
 class RetNet(nn.Module):
@@ -231,6 +238,7 @@ class RetNet(nn.Module):
             self.lm_head.weight = self.embed.weight
         self.step_kernel = cfg.step_kernel
         self.chunk_kernel = cfg.chunk_kernel
+        self.decode_gemm = cfg.decode_gemm
         # decay / rotation constants in float64 per device; kept out of the buffers so that `.to(bfloat16)`
         # cannot round gamma = 1 - 1/512 to 1 and meta construction needs no data
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
@@ -290,6 +298,16 @@ class RetNet(nn.Module):
         if name not in ("auto", *MODEL_STEP_KERNELS):
             raise ValueError(f"step_kernel={name!r}; expected 'auto' or one of {MODEL_STEP_KERNELS}")
         self._step_kernel = name
+
+    @property
+    def decode_gemm(self) -> str:
+        """Resolved kernel of the decode step's projections ("torch" | "triton"), recorded by the runner."""
+        return resolve_decode_gemm(self._decode_gemm, self.device, self.embed.weight.dtype)
+
+    @decode_gemm.setter
+    def decode_gemm(self, name: str) -> None:
+        resolve_decode_gemm(name, torch.device("cpu"), torch.float32)  # checks the name
+        self._decode_gemm = name
 
     @property
     def chunk_kernel(self) -> str:
@@ -404,11 +422,11 @@ class RetNet(nn.Module):
         dt = torch.promote_types(state.kv.dtype, torch.float32)
         t = self._tables(state.pos.view(1), dt)
         tables = RetentionTables(t.cos[0], t.sin[0], t.log_decay, t.row_norm[:, 0])  # (dk/2,), (H,)
-        kernel = self.step_kernel
+        kernel, gemm = self.step_kernel, self.decode_gemm
         norms = [layer.retention_norm for layer in self.layers] + [self.norm]
         x, h = add_norm(x, None, norms[0], kernel == "triton")
         for i, layer in enumerate(self.layers):
-            x, h = layer.step(x, h, norms[i + 1], tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel)
+            x, h = layer.step(x, h, norms[i + 1], tables, state.kv[i], state.k_sum[i], state.k_sum_next[i], kernel, gemm)
         if kernel == "triton-statepass":  # that path writes the new key sums to the scratch buffer
             state.k_sum.copy_(state.k_sum_next)
         state.pos.add_(1)
@@ -422,4 +440,4 @@ class RetNet(nn.Module):
     def step(self, next_ids: Tensor, state: RetNetState) -> tuple[Tensor, RetNetState]:
         """next_ids (B,) or (B, 1) -> logits (B, 1, V); `state` is advanced in place (graph-capturable)."""
         _, h = self._step_core(next_ids.reshape(state.batch_size), state)  # h: final norm of the last hidden
-        return self.lm_head(h).unsqueeze(1), state
+        return project(h, self.lm_head, self.decode_gemm).unsqueeze(1), state
