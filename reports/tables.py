@@ -69,9 +69,15 @@ def _retnet_beside_baselines(rows: pd.DataFrame, roster: Roster, values: list[st
     return b.merge(r, on=_POINT, suffixes=("_base", "_retnet"))
 
 
+# What an energy table says it holds (suites/trackers.EnergyTracker): GPU energy over the timed window per token.
+ENERGY_NOTE = ("GPU energy (NVML's counter, whole device) over the timed window, per token; decode windows of "
+               "torch.cat-grown caches include their untimed cut-back (the row's notes say so); points without a "
+               "reading are left out")
+
+
 def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
-    """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token and GB (decode sweeps only: not the
-    brief decode checks of the `prefill` suite)."""
+    """Per model: (impl (kernel), batch) x length pivots of tokens/s, ms/token, J/token and GB (decode sweeps only:
+    not the brief decode checks of the `prefill` suite). A quantity no row has (J/token off a GPU) gets no table."""
     dec = _labelled(ok_rows(without_brief_decode(df), "decode"))
     tables = []
     for model in sorted(dec["model"].dropna().unique()):
@@ -79,12 +85,13 @@ def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
         meta = run_meta(rows, envs)
         for value, unit, name in (("tokens_per_s", "tokens/s", "tokens_per_s"), ("ms_per_token", "ms/token",
                                                                                   "ms_per_token"),
+                                  ("joules_per_token", "J/token", "joules_per_token"),
                                   ("mem_gb", "GB", "memory_gb")):
             if rows[value].notna().sum() == 0:
                 continue
+            note = _sources(rows) if value == "mem_gb" else ENERGY_NOTE if value == "joules_per_token" else ""
             tables.append(Table(f"decode_{name}_{model}", f"Decode {unit}, {model} (rows: batch; columns: "
-                                f"context length)", _by_length(rows, value, "impl (kernel)"), meta,
-                                _sources(rows) if value == "mem_gb" else ""))
+                                f"context length)", _by_length(rows, value, "impl (kernel)"), meta, note))
     return tables
 
 
@@ -128,6 +135,11 @@ def prefill_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
         tables.append(Table(f"prefill_tokens_per_s_{model}", f"Prefill tokens/s, {model} (rows: batch; columns: "
                             "prompt length)", _by_length(rows, "tokens_per_s", "impl (kernel)"), meta,
                             f"from {source}"))
+        if rows["joules_per_token"].notna().any():
+            tables.append(Table(f"prefill_joules_per_token_{model}", f"Prefill J/token, {model} (rows: batch; "
+                                "columns: prompt length)", _by_length(rows, "joules_per_token", "impl (kernel)"),
+                                meta, f"from {source}; GPU energy (NVML's counter, whole device) over the timed "
+                                "prefills, per prompt token; points without a reading are left out"))
         m = _retnet_beside_baselines(rows, roster, ["tokens_per_s"])
         if m is None:
             continue
@@ -172,15 +184,16 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
-                    "tokens/s": row["tokens_per_s"],
+                    "tokens/s": row["tokens_per_s"], "J/token": row["joules_per_token"],
                     "paper memory GB": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"]).sort_index()
-    if frame["alloc retries"].isna().all():  # rows from before the column: nothing to say
-        frame = frame.drop(columns="alloc retries")
+    # rows from before a column, or (J/token) from runs without an energy counter: nothing to say
+    frame = frame.drop(columns=[c for c in ("alloc retries", "J/token") if frame[c].isna().all()])
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
-                 "device GB: " + _sources(tr) + f"; paper: {pv.TABLE4_SOURCE} (its GB are GiB, as the allocator "
-                 "column; absolute numbers not comparable: 8 GPUs, TP)")
+                 "device GB: " + _sources(tr) + ("; J/token: GPU energy of the timed steps (NVML's counter), all "
+                 "GPUs, per token of all ranks" if "J/token" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
+                 "GB are GiB, as the allocator column; absolute numbers not comparable: 8 GPUs, TP)")
 
 
 def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
-# Columns added since (alloc_retries, checkpointing, tensor_parallel, compile) read as null in older rows: additive,
-# so the version (which `compare` refuses to mix) stays.
+# Columns added since (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
+# avg_power_w) read as null in older rows: additive, so the version (which `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
@@ -24,14 +24,15 @@ ROW_COLUMNS: tuple[str, ...] = (
     "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
     "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
-    "achieved_gbps", "pct_peak_bw", "n_params", "capacity_budget_gb", "device", "gpu_name", "notes", "timestamp",
+    "achieved_gbps", "pct_peak_bw", "energy_j", "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gb",
+    "device", "gpu_name", "notes", "timestamp",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = (
     "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "tensor_parallel", "ms_median", "ms_p10",
     "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb",
     "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries", "mem_rss_peak_gb",
-    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "n_params",
-    "capacity_budget_gb",
+    "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "energy_j",
+    "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gb",
 )
 
 # Environment variables that change what a run measures: env.json's `runtime_env` records them when set, the report

@@ -23,7 +23,7 @@ from .scenarios import SCENARIOS
 from .scenarios import train as train_scenario
 from .scenarios.context import Context, failure_status, fmt_error, is_oom
 from .suite import Suite
-from .trackers import GB, MemoryTracker, measure_copy_bandwidth_gbps
+from .trackers import GB, MemoryTracker, energy_counter, measure_copy_bandwidth_gbps
 from .trackers import free_device_memory as _free
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
@@ -134,7 +134,9 @@ class Runner:
         (run_dir / "env.json").write_text(json.dumps(env, indent=2))
         torch.manual_seed(self.suite.seed)
         self.run_id = env["run_id"]
-        self.ctx = Context(self.device, self.dtype, peak_gbps, mem, self._row)
+        # energy is an NVML read like the memory one: `--no-nvml` turns both off
+        energy = energy_counter(self.device) if self.opts.use_nvml else None
+        self.ctx = Context(self.device, self.dtype, peak_gbps, mem, self._row, energy)
 
         writer = RowWriter(run_dir / "rows.jsonl")
         done = _done_points(read_rows(run_dir / "rows.jsonl"))

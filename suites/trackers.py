@@ -1,9 +1,11 @@
-"""Measurement trackers, one small class per quantity (latency, memory), reused by every phase.
+"""Measurement trackers, one small class per quantity (latency, memory, energy), reused by every phase.
 
 Timing rules: warm-up happens before a tracker starts; on CUDA each call is bracketed by CUDA events (no host
 sync inside the timed region except the final one); on CPU by perf_counter. Memory: NVML (device-wide, what
 `nvidia-smi` shows) is read at a point's start and end, never by a thread during it (see `nvml_sampler`), torch's
-allocator peaks are read at the end, and RSS is sampled by a background thread on CPU.
+allocator peaks are read at the end, and RSS is sampled by a background thread on CPU. Energy: NVML's total-energy
+counter, read right before the first timed call and right after the timed region's final synchronize (see
+`EnergyTracker`), never by a thread either.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -46,12 +48,20 @@ class LatencyTracker:
     def __init__(self, device: torch.device, min_steps: int = 5, min_seconds: float = 2.0, max_steps: int = 200):
         self.device, self.min_steps, self.min_seconds, self.max_steps = device, min_steps, min_seconds, max_steps
 
-    def time(self, fn: Callable[[], object], between: Callable[[], object] | None = None) -> Timing:
+    def time(self, fn: Callable[[], object], between: Callable[[], object] | None = None,
+             energy: "EnergyTracker | None" = None) -> Timing:
         """`between`, if given, runs after every timed call, outside the events (its GPU work is queued after the
-        end event and before the next start event, so it is in no step's time)."""
+        end event and before the next start event, so it is in no step's time).
+
+        `energy`, if given, reads the energy counter right before the first timed call and right after the final
+        synchronize. Its window is wall time, not event time: it includes `between`'s GPU work (the cut-back of
+        torch.cat-grown caches) and any GPU idle time between steps, and `EnergyTracker.result` divides by the same
+        wall window (power) and by every token of it (joules per token), never by the summed event times."""
         cuda = self.device.type == "cuda"
         ms: list[float] = []
         events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        if energy is not None:  # with a counter it synchronises first: warm-up's queued GPU work is not in the window
+            energy.start(self.device)
         start_wall = time.perf_counter()
         n = 0
         while n < self.max_steps and (n < self.min_steps or time.perf_counter() - start_wall < self.min_seconds):
@@ -72,18 +82,27 @@ class LatencyTracker:
             n += 1
         if cuda:
             torch.cuda.synchronize(self.device)
+        if energy is not None:
+            energy.stop()
+        if cuda:
             ms = [a.elapsed_time(b) for a, b in events]
         return summarize(ms)
 
-    def time_once(self, fn: Callable[[], object]) -> float:
-        """One call, synchronised on both sides (for long calls such as a prefill to 8k)."""
+    def time_once(self, fn: Callable[[], object], energy: "EnergyTracker | None" = None) -> float:
+        """One call, synchronised on both sides (for long calls such as a prefill to 8k). `energy`, if given, adds
+        this call's window (from the first sync to the last: nothing else runs in it) to what it has measured."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        if energy is not None:
+            energy.start(self.device)
         t0 = time.perf_counter()
         fn()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        if energy is not None:
+            energy.stop()
+        return ms
 
 
 class PeakSampler:
@@ -130,6 +149,93 @@ def nvml_sampler(device_index: int = 0) -> PeakSampler:
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
     return PeakSampler(lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used), interval_s=None)
+
+
+def nvml_index(device: torch.device) -> int:
+    """NVML numbers every GPU of the host; torch only the visible ones (CUDA_VISIBLE_DEVICES): map the index."""
+    try:
+        return torch.cuda._get_nvml_device_index(device)  # private but what torch.cuda.memory_usage uses
+    except Exception:
+        return device.index or 0
+
+
+class EnergyCounter:
+    """NVML's total-energy counter of one GPU: millijoules since the driver was loaded (Volta and newer)."""
+
+    def __init__(self, nvml: Any, handle: Any, index: int) -> None:
+        self._nvml, self._handle, self.index = nvml, handle, index
+
+    def read_mj(self) -> int | None:
+        """The counter now, or None where it cannot be read: energy is an extra column, never a failed point."""
+        try:
+            return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        except Exception:  # NVMLError_NotSupported (pre-Volta, some virtual GPUs), a lost GPU, ...
+            return None
+
+
+def energy_counter(device: torch.device) -> EnergyCounter | None:
+    """`device`'s energy counter, or None: not a GPU, no NVML, or no counter on this GPU. Read once here, so that a
+    GPU without one is known before any point and no point reads it."""
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml  # provided by nvidia-ml-py
+
+        pynvml.nvmlInit()
+        index = nvml_index(device)
+        counter = EnergyCounter(pynvml, pynvml.nvmlDeviceGetHandleByIndex(index), index)
+    except Exception:  # NVML missing or not permitted
+        return None
+    return counter if counter.read_mj() is not None else None
+
+
+def energy_columns(joules: float | None, wall_s: float, tokens: int) -> dict[str, float | None]:
+    """The rows' energy columns: `joules` over a timed region of `wall_s` seconds that processed `tokens` tokens."""
+    if joules is None or wall_s <= 0 or tokens <= 0:
+        return {"energy_j": None, "joules_per_token": None, "avg_power_w": None}
+    return {"energy_j": joules, "joules_per_token": joules / tokens, "avg_power_w": joules / wall_s}
+
+
+class EnergyTracker:
+    """GPU energy of a point's timed region from NVML's total-energy counter, over one or more windows (a timed
+    loop is one; each timed prefill of a point is one). `start(device)` synchronises, so that warm-up's queued work
+    is not in the window, then reads; `stop()` reads right after the caller's final synchronize. Never read by a
+    thread while timed work runs (a sampler thread slowed the step it measured: see `nvml_sampler`).
+
+    The counter is device-wide (every process on the GPU) and advances in steps (20-100 ms on recent GPUs, as PETSc
+    documents it), so a window is resolved to about one step: its length is energy_j / avg_power_w. A window in
+    which the counter did not advance, or any read that failed, makes the whole result None: no number rather than
+    a made-up one. Without a counter (CPU, no NVML, an old GPU) the tracker is inert and its columns are None."""
+
+    def __init__(self, counter: EnergyCounter | None = None) -> None:
+        self.counter = counter
+        self.joules: float | None = 0.0 if counter is not None else None
+        self.wall_s = 0.0
+        self._start: tuple[int | None, float] | None = None
+
+    def start(self, device: torch.device) -> None:
+        if self.counter is None:
+            return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self._start = (self.counter.read_mj(), time.perf_counter())
+
+    def stop(self) -> None:
+        if self.counter is None or self._start is None:
+            return
+        end_mj, end_s = self.counter.read_mj(), time.perf_counter()
+        start_mj, start_s = self._start
+        self._start = None
+        self.wall_s += end_s - start_s
+        if self.joules is None or start_mj is None or end_mj is None or end_mj <= start_mj:
+            self.joules = None
+        else:
+            self.joules += (end_mj - start_mj) / 1e3
+
+    def result(self, tokens: int) -> dict[str, float | None]:
+        """energy_j, joules_per_token (over the `tokens` the windows processed) and avg_power_w (over their wall
+        time); all None where nothing was measured."""
+        return energy_columns(self.joules, self.wall_s, tokens)
 
 
 def rss_peak_bytes() -> int:

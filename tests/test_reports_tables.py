@@ -192,3 +192,34 @@ def test_tensor_parallel_training_rows_are_labelled_and_named_in_claims(tmp_path
     claims = claims_table(df, envs)
     row = claims[claims["claim"].str.contains("throughput vs Transformer\\+FlashAttention \\(6.7b")].iloc[0]
     assert row["measured_value"] == pytest.approx(1.2) and "RetNet tensor parallel x2" in row["conditions"]
+
+
+def test_joules_per_token_shows_beside_tokens_per_s_and_only_where_measured(tmp_path):
+    """Decode, prefill and Table 4 show J/token when rows carry it; runs without an energy counter (all None) get no
+    J/token table or column, and a point without a reading gets no number (left out of a pivot, a dash in Table 4)."""
+    from reports_fixtures import decode_row, train_row
+
+    from retnet_bench.reports.render import df_to_markdown
+
+    measured = [decode_row("6.7b", "retnet-recurrent", "fla", 8, 8192, 10.0, 14.0, joules_per_token=0.25),
+                decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 20.0, 28.0, joules_per_token=None),
+                decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 900.0, phase="prefill", joules_per_token=0.002),
+                train_row("1.3b", "retnet-chunkwise", "fla", 4, 8192, 70000.0, 30.0, joules_per_token=0.01),
+                train_row("1.3b", "transformer", "sdpa-cudnn", 4, 8192, 72000.0, 31.0)]
+    df, envs = load_runs([write_run(tmp_path / "on", measured)])
+    tables = {t.name: t for t in all_tables(df, envs)}
+    jpt = tables["decode_joules_per_token_6.7b"]
+    assert jpt.df.loc[("retnet-recurrent (fla)", 8), "T=8192"] == pytest.approx(0.25)
+    assert "NVML" in jpt.note and ("static (sdpa-cudnn)", 8) not in jpt.df.index  # static's point has no reading
+    assert tables["prefill_joules_per_token_6.7b"].df.loc[("static (sdpa-cudnn)", 8), "T=8192"] == 0.002
+    t4 = tables["table4_training"]
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), "J/token"] == 0.01 and "J/token" in t4.note
+    assert list(t4.df.columns).index("J/token") == list(t4.df.columns).index("tokens/s") + 1
+    assert "| 72000 | — |" in df_to_markdown(t4.df)  # the Transformer's step has no reading
+
+    unmeasured = [dict(r, joules_per_token=None) for r in measured]
+    df, envs = load_runs([write_run(tmp_path / "off", unmeasured)])
+    tables = {t.name: t for t in all_tables(df, envs)}
+    assert not [name for name in tables if "joules" in name]
+    assert "J/token" not in tables["table4_training"].df.columns and "J/token" not in tables["table4_training"].note
+    assert "decode_tokens_per_s_6.7b" in tables and "prefill_tokens_per_s_6.7b" in tables

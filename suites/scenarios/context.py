@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from ..suite import Scenario
-from ..trackers import GB, LatencyTracker, MemoryTracker
+from ..trackers import GB, EnergyCounter, EnergyTracker, LatencyTracker, MemoryTracker
 from ..trackers import free_device_memory
 
 
@@ -18,9 +18,14 @@ class Context:
     peak_gbps: float | None
     memory: MemoryTracker | None               # the run's tracker (its NVML idle baseline was taken before any model)
     make_row: Callable[..., dict[str, Any]]    # make_row(group, point, status, **columns)
+    energy_counter: EnergyCounter | None = None  # the run's GPU energy counter (None: CPU, no NVML, no counter)
 
     def tracker(self) -> MemoryTracker:
         return self.memory if self.memory is not None else MemoryTracker(self.device, use_nvml=False)
+
+    def energy(self) -> EnergyTracker:
+        """A fresh energy tracker for one point's timed region (inert, all None, without a counter)."""
+        return EnergyTracker(self.energy_counter)
 
     def latency(self, sc: Scenario) -> LatencyTracker:
         return LatencyTracker(self.device, sc.min_steps, sc.min_seconds, sc.max_steps)

@@ -12,6 +12,17 @@ from ..trackers import GB, summarize
 from .context import Context
 
 
+# The energy window is the timed loop's wall time, so it holds the GPU work `between_steps` queues outside the timing
+# events (the cut-back of a torch.cat-grown cache: a copy of the cache per step) as well as the steps'. It is measured,
+# not apportioned (splitting it by event time would assume equal power in both), and the row says it is in.
+BETWEEN_ENERGY_NOTE = "energy includes the untimed cache cut-back between steps"
+
+
+def _works_between_steps(c: Contestant) -> bool:
+    """Whether the contestant queues work between timed steps (it overrides the base class's empty hook)."""
+    return type(c)._between_steps is not Contestant._between_steps
+
+
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
     return measure(ctx, c, g, p, p.batch_size, common)
 
@@ -36,11 +47,13 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
     if run_prompt:
         repeats = getattr(s, "prefill_repeats", 1) if s.prefill else 1
         times = []
+        # one window per timed prefill, each between two syncs: c.end() between them is in none
+        prefill_energy = ctx.energy()
         with mem:
             for i in range(repeats):
                 if i:
                     c.end()  # each timed prefill builds its cache from scratch, as the first did
-                times.append(ctx.once().time_once(lambda: c.prefill(batch, T)))
+                times.append(ctx.once().time_once(lambda: c.prefill(batch, T), energy=prefill_energy))
         prefill_mem = mem.result()
         prefill = summarize(times)
     an = c.analytic(batch, T)
@@ -49,20 +62,25 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
                                  ms_p10=prefill.ms_p10, ms_p90=prefill.ms_p90, n_repeats=prefill.n,
                                  tokens_per_s=batch * T / (prefill.ms_median / 1e3),
                                  weights_gb=an.weights_bytes / GB, **prefill_mem,
+                                 **prefill_energy.result(batch * T * repeats),
                                  **dict(common, kernel=getattr(c, "prefill_kernel", c.kernel))))
     ctx.free()  # decode memory is measured without the prefill's freed activations
+    energy = ctx.energy()
     with mem:
         c.begin_decode()
         for _ in range(s.warmup):
             c.step()
             c.between_steps()
-        timing = ctx.latency(s).time(c.step, between=c.between_steps)
+        timing = ctx.latency(s).time(c.step, between=c.between_steps, energy=energy)
+    joules = energy.result(batch * timing.n)  # every timed step decodes one token per sequence
+    if joules["energy_j"] is not None and _works_between_steps(c):
+        common = dict(common, notes="; ".join(filter(None, [common.get("notes"), BETWEEN_ENERGY_NOTE])))
     rows.append(ctx.make_row(
         g, Point(phase, batch, T), "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10,
         ms_p90=timing.ms_p90, n_repeats=timing.n, tokens_per_s=batch / (timing.ms_median / 1e3),
         ms_per_token=timing.ms_median, mem_analytic_gb=an.mem_bytes / GB, weights_gb=an.weights_bytes / GB,
         bytes_per_step=an.bytes_per_step, flops_per_token=an.flops_per_token,
-        **ctx.roofline(an.bytes_per_step, timing.ms_median), **mem.result(), **common))
+        **ctx.roofline(an.bytes_per_step, timing.ms_median), **mem.result(), **joules, **common))
     c.end()
     ctx.free()
     return rows

@@ -41,13 +41,14 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
     s = g.settings
     for _ in range(max(1, s.warmup)):  # warm-up: allocates grads, autotunes kernels
         c.train_step(p.batch_size, p.seq_len)
-    mem = ctx.tracker()
+    mem, energy = ctx.tracker(), ctx.energy()
     with mem:
-        timing = ctx.fixed(s.steps).time(lambda: c.train_step(p.batch_size, p.seq_len))
+        timing = ctx.fixed(s.steps).time(lambda: c.train_step(p.batch_size, p.seq_len), energy=energy)
     an = c.analytic(p.batch_size, p.seq_len)
     tps = p.batch_size * p.seq_len / (timing.ms_median / 1e3)
     notes = "; ".join(filter(None, [common.get("notes"), "forward + backward only (no optimizer step)"]))
     return [ctx.make_row(g, p, "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10, ms_p90=timing.ms_p90,
                          n_repeats=timing.n, tokens_per_s=tps, tokens_per_s_per_gpu=tps,
                          weights_gb=an.weights_bytes / GB, flops_per_token=3 * an.flops_per_token,
-                         **mem.result(), **dict(common, notes=notes))]
+                         **energy.result(p.batch_size * p.seq_len * timing.n), **mem.result(),
+                         **dict(common, notes=notes))]

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
-from ..trackers import AllocRetries
+from ..trackers import AllocRetries, EnergyTracker, energy_counter
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
@@ -61,6 +61,11 @@ class RankResult:
     mem_nvml_peak_gb: float | None = None
     mem_nvml_delta_gb: float | None = None  # peak minus the device memory in use before the model was built
     mem_rss_peak_gb: float | None = None
+    # this rank's GPU energy over its timed steps (NVML counter, J), that window's wall seconds, and the NVML index of
+    # the GPU it read: ranks sharing one GPU read one counter, which the summary counts once
+    energy_j: float | None = None
+    energy_wall_s: float | None = None
+    energy_gpu: int | None = None
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -105,6 +110,8 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         res.gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         mesh = init_distributed(device, rank, world_size, settings.collective_timeout_s, store, settings.tp)
         nvml = NvmlStepPeak(device) if settings.nvml_sampling else None
+        # the energy counter is NVML too: the same switch; inert (None columns) on a CPU or a GPU without one
+        energy = EnergyTracker(energy_counter(device) if settings.nvml_sampling else None)
         compute_dtype = settings.torch_compute_dtype
         torch.manual_seed(settings.seed)  # same full model on every rank; each keeps its shard
         model = build_model(recipe, device, torch.float32, compute_dtype)
@@ -121,12 +128,18 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         timer, losses = StepTimer(device), []
         for step in range(settings.warmup_steps + settings.steps):
             batch = synthetic_batch(step, settings, vocab, world_size, rank).to(device)  # (A, B, T + 1)
+            if step == settings.warmup_steps:  # right before the first timed step, after a sync (warm-up is out)
+                energy.start(device)
             timer.start()
             losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), optimizer, batch))
             timer.stop()
             if nvml is not None:  # outside the timed region: a polling thread would slow the step it measures
                 nvml.read()
-        res.step_ms = timer.elapsed_ms()[settings.warmup_steps:]
+        res.step_ms = timer.elapsed_ms()[settings.warmup_steps:]  # the final synchronize of the timed steps
+        energy.stop()  # the window holds the timed steps and what lies between them (batch copies, NVML reads)
+        if energy.joules is not None:
+            res.energy_j, res.energy_wall_s = energy.joules, energy.wall_s
+            res.energy_gpu = energy.counter.index
         res.losses = all_reduce_mean(torch.stack(losses)).tolist()
         res.status = "ok"
     except Exception as exc:  # the point fails, the sweep goes on

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from retnet.kernels.chunk import FLA_CHUNK  # fla tiles by 64 tokens whatever chunk_size says
 
+from ..trackers import energy_columns
 from .launch import RankResult, run_distributed
 from .mfu import mfu, retnet_train_flops_per_token, transformer_train_flops_per_token
 from .recipe import ModelRecipe
@@ -32,6 +33,9 @@ class TrainPointResult:
     mem_nvml_peak_gb: float | None = None
     mem_nvml_delta_gb: float | None = None
     mem_rss_peak_gb: float | None = None
+    energy_j: float | None = None  # timed steps, all GPUs (`rank_energy`)
+    joules_per_token: float | None = None  # over all ranks' tokens of the timed steps
+    avg_power_w: float | None = None  # all GPUs together, over the timed window
     n_params: int | None = None
     gpu_name: str | None = None
     device: str | None = None
@@ -56,7 +60,8 @@ class TrainPointResult:
             ms_per_token=1e3 / self.tokens_per_s if self.tokens_per_s else None, mfu=self.mfu,
             mem_nvml_peak_gb=self.mem_nvml_peak_gb, mem_nvml_delta_gb=self.mem_nvml_delta_gb,
             mem_torch_peak_gb=self.mem_torch_peak_gb, mem_torch_reserved_gb=self.mem_torch_reserved_gb,
-            alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb,
+            alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb, energy_j=self.energy_j,
+            joules_per_token=self.joules_per_token, avg_power_w=self.avg_power_w,
             flops_per_token=self.flops_per_token, n_params=self.n_params,
             device=self.device, gpu_name=self.gpu_name, notes=notes,
         )
@@ -73,6 +78,19 @@ def train_flops_per_token(recipe: ModelRecipe, settings: TrainSettings, kernel: 
 def _max(values) -> float | None:
     values = [v for v in values if v is not None]
     return max(values) if values else None
+
+
+def rank_energy(ranks: list[RankResult], tokens: int) -> dict[str, float | None]:
+    """The point's energy columns from its ranks' readings, each of its own GPU's counter over its timed steps:
+    joules summed over GPUs (ranks that share a GPU read one counter: it counts once, at its largest reading), per
+    token of all ranks, and over the longest rank's window (the step ends when the slowest rank ends). None when a
+    rank has no reading: a sum over some GPUs would understate the point."""
+    per_gpu: dict[int, float] = {}
+    for r in ranks:
+        if r.energy_j is None or r.energy_gpu is None or not r.energy_wall_s:
+            return energy_columns(None, 0.0, tokens)
+        per_gpu[r.energy_gpu] = max(per_gpu.get(r.energy_gpu, 0.0), r.energy_j)
+    return energy_columns(sum(per_gpu.values()), max(r.energy_wall_s or 0.0 for r in ranks), tokens)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -111,6 +129,9 @@ def summarize(ranks: list[RankResult], recipe: ModelRecipe, settings: TrainSetti
     out.tokens_per_s = out.tokens_per_step / (out.ms_median / 1e3)
     out.tokens_per_s_per_gpu = out.tokens_per_s / world
     out.mfu = mfu(out.tokens_per_s, out.flops_per_token, out.gpu_name, world)
+    energy = rank_energy(ranks, out.tokens_per_step * out.n_repeats)
+    out.energy_j, out.joules_per_token, out.avg_power_w = (energy["energy_j"], energy["joules_per_token"],
+                                                           energy["avg_power_w"])
     out.losses = first.losses
     return out
 
