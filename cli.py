@@ -125,6 +125,8 @@ def run(
                                                 "none | full | every-2 | every-4 | every-8 (every N-th block)"),
     compile_blocks: Optional[str] = typer.Option(None, "--compile", help="Training: torch.compile per block, "
                                                  "none | blocks"),
+    decode_gemm: Optional[str] = typer.Option(None, "--decode-gemm", help="Decode steps' projections (RetNet's "
+                                              "and static's alike): auto | torch (F.linear) | triton"),
     no_nvml: bool = typer.Option(False, "--no-nvml", help="Do not sample NVML during points"),
     no_graph: bool = typer.Option(False, "--no-graph", help="Do not capture CUDA graphs"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report and print claims at the end"),
@@ -148,10 +150,13 @@ def run(
     suites = [load_suite(name) for name in names]
     if given and not any("train" in s.scenarios for s in suites):  # else the flag would be silently ignored
         raise ValueError(f"{', '.join(given)}: training only, and suite {' / '.join(names)} has no [train] scenario")
+    if decode_gemm is not None and not any({"decode", "capacity"} & set(s.scenarios) for s in suites):
+        raise ValueError(f"--decode-gemm: decoding only, and suite {' / '.join(names)} has no [decode] or [capacity] "
+                         "scenario")
     run_dirs = []
     for name, loaded in zip(names, suites):
         s = with_overrides(loaded, models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
-                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), **training)
+                           seq_lens=_ints(seq, "seq"), kernels=_names(kernel), decode_gemm=decode_gemm, **training)
         if impls is not None:
             s = _filter_impls(s, impls)
         opts = RunOptions(device=dev, out_root=out, run_id=run_id if len(names) == 1 else None, resume=resume,

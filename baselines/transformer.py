@@ -21,7 +21,7 @@ from torch import nn
 
 from retnet.kernels.add_norm import add_norm
 from retnet.kernels.rotation import rotate
-from retnet.kernels.skinny_linear import project, resolve_decode_gemm
+from retnet.kernels.skinny_linear import check_decode_gemm, project, resolve_decode_gemm
 
 from .cache import CAPACITY_MULTIPLE, CatKVCache, StaticKVCache
 from .config import TransformerConfig
@@ -141,8 +141,7 @@ class Transformer(nn.Module):
 
     @decode_gemm.setter
     def decode_gemm(self, name: str) -> None:
-        resolve_decode_gemm(name, torch.device("cpu"), torch.float32)  # checks the name
-        self._decode_gemm = name
+        self._decode_gemm = check_decode_gemm(name)
 
     # ------------------------------------------------------------------------------------------ full sequence
     def _trunk(self, input_ids: torch.Tensor, on_layer=None) -> torch.Tensor:

@@ -122,7 +122,7 @@ def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tupl
     if point.get("capacity_budget_gb", -1) > 0:
         parts.append(f"budget {point['capacity_budget_gb']:g} GB, RetNet batch {int(r['batch_size'])}")
     parts += [str(r.get("gpu_name") or r.get("device") or "cpu"), str(r.get("dtype") or "?"),
-              f"RetNet {impl_label(r['impl'], r['kernel'] or None)}"]
+              f"RetNet {impl_label(r['impl'], r['kernel'] or None)}{cs.projections_label(r)}"]
     diffs = [f"{k} {paper[k]}" for k in paper if k in point and point[k] != paper[k]]
     if extra:
         parts.append(extra)
@@ -164,7 +164,7 @@ def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: s
 def _equal_memory(cap: pd.DataFrame, framing: str, kv_heads: int | None, missing: str) -> list[dict]:
     # drop_duplicates, not groupby().last(): the latter mixes columns of different rows when some are NaN.
     best = cap.sort_values("batch_size").drop_duplicates(
-        ["model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "seq_len", "capacity_budget_gb"],
+        ["model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "decode_gemm", "seq_len", "capacity_budget_gb"],
         keep="last")
     retnet, base = cs.candidates(best), cs.baselines(best, kv_heads)
     if kv_heads is not None:

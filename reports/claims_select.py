@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from retnet_bench.suites.contract import decode_gemm
+
 from . import paper_values as pv
 from .load import (ENGINE_SETTINGS, GPU_MEMORY_SOURCES, engine_setting_suffix, impl_label, ok_rows,
                    with_allocator_gib, with_engine_setting, with_memory, without_brief_decode)
@@ -18,7 +20,7 @@ PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
 MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads (Llama 3, Mistral, Qwen)
 
 GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "tensor_parallel",
-         *ENGINE_SETTINGS, "phase", "batch_size", "seq_len", "capacity_budget_gb"]
+         *ENGINE_SETTINGS, "decode_gemm", "phase", "batch_size", "seq_len", "capacity_budget_gb"]
 VALUES = ["tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mem_gb", "mem_alloc_gib", "weights_gb",
           "pct_peak_bw", "n_params", "ms_median", "ms_p10", "ms_p90"]
 
@@ -47,7 +49,8 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
                        tensor_parallel=rows["tensor_parallel"].fillna(1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
-                       role=rows["role"].fillna(""), **{c: rows[c].fillna("none") for c in ENGINE_SETTINGS})
+                       role=rows["role"].fillna(""), **{c: rows[c].fillna("none") for c in ENGINE_SETTINGS},
+                       decode_gemm=[decode_gemm(p, v) or "" for p, v in zip(rows["phase"], rows["decode_gemm"])])
     # cudaMalloc retries: the most any repeat had (a point that stalled once ran at the memory limit)
     agg = {c: "median" for c in VALUES} | {"alloc_retries": "max", "gpu_name": "first", "dtype": "first",
                                            "device": "first"}
@@ -91,9 +94,14 @@ def kv_heads_label(n: float) -> str:
     return "MHA (KV heads = heads)" if pd.isna(n) or n < 0 else f"{int(n)} KV heads"
 
 
+def projections_label(r: pd.Series) -> str:
+    """', Triton projections' for a decode row whose step projected through retnet.kernels.skinny_linear."""
+    return ", Triton projections" if r.get("decode_gemm") == "triton" else ""
+
+
 def baseline_label(b: pd.Series) -> str:
     """'impl (kernel), <n> KV heads': every claim states the KV-head count of its baseline."""
-    return f"{impl_label(b['impl'], b['kernel'] or None)}, {kv_heads_label(b['n_kv_heads'])}"
+    return f"{impl_label(b['impl'], b['kernel'] or None)}, {kv_heads_label(b['n_kv_heads'])}{projections_label(b)}"
 
 
 def model_rank(rows: pd.DataFrame, model: str) -> tuple:

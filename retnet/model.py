@@ -16,7 +16,7 @@ from retnet.kernels.add_norm import add_norm
 from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
 from retnet.kernels.gate import norm_gate
 from retnet.kernels.rotation import rotate
-from retnet.kernels.skinny_linear import project, resolve_decode_gemm
+from retnet.kernels.skinny_linear import check_decode_gemm, project, resolve_decode_gemm
 from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
@@ -306,8 +306,7 @@ class RetNet(nn.Module):
 
     @decode_gemm.setter
     def decode_gemm(self, name: str) -> None:
-        resolve_decode_gemm(name, torch.device("cpu"), torch.float32)  # checks the name
-        self._decode_gemm = name
+        self._decode_gemm = check_decode_gemm(name)
 
     @property
     def chunk_kernel(self) -> str:

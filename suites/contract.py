@@ -16,12 +16,12 @@ from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
 # Columns added since (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
-# avg_power_w) read as null in older rows: additive, so the version (which `compare` refuses to mix) stays.
+# avg_power_w, decode_gemm) read as null in older rows: additive, so the version (which `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
     "batch_size", "seq_len", "chunk_size", "dtype", "world_size", "tensor_parallel", "checkpointing", "compile",
-    "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
+    "decode_gemm", "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
     "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
     "achieved_gbps", "pct_peak_bw", "energy_j", "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gb",
@@ -57,7 +57,8 @@ ROLES = ("candidate", "baseline")
 # state precision, world size, tensor parallelism, checkpointing, compile) are part of it: the same impl at another
 # variant is another point.
 POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "phase", "batch_size",
-                              "seq_len", "dtype", "world_size", "tensor_parallel", "checkpointing", "compile")
+                              "seq_len", "dtype", "world_size", "tensor_parallel", "checkpointing", "compile",
+                              "decode_gemm")
 
 STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
 
@@ -94,10 +95,27 @@ def train_variant(column: str, phase: Any, value: Any) -> Any:
     return value
 
 
+# The decode steps' projection kernel (`retnet.kernels.skinny_linear`): "torch" (F.linear, cuBLAS on a GPU) or
+# "triton" (steps of at most 16 sequences; a larger batch falls back to F.linear). A decode or capacity row without
+# the column ran F.linear: every row before it did, and so does every contestant whose step does not take the setting.
+DECODE_GEMM_PHASES = ("decode", "capacity", "capacity_probe")
+DECODE_GEMM_CHOICES = ("auto", "torch", "triton")  # a suite's setting; "auto": triton where it can run
+
+
+def decode_gemm(phase: Any, value: Any) -> Any:
+    """A row's decode_gemm, "torch" filled in for decode and capacity rows without one; None for other phases."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "torch" if phase in DECODE_GEMM_PHASES else None
+    return value
+
+
 def point_key(row: dict[str, Any]) -> tuple:
     # rows written before a key column existed read it as None, as does a point that has no such variant
-    return tuple(train_variant(k, row.get("phase"), row.get(k)) if k in TRAIN_VARIANT_DEFAULTS else row.get(k)
-                 for k in POINT_KEY)
+    def value(k: str) -> Any:
+        if k in TRAIN_VARIANT_DEFAULTS:
+            return train_variant(k, row.get("phase"), row.get(k))
+        return decode_gemm(row.get("phase"), row.get(k)) if k == "decode_gemm" else row.get(k)
+    return tuple(value(k) for k in POINT_KEY)
 
 
 class RowsError(ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .contestants.spec import ContestantSpec, Variant, get_spec
-from .contract import TRAIN_VARIANT_DEFAULTS, point_key
+from .contract import DECODE_GEMM_PHASES, TRAIN_VARIANT_DEFAULTS, point_key
 from .suite import Scenario, Suite
 
 # the phases each scenario measures, in the order its points run
@@ -35,6 +35,7 @@ class Group:
     variant: Variant
     settings: Scenario
     points: list[Point] = field(default_factory=list)
+    decode_gemm: str | None = None  # decode / capacity groups: the steps' projection kernel, resolved ("torch" | "triton")
 
     @property
     def impl(self) -> str:
@@ -68,9 +69,11 @@ class Group:
             if self.uses_engine:
                 variants.update(tensor_parallel=self.settings.tp, checkpointing=self.settings.checkpointing,
                                 compile=self.settings.compile)
+        gemm = self.decode_gemm if p.phase in DECODE_GEMM_PHASES else None  # a prefill row has no decode step
         return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
                     n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
-                    batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size, **variants)
+                    batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size,
+                    decode_gemm=gemm, **variants)
 
 
 def query_heads(model: str) -> int:
@@ -116,6 +119,16 @@ def check_phases(suite: Suite) -> None:
                                  f"(it takes part in: {', '.join(spec.phases)})")
 
 
+def resolved_decode_gemm(spec: ContestantSpec, sc: Scenario, device: torch.device, dtype: str) -> str:
+    """What the decode step's projections run for this contestant: the suite's setting where the contestant takes
+    it ("auto" resolved for this device and dtype), else "torch" (its own F.linear)."""
+    from retnet.kernels.skinny_linear import resolve_decode_gemm
+
+    if not spec.decode_gemm:
+        return "torch"
+    return resolve_decode_gemm(getattr(sc, "decode_gemm", "auto"), device, getattr(torch, dtype))
+
+
 def plan(suite: Suite, device: torch.device) -> list[Group]:
     groups: list[Group] = []
     for model in suite.models:
@@ -128,6 +141,8 @@ def plan(suite: Suite, device: torch.device) -> list[Group]:
                 for kernel in spec.resolve_kernels(sc.kernels, device):
                     for variant in variants(spec, sc, model):
                         g = Group(kind, model, spec, kernel, variant, sc)
+                        if kind in DECODE_GEMM_PHASES:
+                            g.decode_gemm = resolved_decode_gemm(spec, sc, device, suite.dtype)
                         if kind == "capacity":
                             g.points = [Point("capacity", None, sc.seq_len)]
                         else:

@@ -192,7 +192,8 @@ class Runner:
                 yield self._row(g, p, "skipped", error=f"{why}{hint}")
             return
         args = BuildArgs(g.model, g.kernel, self.device, self.dtype, g.variant, chunk_size=g.settings.chunk_size,
-                         use_graph=self.opts.use_graph, seed=self.suite.seed, scenario=g.scenario)
+                         use_graph=self.opts.use_graph, seed=self.suite.seed, scenario=g.scenario,
+                         decode_gemm=g.decode_gemm or "torch")
         if g.scenario == "train" and g.uses_engine:  # the engine builds the model on every rank
             for p in todo:
                 if self._out_of_time():

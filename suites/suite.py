@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contract import TRAIN_VARIANT_CHOICES
+from .contract import DECODE_GEMM_CHOICES, TRAIN_VARIANT_CHOICES
 
 SUITE_DIR = Path(__file__).parent / "definitions"
 DTYPES = ("bfloat16", "float16", "float32", "float64")
@@ -64,6 +64,7 @@ class DecodeScenario(Scenario):
     prefill_segment: int = 0        # RetNet prefill segment length (0: the model's default); bounds prefill memory
     prefill_repeats: int = 1        # timed prefills per point (>= 3 gives `compare` a spread to judge noise by)
     kv_dtypes: list[str] = field(default_factory=list)  # extra Transformer KV-cache precisions (float8_e4m3fn)
+    decode_gemm: str = "auto"       # the steps' projections: auto | torch (F.linear) | triton (retnet.kernels.skinny_linear)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class CapacityScenario(Scenario):
     prefill: bool = False
     prefill_warmup: bool = False
     prefill_segment: int = 0
+    decode_gemm: str = "auto"       # as DecodeScenario's (the search's batches beyond 16 use F.linear whatever it says)
 
 
 @dataclass
@@ -151,6 +153,9 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
         raise SuiteError(f"{where}: needs 'impls'")
     if getattr(sc, "fill", "prefill") not in ("prefill", "random"):
         raise SuiteError(f"{where}: fill must be 'prefill' or 'random', got {sc.fill!r}")
+    if hasattr(sc, "decode_gemm") and sc.decode_gemm not in DECODE_GEMM_CHOICES:
+        raise SuiteError(f"{where}: decode_gemm must be {' or '.join(map(repr, DECODE_GEMM_CHOICES))}, "
+                         f"got {sc.decode_gemm!r}")
     if isinstance(sc, CapacityScenario) and sc.memory_budget_gb <= 0:
         raise SuiteError(f"{where}: memory_budget_gb must be > 0")
     for key, choices in TRAIN_VARIANT_CHOICES.items() if isinstance(sc, TrainScenario) else ():

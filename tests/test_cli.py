@@ -68,6 +68,9 @@ def test_default_cpu_job_runs_smoke_writes_report_and_claims(tmp_path):
     (["run", "smoke", "--device", "cpu", "--checkpointing", "half"], "checkpointing must be 'none' or 'full'"),
     (["run", "smoke", "--device", "cpu", "--compile", "all"], "compile must be 'none' or 'blocks'"),
     (["run", "kernels", "--device", "cpu", "--checkpointing", "full"], "--checkpointing: training only"),
+    (["run", "smoke", "--device", "cpu", "--decode-gemm", "cublas"], "decode_gemm must be 'auto' or 'torch' or"),
+    (["run", "table4", "--device", "cpu", "--decode-gemm", "torch"], "--decode-gemm: decoding only"),
+    (["run", "smoke", "--device", "cpu", "--decode-gemm", "triton"], "decode_gemm='triton' needs a CUDA GPU"),
     (["run", "smoke", "--device", "cpu", "--impl", "attention,static", "--kernel", "triton-x"], "unknown kernel"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):

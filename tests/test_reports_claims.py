@@ -274,6 +274,22 @@ def test_framing_4_modern_baseline(tmp_path):
     assert frame["baseline"].str.contains("KV heads").sum() == (frame["baseline"] != "").sum()
 
 
+def test_decode_claims_take_each_sides_faster_projections_and_say_which(tmp_path):
+    """An A/B run of the decode steps' projections (decode_gemm torch and triton on both sides): each claim side is
+    its faster row, the rows are never merged into one median, and the Triton projections are named on both sides;
+    rows from before the column read as torch (no label)."""
+    ab = [decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 9.0, 14.0, decode_gemm="triton"),
+          decode_row("6.7b", "static", "flash-attn", 8, 8192, 7.5, 21.0, decode_gemm="triton"),
+          decode_row("6.7b", "static", "flash-attn", 8, 8192, 8.0, 21.0, decode_gemm="torch")]
+    claims, _ = _claims(tmp_path, known_ratio_rows() + ab)
+    thr = claims[("decode_throughput", FRAMING_STRONGEST)]
+    assert thr.measured_value == pytest.approx(7.5 / 9.0)
+    assert thr.baseline == "static (flash-attn), MHA (KV heads = heads), Triton projections"
+    assert "retnet-recurrent (triton), Triton projections" in thr.conditions
+    old, _ = _claims(tmp_path / "old", known_ratio_rows())
+    assert "projections" not in old[("decode_throughput", FRAMING_STRONGEST)].baseline
+
+
 def test_baselines_are_picked_by_role_not_arch(tmp_path):
     rows = [decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 10.0, 14.0),
             decode_row("6.7b", "llama-fast", "x", 8, 8192, 20.0, 28.0, arch="llama", role="baseline",

@@ -10,7 +10,7 @@ import torch
 from retnet_bench.suites import RunError, RunOptions, load_suite, run_suite
 from retnet_bench.suites import runner as runner_mod
 from retnet_bench.suites.contestants.spec import BuildArgs, get_spec
-from retnet_bench.suites.contract import ROW_COLUMNS, point_key, read_rows
+from retnet_bench.suites.contract import POINT_KEY, ROW_COLUMNS, point_key, read_rows
 
 TIMING = """warmup = 1
 min_steps = 2
@@ -84,7 +84,18 @@ def test_rows_have_every_column_and_expected_points(tmp_path, mini, monkeypatch)
     assert {r["role"] for r in rows if r["impl"] == "static"} == {"baseline"}
     assert {r["n_kv_heads"] for r in rows if r["impl"] == "static"} == {2}  # tiny: 2 query heads, MHA
     assert {r["state_dtype"] for r in rows if r["impl"] == "retnet-recurrent"} == {"float32"}
+    # the decode steps' projections: "auto" is F.linear on a CPU; a prefill row has no decode step
+    assert {r["decode_gemm"] for r in by_phase["decode"]} == {"torch"}
+    assert {r["decode_gemm"] for r in by_phase["prefill"] + by_phase["train"]} == {None}
     assert (out.run_dir / "table.csv").read_text().splitlines()[0].split(",")[: 3] == list(ROW_COLUMNS[:3])
+
+
+def test_a_row_from_before_decode_gemm_resumes_as_torch():
+    """Decode and capacity rows without the column ran F.linear: their resume key is a "torch" point's, never a
+    "triton" one's; other phases have none."""
+    old = dict(model="6.7b", impl="static", phase="decode", batch_size=8, seq_len=8192)
+    assert point_key(old) == point_key({**old, "decode_gemm": "torch"}) != point_key({**old, "decode_gemm": "triton"})
+    assert point_key({**old, "phase": "prefill"})[POINT_KEY.index("decode_gemm")] is None
 
 
 def test_existing_run_is_never_overwritten(tmp_path, mini):

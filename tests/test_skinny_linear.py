@@ -79,9 +79,13 @@ def test_domain_and_fallbacks():
     assert not skinny_linear_applies(torch.randn(4, 96).to(torch.bfloat16), torch.randn(8, 96).to(torch.bfloat16))
     assert resolve_decode_gemm("auto", torch.device("cpu"), torch.bfloat16) == "torch"
     assert resolve_decode_gemm("auto", torch.device("cuda"), torch.float32) == "torch"
-    assert resolve_decode_gemm("triton", torch.device("cpu"), torch.float32) == "triton"
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):  # never a "triton" row for an F.linear step
+        resolve_decode_gemm("triton", torch.device("cpu" if not CUDA else "cuda"), torch.float32)
     with pytest.raises(ValueError, match="decode_gemm='cublas'"):
         resolve_decode_gemm("cublas", torch.device("cpu"), torch.float32)
+    model = RetNet(RetNetConfig.from_name("tiny"))
+    with pytest.raises(ValueError, match="decode_gemm='cublas'"):
+        model.decode_gemm = "cublas"
     lin = torch.nn.Linear(128, 48, bias=False).to(torch.bfloat16)
     x = torch.randn(3, 128).to(torch.bfloat16)
     assert torch.equal(project(x, lin, "torch"), lin(x))

@@ -27,14 +27,31 @@ MAX_ROWS = 16  # tl.dot's smallest M tile: rows beyond it go to F.linear
 DECODE_GEMMS = ("torch", "triton")
 
 
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def kernel_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the kernel can run for weights of `dtype` on `device`: Triton, 16-bit weights, and a GPU (or the
+    Triton interpreter, for the CPU tests)."""
+    return (triton_available() and dtype in (torch.bfloat16, torch.float16)
+            and (device.type == "cuda" or _interpreted()))
+
+
+def check_decode_gemm(name: str) -> str:
+    if name not in ("auto", *DECODE_GEMMS):
+        raise ValueError(f"decode_gemm={name!r}; expected 'auto' or one of {DECODE_GEMMS}")
+    return name
+
+
 def resolve_decode_gemm(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """"auto" -> "triton" where the kernel can run (CUDA, Triton, bf16/fp16 weights), else "torch"; a name is
-    checked and returned as is."""
-    if requested == "auto":
-        ok = device.type == "cuda" and triton_available() and dtype in (torch.bfloat16, torch.float16)
-        return "triton" if ok else "torch"
-    if requested not in DECODE_GEMMS:
-        raise ValueError(f"decode_gemm={requested!r}; expected 'auto' or one of {DECODE_GEMMS}")
+    """"auto" -> "triton" on a GPU where the kernel runs, else "torch"; "triton" where it cannot run is an error
+    (a row must never say "triton" for a step that ran F.linear)."""
+    if check_decode_gemm(requested) == "auto":
+        return "triton" if device.type == "cuda" and kernel_runs(device, dtype) else "torch"
+    if requested == "triton" and not kernel_runs(device, dtype):
+        raise ValueError(f"decode_gemm='triton' needs a CUDA GPU with Triton and bf16/fp16 weights "
+                         f"(here: {device.type}, {str(dtype).removeprefix('torch.')})")
     return requested
 
 
@@ -45,7 +62,7 @@ def skinny_linear_torch(x: Tensor, weight: Tensor, bias: Tensor | None = None) -
 def skinny_linear_applies(x: Tensor, weight: Tensor) -> bool:
     """The kernel's domain: a CUDA (or interpreted) 2-D x with at most MAX_ROWS rows, a contiguous (N, K) weight
     of the same 16-bit dtype, and K a multiple of 64 (no K mask in the loop)."""
-    return (triton_available() and x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1
+    return (kernel_runs(x.device, x.dtype) and x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1
             and weight.is_contiguous() and x.dtype == weight.dtype in (torch.bfloat16, torch.float16)
             and x.shape[1] == weight.shape[1] and weight.shape[1] % 64 == 0)
 
@@ -55,7 +72,7 @@ if triton_available():
     import triton.language as tl
 
     def _configs() -> list:
-        if os.environ.get("TRITON_INTERPRET") == "1":  # one config and no benchmarking under the interpreter
+        if _interpreted():  # one config and no benchmarking under the interpreter
             return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
         return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
                 for bn in (16, 32, 64) for bk in (128, 256, 512) for w in (4, 8) for s in (3, 5)
@@ -108,20 +125,19 @@ def skinny_linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None = None) 
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)  # (M, N)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     _skinny_linear_kernel[grid](x, weight, out, M, N, x.stride(0), out.stride(0), _m_bucket(M), K=K,
-                                 UPCAST=os.environ.get("TRITON_INTERPRET") == "1")
+                                 UPCAST=_interpreted())
     return out if bias is None else out + bias
 
 
 def project(x: Tensor, linear: torch.nn.Linear, gemm: str) -> Tensor:
-    """A decode step's projection: `linear(x)` for gemm "torch", `skinny_linear` for "triton"."""
+    """A decode step's projection: `linear(x)` for gemm "torch", `skinny_linear` for "triton" (F.linear outside the
+    kernel's domain: more than MAX_ROWS rows, a K that is not a multiple of 64)."""
     return skinny_linear(x, linear.weight, linear.bias) if gemm == "triton" else linear(x)
 
 
 def skinny_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """The Triton kernel where it applies (any leading dims flattened into M), F.linear elsewhere."""
     flat = x.reshape(-1, x.shape[-1])
-    if flat.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return F.linear(x, weight, bias)
     if not skinny_linear_applies(flat, weight):
         return F.linear(x, weight, bias)
     return skinny_linear_triton(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])

@@ -48,7 +48,7 @@ class RetNetContestant(Contestant):
         if a.variant.state_dtype is not None:
             overrides["state_dtype"] = STATE_DTYPES[a.variant.state_dtype]
         if spec.name == "retnet-recurrent":
-            overrides["step_kernel"] = a.kernel
+            overrides.update(step_kernel=a.kernel, decode_gemm=a.decode_gemm)
         elif spec.name == "retnet-chunkwise":
             overrides["chunk_kernel"] = a.kernel
         self.cfg = retnet.RetNetConfig.from_name(a.preset, **overrides)
@@ -115,7 +115,7 @@ class RetNetContestant(Contestant):
 @contestant(name="retnet-recurrent", arch="retnet", role="candidate", phases=("decode", "capacity"),
             description="RetNet: chunkwise prefill, then the recurrent step (one CUDA graph per step on GPU)",
             kernels=("torch", "triton"), default_kernel=_step_kernel_default, available=_step_kernel_available,
-            variants=("state_dtype",))
+            variants=("state_dtype",), decode_gemm=True)
 @contestant(name="retnet-chunkwise", arch="retnet", role="candidate", phases=("train",),
             description="RetNet training in the chunkwise recurrent form, retention kernel by name (torch, fla)",
             kernels=("torch", "fla"), default_kernel=_chunk_kernel_default, available=_chunk_kernel_available,

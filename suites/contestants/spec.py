@@ -42,6 +42,7 @@ class ContestantSpec:
     recipe: Callable[[BuildArgs], object] | None = None  # train: the engine's ModelRecipe (no recipe: fwd+bwd only)
     source: str = "ours"                        # ours | official (the authors' or a library's published code)
     pipeline: str = ""                          # "paper": decodes as the paper's measured pipeline did
+    decode_gemm: bool = False                   # its decode step takes the suite's decode_gemm (else F.linear)
 
     def describe(self) -> dict:
         """What reports need to know about this contestant (written to env.json's `contestants`)."""
@@ -70,6 +71,7 @@ class BuildArgs:
     use_graph: bool = True
     seed: int = 0
     scenario: str = ""        # the scenario the contestant is built for (a peer builds a training model for "train")
+    decode_gemm: str = "torch"  # the decode step's projections, resolved by the plan ("torch" | "triton")
 
 
 SPECS: dict[str, ContestantSpec] = {}

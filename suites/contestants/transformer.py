@@ -49,7 +49,9 @@ class TransformerContestant(Contestant):
         torch.manual_seed(seed)
         # paper-like prefills with PyTorch's own SDPA choice: the decode step is what the flavour is about
         with torch.device(device):
-            self.model = tb.Transformer(self.cfg, kernel="sdpa" if impl == "paper-like" else kernel).to(dtype)
+            # only `static` steps through the projection setting (paper-like's torch.cat step keeps nn.Linear)
+            self.model = tb.Transformer(self.cfg, kernel="sdpa" if impl == "paper-like" else kernel,
+                                        decode_gemm=a.decode_gemm if impl == "static" else "torch").to(dtype)
         self.model.eval()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.vocab = self.cfg.vocab_size
@@ -186,7 +188,7 @@ _ATTENTION = tuple(tb.KERNELS)
 @contestant(name="static", arch="transformer", role="baseline", phases=("decode", "capacity"),
             description="Transformer, preallocated KV cache, in-place writes, one CUDA graph per step, chosen kernel",
             kernels=_ATTENTION, default_kernel="sdpa", available=_attention_kernel_available("decode"),
-            variants=("n_kv_heads", "kv_dtype"))
+            variants=("n_kv_heads", "kv_dtype"), decode_gemm=True)
 @contestant(name="paper-like", arch="transformer", role="baseline", phases=("decode", "capacity"),
             description="Transformer as the paper's pipeline decoded: torch.cat-grown cache, bmm + fp32 softmax",
             default_kernel="bmm-softmax", pipeline="paper")
