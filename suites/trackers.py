@@ -189,9 +189,17 @@ def energy_counter(device: torch.device) -> EnergyCounter | None:
     return counter if counter.read_mj() is not None else None
 
 
+# The counter advances in steps: every ~100 ms on the H200 (median 99.9 ms, max 126 ms over 2 s of load;
+# results/reference/h200/2026-11-29-probes-s9/energy_counter.json), so a window is resolved to about one step. Below
+# ten steps' worth of window (10% resolution) the columns stay None: fig6's 0.3 s decode windows measured 629 W for a
+# load that 1 s and 3 s windows put at 690-723 W.
+ENERGY_MIN_WINDOW_S = 1.0
+
+
 def energy_columns(joules: float | None, wall_s: float, tokens: int) -> dict[str, float | None]:
-    """The rows' energy columns: `joules` over a timed region of `wall_s` seconds that processed `tokens` tokens."""
-    if joules is None or wall_s <= 0 or tokens <= 0:
+    """The rows' energy columns: `joules` over a timed region of `wall_s` seconds that processed `tokens` tokens;
+    None where the window is shorter than ENERGY_MIN_WINDOW_S (the counter cannot resolve it)."""
+    if joules is None or wall_s <= 0 or wall_s < ENERGY_MIN_WINDOW_S or tokens <= 0:
         return {"energy_j": None, "joules_per_token": None, "avg_power_w": None}
     return {"energy_j": joules, "joules_per_token": joules / tokens, "avg_power_w": joules / wall_s}
 

@@ -24,6 +24,13 @@ CPU = torch.device("cpu")
 ENERGY_COLUMNS = ("energy_j", "joules_per_token", "avg_power_w")
 
 
+@pytest.fixture(autouse=True)
+def any_window_resolves(monkeypatch):
+    """The fake counter is exact, and these CPU windows last milliseconds: the resolution floor (a GPU counter's
+    ~100 ms steps) is tested on its own below."""
+    monkeypatch.setattr(trackers, "ENERGY_MIN_WINDOW_S", 0.0)
+
+
 class FakeGpu:
     """What the fake NVML reports: a counter in millijoules that the test's "GPU work" advances, and a log of reads."""
 
@@ -61,6 +68,12 @@ def counter_of(gpu: FakeGpu, monkeypatch, **errors) -> EnergyCounter | None:
 
 
 # ---------------------------------------------------------------------------------------------------- arithmetic
+def test_a_window_shorter_than_the_counters_resolution_gives_none(monkeypatch):
+    monkeypatch.setattr(trackers, "ENERGY_MIN_WINDOW_S", 1.0)
+    assert energy_columns(300.0, 0.64, 8)["energy_j"] is None  # fig6's 0.3 s decode windows on the H200
+    assert energy_columns(900.0, 1.3, 8)["avg_power_w"] == pytest.approx(900 / 1.3)
+
+
 def test_energy_columns_arithmetic_and_none_paths():
     assert energy_columns(12.5, 2.0, 8) == {"energy_j": 12.5, "joules_per_token": 1.5625, "avg_power_w": 6.25}
     none = dict.fromkeys(ENERGY_COLUMNS)

@@ -75,12 +75,12 @@ if triton_available():
         if _interpreted():  # one config and no benchmarking under the interpreter
             return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
         return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-                for bn in (16, 32, 64) for bk in (128, 256, 512) for w in (4, 8) for s in (3, 5)
+                for bn in (16, 32, 64) for bk in (64, 128, 256, 512) for w in (4, 8) for s in (3, 5)
                 if bn * bk * 2 * s <= 160 * 1024]  # weight tiles in flight must fit in shared memory
 
     def _prune(configs: list, named_args: dict, **kwargs) -> list:
-        fits = [c for c in configs if kwargs["K"] % c.kwargs["BLOCK_K"] == 0]
-        return fits or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]
+        # the loop has no K mask: only blocks that divide K (64 always does: the kernel's domain)
+        return [c for c in configs if kwargs["K"] % c.kwargs["BLOCK_K"] == 0]
 
     @triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune})
     @triton.jit
