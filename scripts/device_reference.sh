@@ -21,8 +21,8 @@
 #   bash scripts/device_reference.sh verdict-a    # 1 GPU alone: table4 1.3B/2.7B (fla, cuDNN) with 3 + 10 steps;
 #   source .fa4b/install.sh && bash scripts/device_reference.sh verdict-b    # then FA4's rows and every GPU test
 #   bash scripts/device_reference.sh gemm-a   # 1 GPU: decode-projection / state-pass / energy-counter probes, GPU tests
-#   bash scripts/device_reference.sh gemm-b   # 1 GPU alone: fig6 6.7B/8k B1,8,16 with decode_gemm auto (Triton) and
-#                                             # torch (cuBLAS), RetNet vs static cuDNN (MHA, GQA-8); capacity (Triton)
+#   bash scripts/device_reference.sh gemm-b   # 1 GPU alone: fig6 6.7B/8k B1,8,16 and capacity with decode_gemm auto
+#                                             # (Triton), RetNet vs static cuDNN (MHA, GQA-8); the kernel's GPU tests
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -55,11 +55,12 @@ gemm-a)  # one GPU: probes first (nothing else on the GPU), then the tests of wh
     tests/test_skinny_linear.py tests/test_retnet_step_fused.py tests/test_baselines_gqa.py \
     tests/test_baselines_decode.py tests/test_runner_gpu.py tests/test_energy.py > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
-gemm-b)  # one GPU alone: the decode steps' projections A/B on one lease, then the capacity search with Triton
-  F6="fig6 --model 6.7b --seq 8192 --batch 1,8,16 --impl retnet-recurrent,static --kernel sdpa-cudnn"
-  bench 0 s9-fig6-triton $F6
-  bench 0 s9-fig6-torch $F6 --decode-gemm torch
-  bench 0 s9-capacity capacity --impl retnet-recurrent,static --kernel sdpa-cudnn ;;
+gemm-b)  # one GPU alone: fig6 and the capacity search with the Triton projections (auto), then their GPU tests
+  bench 0 s9-fig6-triton fig6 --model 6.7b --seq 8192 --batch 1,8,16 --impl retnet-recurrent,static --kernel sdpa-cudnn
+  bench 0 s9-capacity capacity --impl retnet-recurrent,static --kernel sdpa-cudnn
+  timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 200 -rfE \
+    tests/test_skinny_linear.py > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 single)  # two GPUs, one lane each
   ( bench 0 table4 table4 --model 1.3b,2.7b,6.7b,13b
     bench 0 capacity capacity --impl retnet-recurrent,static,paper-like ) &
