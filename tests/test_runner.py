@@ -187,6 +187,15 @@ def test_capacity_finds_the_largest_batch_within_budget(tmp_path, fill):
         assert r["batch_size"] == 64 or probes[r["batch_size"] + 1] in ("over_budget", "oom")
 
 
+def test_a_capacity_probe_uses_at_least_the_reserved_peak():
+    """NVML, read at a probe's edges, can miss a peak the allocator reached in between: the budget bounds the larger."""
+    from retnet_bench.suites.scenarios.capacity import _used_gb
+
+    assert _used_gb(dict(mem_nvml_delta_gb=79.9, mem_torch_reserved_gb=83.8, mem_analytic_gb=70.0)) == 83.8
+    assert _used_gb(dict(mem_nvml_delta_gb=80.0, mem_torch_reserved_gb=79.8)) == 80.0
+    assert _used_gb(dict(mem_analytic_gb=70.0)) == 70.0 and _used_gb({}) == float("inf")
+
+
 def test_capacity_search_finds_the_exact_boundary_in_few_probes():
     from retnet_bench.suites.scenarios.capacity import search
 
