@@ -98,6 +98,21 @@ def test_a_row_from_before_decode_gemm_resumes_as_torch():
     assert point_key({**old, "phase": "prefill"})[POINT_KEY.index("decode_gemm")] is None
 
 
+def test_decode_memory_restarts_after_the_warm_up_steps(tmp_path, mini, monkeypatch):
+    """Every decode point restarts its memory peaks between its warm-up and its timed steps (a GPU warm-up autotunes
+    Triton kernels whose scratch is no decode memory), never inside the timed loop."""
+    from retnet_bench.suites import trackers
+
+    log: list[str] = []
+    real_time = trackers.LatencyTracker.time
+    monkeypatch.setattr(trackers.MemoryTracker, "warmed_up", lambda self: log.append("warmed_up"))
+    monkeypatch.setattr(trackers.LatencyTracker, "time",
+                        lambda self, *a, **k: (log.append("timed"), real_time(self, *a, **k))[1])
+    out = run_suite(mini, _opts(tmp_path, run_id="w"))
+    decode_rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "decode"]
+    assert log == ["warmed_up", "timed"] * len(decode_rows) and decode_rows
+
+
 def test_existing_run_is_never_overwritten(tmp_path, mini):
     run_suite(mini, _opts(tmp_path, run_id="same"))
     with pytest.raises(RunError, match="already exists"):

@@ -71,6 +71,7 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
         for _ in range(s.warmup):
             c.step()
             c.between_steps()
+        mem.warmed_up()  # the Triton autotuners' scratch (first step at a new shape) is not decode memory
         timing = ctx.latency(s).time(c.step, between=c.between_steps, energy=energy)
     joules = energy.result(batch * timing.n)  # every timed step decodes one token per sequence
     if joules["energy_j"] is not None and _works_between_steps(c):
