@@ -22,7 +22,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .contestants import PIPELINE_PAPER, SOURCE_OURS, Contestant, Roster, roster_of  # noqa: E402
-from .load import impl_label, ok_rows, plain_training, with_memory  # noqa: E402
+from .load import contestant_label as contestant  # noqa: E402,F401  (figures name it so)
+from .load import ok_rows, plain_training, with_memory  # noqa: E402
 
 DPI = 160
 SUBJECT_COLOUR = "#c0392b"
@@ -43,22 +44,6 @@ STATE_VARIANT_COLOUR = "#f1948a"  # a RetNet state kept in another precision tha
 _MUTED = ("#8c8c5a", "#5a8c7a", "#8c6d5a", "#6d7a8c", "#a07aa0", "#7a8c5a", "#a08c6d", "#5a7a8c")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 OOM_MARKER = "x"
-
-
-def contestant(impl: object, kernel: object, n_kv_heads: object = None, state_dtype: object = None,
-               grouped: object = None) -> str:
-    """The label a contestant has in every legend: 'impl (kernel)', plus ', N KV heads' for a GQA/MQA variant
-    and ', <dtype> state' for a RetNet state kept in another precision than fp32 (', <dtype> KV cache' for an
-    attention model's quantized cache). `grouped`: fewer KV heads than
-    query heads (the loader's `kv_grouped`); without it, 8 or fewer KV heads count as grouped (paper-size models)."""
-    label = impl_label(impl, kernel)
-    has_kv = n_kv_heads is not None and pd.notna(n_kv_heads)
-    is_grouped = bool(grouped) if grouped is not None and pd.notna(grouped) else has_kv and float(n_kv_heads) <= 8
-    if has_kv and is_grouped:
-        label += f", {int(float(n_kv_heads))} KV heads"
-    if isinstance(state_dtype, str) and state_dtype not in ("", "float32"):
-        label += f", {state_dtype} KV cache" if has_kv else f", {state_dtype} state"  # what the decoder carries
-    return label
 
 
 def parse_label(label: str) -> tuple[str, str]:
@@ -143,8 +128,9 @@ def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",), p
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)
     grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
-    return rows.assign(label=[contestant(i, k, n, s, g) for i, k, n, s, g in
-                              zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped)])
+    return rows.assign(label=[contestant(i, k, n, s, g, m) for i, k, n, s, g, m in
+                              zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped,
+                                  rows["decode_gemm"])])
 
 
 def new_figure(title: str, meta: str, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (9.0, 5.0),

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError, read_rows,
-                                          train_variant)
+from retnet_bench.suites.contract import (NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError,
+                                          decode_gemm, read_rows, train_variant)
 
 from .contestants import Roster
 
@@ -135,7 +135,7 @@ def _query_heads(df: pd.DataFrame) -> pd.Series:
 # What identifies one contestant's measurements in one suite (the contract's point key without the point itself,
 # plus the suite: figures and claims select rows by suite, so a `long` row never stands in for a `fig6` one).
 _CONTESTANT = ("suite", "model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "dtype", "world_size",
-               "tensor_parallel", "checkpointing", "compile")
+               "tensor_parallel", "checkpointing", "compile", "decode_gemm")
 
 
 def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
@@ -158,6 +158,7 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
     key["world_size"] = key["world_size"].fillna(1)
     for col in TRAIN_VARIANT_DEFAULTS:
         key[col] = [train_variant(col, ph, v) for ph, v in zip(df["phase"], key[col])]
+    key["decode_gemm"] = [decode_gemm(ph, v) for ph, v in zip(df["phase"], key["decode_gemm"])]
     key = key.astype(object).where(key.notna(), "-").astype(str)  # NaN is a value here, not a missing group
     stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
     groups = [key[c] for c in _CONTESTANT]
@@ -287,6 +288,25 @@ def impl_label(impl: object, kernel: object) -> str:
     if kernel is None or (isinstance(kernel, float) and np.isnan(kernel)) or kernel == "":
         return str(impl)
     return f"{impl} ({kernel})"
+
+
+def contestant_label(impl: object, kernel: object, n_kv_heads: object = None, state_dtype: object = None,
+                     grouped: object = None, decode_gemm: object = None) -> str:
+    """The label a contestant has in every legend and table: 'impl (kernel)', plus ', N KV heads' for a GQA/MQA
+    variant, ', Triton projections' for a decode step that projected through Triton (`decode_gemm`), and
+    ', <dtype> state' for a RetNet state kept in another precision than fp32 (', <dtype> KV cache' for an attention
+    model's quantized cache), last: the figures' palette reads a label's end. `grouped`: fewer KV heads than query
+    heads (the loader's `kv_grouped`); without it, 8 or fewer KV heads count as grouped (paper-size models)."""
+    label = impl_label(impl, kernel)
+    has_kv = n_kv_heads is not None and pd.notna(n_kv_heads)
+    is_grouped = bool(grouped) if grouped is not None and pd.notna(grouped) else has_kv and float(n_kv_heads) <= 8
+    if has_kv and is_grouped:
+        label += f", {int(float(n_kv_heads))} KV heads"
+    if decode_gemm == "triton":
+        label += ", Triton projections"
+    if isinstance(state_dtype, str) and state_dtype not in ("", "float32"):
+        label += f", {state_dtype} KV cache" if has_kv else f", {state_dtype} state"  # what the decoder carries
+    return label
 
 
 def run_meta(df: pd.DataFrame, envs: dict[str, dict]) -> str:

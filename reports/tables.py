@@ -12,7 +12,7 @@ import pandas as pd
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (PREFILL_SUITE, impl_label, ok_rows, run_meta, with_allocator_gib, with_memory,
+from .load import (PREFILL_SUITE, contestant_label, ok_rows, run_meta, with_allocator_gib, with_memory,
                    training_variant, without_brief_decode)
 
 
@@ -36,8 +36,12 @@ class Table:
 
 
 def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with `impl_kernel`: the contestant's full label (KV heads, projections, state precision), so that no
+    cell is the median of two contestants (MHA and GQA-8 rows of one impl and kernel were once averaged)."""
     rows = with_memory(rows)
-    return rows.assign(impl_kernel=[impl_label(i, k) for i, k in zip(rows["impl"], rows["kernel"])])
+    grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
+    return rows.assign(impl_kernel=[contestant_label(i, k, n, s, g, m) for i, k, n, s, g, m in zip(
+        rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped, rows["decode_gemm"])])
 
 
 def _sources(rows: pd.DataFrame) -> str:
@@ -58,8 +62,10 @@ def _by_length(frame: pd.DataFrame, value: str, row_label: str) -> pd.DataFrame:
 
 def _retnet_beside_baselines(rows: pd.DataFrame, roster: Roster, values: list[str]) -> pd.DataFrame | None:
     """Per (Transformer flavour, batch, length): the flavour's median `values` (suffix _base) beside the RetNet
-    subject's fastest kernel at that point (suffix _retnet); None when either side has no rows."""
-    retnet = rows[rows["impl"].isin(roster.subjects("decode"))]
+    subject's fastest kernel at that point with the fp32 state, as the claims take it (suffix _retnet); None when
+    either side has no rows."""
+    fp32 = rows["state_dtype"].isna() | (rows["state_dtype"] == "float32")  # unrecorded: every run before bf16
+    retnet = rows[rows["impl"].isin(roster.subjects("decode")) & fp32]
     base = rows[rows["role"] == "baseline"]
     if retnet.empty or base.empty:
         return None

@@ -41,6 +41,28 @@ def test_tables_values_and_meta(loaded):
     assert flat.columns[0] == "meta" and "mem_nvml_delta_gb" in tables["decode_memory_gb_6.7b"].note
 
 
+def test_no_table_cell_is_the_median_of_two_contestants(tmp_path):
+    """MHA and GQA-8 rows of one impl and kernel, fp32- and bf16-state RetNet rows, rows with and without Triton
+    projections: each its own table line, and the ratio's RetNet side is the fp32-state row (as in the claims)."""
+    from reports_fixtures import decode_row
+
+    rows = [decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 10.0, 14.0, state_dtype="float32"),
+            decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 5.0, 12.0, state_dtype="bfloat16"),
+            decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 20.0, 28.0, n_kv_heads=32),
+            decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 12.0, 20.0, n_kv_heads=8),
+            decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 19.0, 28.0, n_kv_heads=32, decode_gemm="triton")]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    tables = {t.name: t for t in all_tables(df, envs)}
+    tps = tables["decode_tokens_per_s_6.7b"].df["T=8192"]
+    assert tps[("static (sdpa-cudnn)", 8.0)] == pytest.approx(400.0)  # MHA alone, not the mean with GQA-8
+    assert tps[("static (sdpa-cudnn), 8 KV heads", 8.0)] == pytest.approx(8000 / 12)
+    assert tps[("static (sdpa-cudnn), Triton projections", 8.0)] == pytest.approx(8000 / 19)
+    assert tps[("retnet-recurrent (triton), bfloat16 state", 8.0)] == pytest.approx(1600.0)
+    ratio = tables["ratio_throughput_6.7b"].df["T=8192"]
+    assert ratio[("static (sdpa-cudnn)", 8.0)] == pytest.approx(2.0)  # fp32-state RetNet 800 tok/s over 400
+    assert ratio[("static (sdpa-cudnn), 8 KV heads", 8.0)] == pytest.approx(1.2)
+
+
 def test_claims_render(loaded):
     claims = claims_table(*loaded)
     md = render_claims_markdown(claims)
