@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -12,7 +13,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Does RetNet decode 8.4x faster with 70% less memory than a KV-cache Transformer? "
+from retnet_bench.suites.suite import DTYPES  # noqa: E402
+
+
+class _App(typer.Typer):
+    """Calling the app runs `main` (one-line usage errors): an install made while [project.scripts] named `app`
+    still calls `app()` until it is reinstalled. Tests invoke the click command itself (typer.testing)."""
+
+    def __call__(self, args: Optional[List[str]] = None, **_: object) -> int:
+        return main(args)
+
+
+app = _App(help="Does RetNet decode 8.4x faster with 70% less memory than a KV-cache Transformer? "
                        "Measure it on your GPU.", no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False)
 console = Console()
@@ -111,10 +123,11 @@ def run(
     seq: Optional[str] = typer.Option(None, "--seq", help="Comma-separated lengths, e.g. 2048,8192"),
     impl: Optional[str] = typer.Option(None, "--impl", help="Comma-separated impl names (see `list`)"),
     kernel: Optional[str] = typer.Option(None, "--kernel", help="Comma-separated kernels (attention or retention)"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16, float16, float32"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
-    out: Path = typer.Option(Path("results"), "--out", help="Folder that receives results/<run-id>/"),
-    run_id: Optional[str] = typer.Option(None, "--run-id", help="Name of the new run folder"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=f"{', '.join(DTYPES)} (default: the suite's)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N"),
+    out: Path = typer.Option(Path("results"), "--out", help="Parent folder: the run is written to <out>/<run-id>/"),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Name of the new run folder (default: "
+                                         "<date>-<time>-<suite>-<device>)"),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue this run (id or folder), skipping finished points"),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop cleanly after this many seconds "
                                                "(continue later with --resume)"),
@@ -131,19 +144,23 @@ def run(
     no_graph: bool = typer.Option(False, "--no-graph", help="Do not capture CUDA graphs"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report and print claims at the end"),
 ) -> None:
-    """Run a suite; rows go to results/<run-id>/rows.jsonl as each point finishes."""
+    """Run a suite; rows go to <out>/<run-id>/rows.jsonl (out: results) as each point finishes."""
     from retnet_bench.suites import RunOptions, load_suite, run_suite
     from retnet_bench.suites.contract import measure_changing
     from retnet_bench.suites.suite import with_overrides
 
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"--time-limit must be a positive number of seconds, got {time_limit:g}")
+    for flag, value in (("--run-id", run_id), ("--resume", resume)):
+        if value is not None and not value.strip():  # "" would silently mean an automatic id / a new run
+            raise ValueError(f"{flag} is empty: give a name (or leave the option out)")
     dev = _device(device)
     if nproc is not None:
         _check_nproc(nproc, dev)
     names = [suite] if suite else (["fig6", "table4"] if dev.type == "cuda" else ["smoke"])
-    if resume and len(names) > 1:
-        raise ValueError("--resume needs an explicit suite name")
+    for flag, value in (("--resume", resume), ("--run-id", run_id)):
+        if value is not None and len(names) > 1:  # one folder cannot hold two suites' runs
+            raise ValueError(f"{flag} needs an explicit suite name")
     impls = _names(impl)
     training = dict(nproc=nproc, tp=tp, checkpointing=checkpointing, compile=compile_blocks)
     given = [f"--{k}" for k, v in training.items() if v is not None]
@@ -153,21 +170,31 @@ def run(
     if decode_gemm is not None and not any({"decode", "capacity"} & set(s.scenarios) for s in suites):
         raise ValueError(f"--decode-gemm: decoding only, and suite {' / '.join(names)} has no [decode] or [capacity] "
                          "scenario")
+    # what a resume must repeat: the same points (the suite's overrides) measured the same way
+    given_options = [("--model", model), ("--batch", batch), ("--seq", seq), ("--impl", impl), ("--kernel", kernel),
+                     ("--dtype", dtype), ("--device", None if device == "auto" else device), ("--nproc", nproc),
+                     ("--tp", tp), ("--checkpointing", checkpointing), ("--compile", compile_blocks),
+                     ("--decode-gemm", decode_gemm), ("--no-nvml", no_nvml or None), ("--no-graph", no_graph or None),
+                     ("--no-report", (not report) or None)]
     run_dirs = []
     for name, loaded in zip(names, suites):
         s = with_overrides(loaded, models=_names(model), dtype=dtype, batch_sizes=_ints(batch, "batch"),
                            seq_lens=_ints(seq, "seq"), kernels=_names(kernel), decode_gemm=decode_gemm, **training)
         if impls is not None:
             s = _filter_impls(s, impls)
-        opts = RunOptions(device=dev, out_root=out, run_id=run_id if len(names) == 1 else None, resume=resume,
+        opts = RunOptions(device=dev, out_root=out, run_id=run_id, resume=resume,
                           use_nvml=not no_nvml, use_graph=not no_graph, time_limit_s=time_limit, console=console)
         try:
             outcome = run_suite(s, opts)
-        except KeyboardInterrupt:
-            err.print("interrupted: every finished row is kept; continue with "
-                      f"`retnet-bench run {name} --resume <run folder> --out {out}`", markup=False, highlight=False)
+        except KeyboardInterrupt as e:  # RunInterrupted names the run folder once it exists
+            where = getattr(e, "run_dir", None)
+            again = _resume_command(name, where, given_options) if where else None
+            err.print(f"interrupted: every finished row is kept; continue with `{again}`" if again else
+                      "interrupted before the run folder was made: nothing to resume", markup=False,
+                      highlight=False, soft_wrap=True)
             raise typer.Exit(130)
-        state = "complete" if outcome.complete else "stopped early (time limit): continue with --resume"
+        state = "complete" if outcome.complete else (
+            f"stopped early (time limit): continue with `{_resume_command(name, outcome.run_dir, given_options)}`")
         summary = ", ".join(f"{n} {k}" for k, n in sorted(outcome.counts.items())) or "no new rows"
         console.print(f"{s.name}: {outcome.n_rows} rows in {outcome.run_dir} ({state}; this run: {summary})",
                       markup=False, highlight=False)
@@ -182,9 +209,18 @@ def run(
         run_dirs.append(outcome.run_dir)
         if not outcome.complete:
             report = False
-    if report:
-        _report(run_dirs, None)
-        _claims(run_dirs, None)
+    if report:  # into the run's own new folder, wherever --out put it (a new reference run included)
+        _report(run_dirs, None, guard_reference=False)
+        _claims(run_dirs, None, guard_reference=False)
+
+
+def _resume_command(suite: str, run_dir: Path, options: list[tuple[str, object]]) -> str:
+    """`retnet-bench run SUITE --resume RUN_DIR` with the options given to this run (a value of True: a flag)."""
+    words = ["retnet-bench", "run", suite, "--resume", str(run_dir)]
+    for flag, value in options:
+        if value is not None:
+            words += [flag] if value is True else [flag, str(value)]
+    return shlex.join(words)
 
 
 def _check_nproc(nproc: int, dev) -> None:
@@ -196,24 +232,21 @@ def _check_nproc(nproc: int, dev) -> None:
         raise ValueError(f"--nproc {nproc} is more than the {torch.cuda.device_count()} visible GPU(s)")
 
 
-def _report(run_dirs: list[Path], out: Optional[Path]) -> None:
+def _report(run_dirs: list[Path], out: Optional[Path], guard_reference: bool = True) -> None:
     from retnet_bench.reports import write_report
 
-    from retnet_bench.suites.contract import read_rows
-
-    for d in run_dirs:
-        if Path(d).is_dir() and (Path(d) / "rows.jsonl").is_file() and not read_rows(Path(d) / "rows.jsonl", warn=False):
-            raise ValueError(f"{d}: the run has no rows yet (nothing to report)")
-    paths = write_report(run_dirs, out)
+    paths = write_report(run_dirs, out, guard_reference=guard_reference)  # checks its input before any mkdir
     main_file = paths.get("report_html") or paths.get("report_md") or next(iter(paths.values()), "")
     console.print(f"report: {main_file}", markup=False, highlight=False)
 
 
-def _claims(run_dirs: list[Path], out: Optional[Path]) -> None:
+def _claims(run_dirs: list[Path], out: Optional[Path], guard_reference: bool = True) -> None:
     from retnet_bench.reports import claims_rich_table, claims_table, load_runs, write_claims
 
     from retnet_bench.reports.render import collapsed_lines
+    from retnet_bench.reports.report import check_run_folders
 
+    run_dirs = check_run_folders(run_dirs, out, "claims", guard_reference)  # one line, before anything is printed
     df, envs = load_runs(run_dirs)
     claims = claims_table(df, envs)
     table = claims_rich_table(claims)
@@ -328,7 +361,8 @@ def list_() -> None:
 @app.command()
 @one_line_errors
 def env() -> None:
-    """This machine: GPU, driver, CUDA, NVML, library versions, usable kernels."""
+    """This machine as a run's env.json records it: git commit, host, Python, GPU, driver, CUDA, library versions
+    (which kernels can run here: `list`)."""
     import json
 
     import torch
@@ -339,8 +373,38 @@ def env() -> None:
     console.print_json(json.dumps(collect_env(dev)))
 
 
-def main() -> None:
-    app()
+def main(argv: Optional[List[str]] = None) -> int:
+    """The `retnet-bench` entry point: the app without click's standalone mode, so that a usage error (an unknown
+    option, a missing argument) is one line and exit 2 like any other bad input, not click's boxed usage text.
+    --help and --version still exit 0, Ctrl-C 130."""
+    exceptions = _click_exceptions()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="retnet-bench", standalone_mode=False)
+    except exceptions.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `retnet-bench`: the help is the answer (click: exit 2)
+            command.main(args=["--help"], prog_name="retnet-bench", standalone_mode=False)
+            return 2
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        err.print(f"error: {e.format_message()}{where}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except exceptions.ClickException as e:  # e.g. a file option that cannot be opened: bad input all the same
+        err.print(f"error: {e.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except (exceptions.Abort, typer.Abort):  # EOF at a prompt or Ctrl-C outside a command's own handling
+        err.print("interrupted", markup=False, highlight=False)
+        return 130
+    return code if isinstance(code, int) else 0
+
+
+def _click_exceptions():
+    """The exception module of the click that typer's commands raise from: newer typer vendors click as
+    `typer._click` (no click dependency), older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
 
 
 if __name__ == "__main__":

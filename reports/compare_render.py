@@ -2,7 +2,28 @@
 
 Every format lists what regressed first (point, metric, base, head, change), so a failing CI job says why
 without scrolling: rich puts a "Regressed" table under the verdict line, JSON a ``regressions`` list at the top,
-and ``render_github`` one ``::error`` annotation per regression before the files it wrote.
+and ``render_github`` one ``::error`` annotation per regression before the files it wrote. The text helpers of
+the comparison live here too: ``parse_threshold`` (the CLI's "5%") and the no-common-points message.
+
+Dashboards in your own GPU CI (github-action-benchmark, tools ``customBiggerIsBetter`` /
+``customSmallerIsBetter``; each takes a JSON list of ``{name, unit, value, range?, extra?}``): write one file
+per direction with :func:`write_github` (or :func:`to_github`), gate on ``compare``'s exit code, and let the
+action only store and chart the head run, since its own alert knows nothing of p10-p90 noise::
+
+    - run: retnet-bench compare results/baseline results/$RUN --format github --out bench/  # exit 1 fails
+    - uses: benchmark-action/github-action-benchmark@v1
+      if: always()
+      with: {name: retnet-bench throughput, tool: customBiggerIsBetter,
+             output-file-path: bench/benchmark-bigger.json, fail-on-alert: false, auto-push: true,
+             github-token: "${{ secrets.GITHUB_TOKEN }}"}
+    - uses: benchmark-action/github-action-benchmark@v1
+      if: always()
+      with: {name: retnet-bench latency and memory, tool: customSmallerIsBetter,
+             output-file-path: bench/benchmark-smaller.json, fail-on-alert: false, auto-push: true,
+             github-token: "${{ secrets.GITHUB_TOKEN }}"}
+
+The two steps need different ``name`` inputs: the action keys its stored history by name. Run the GPU job on
+one fixed machine type; ``compare`` refuses runs from different GPUs unless told ``allow_mismatch``.
 """
 from __future__ import annotations
 
@@ -16,9 +37,47 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .compare import _STATUS_STYLE, GITHUB_TOOLS, METRICS, _PASS_COLUMNS, CompareInputError, CompareResult
+from .compare import (_STATUS_STYLE, GITHUB_TOOLS, MATCH_COLUMNS, METRICS, _PASS_COLUMNS, CompareInputError,
+                      CompareResult)
 
 REGRESSION_COLUMNS = ["point", "metric", "unit", "base", "head", "change_pct"]
+
+
+def parse_threshold(text: str | float) -> float:
+    """CLI helper: ``"5%"`` or ``"0.05"`` -> 0.05. A bare number >= 1 is refused as ambiguous."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise CompareInputError(f"threshold {text!r}: write a percentage like 5% or a fraction like 0.05") from None
+    if not raw.endswith("%") and value >= 1:
+        raise CompareInputError(f"threshold {text!r} is ambiguous: write {raw}% or {value / 100:g}")
+    if not (math.isfinite(value) and value >= 0):
+        raise CompareInputError(f"threshold {text!r} must be >= 0")
+    return value
+
+
+# The columns a no-common-points message names first (what usually differs: another suite, dtype or model)
+_TELLING_COLUMNS = ("suite", "dtype", "model", "phase", "impl", "kernel")
+
+
+def _key_differences(base_rows: pd.DataFrame, head_rows: pd.DataFrame, shown: int = 3) -> str:
+    """'suite fig6 / table4, dtype bfloat16 / float32': up to `shown` key columns whose values differ between the
+    runs, each with up to `shown` values a side."""
+    def values(rows: pd.DataFrame, col: str) -> list[str]:
+        present = {v for v in rows[col] if v is not None and not pd.isna(v)}
+        try:
+            ordered = sorted(present)
+        except TypeError:  # mixed types in an object column
+            ordered = sorted(present, key=str)
+        return [str(v) for v in ordered[:shown]] + (["..."] if len(ordered) > shown else [])
+
+    columns = [*_TELLING_COLUMNS, *(c for c in MATCH_COLUMNS if c not in _TELLING_COLUMNS)]
+    parts = [f"{col} {','.join(values(base_rows, col)) or '-'} / {','.join(values(head_rows, col)) or '-'}"
+             for col in columns if values(base_rows, col) != values(head_rows, col)]
+    if not parts:
+        return f"no point matches on all of {', '.join(MATCH_COLUMNS)}"
+    return ", ".join(parts[:shown]) + (", ..." if len(parts) > shown else "")
 
 
 def _fmt(value: object) -> str:
@@ -62,7 +121,7 @@ def regression_lines(result: CompareResult) -> list[str]:
 def _summary(result: CompareResult) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
     broken = f", {len(result.broken)} ok -> failing" if len(result.broken) else ""
-    return f"{result.base} -> {result.head}: {counts or 'no points'}{broken}"
+    return f"{result.base} -> {result.head}: {counts or 'no point ok in both runs'}{broken}"
 
 
 def render_rich(result: CompareResult) -> Group:
@@ -140,7 +199,7 @@ def to_github(result: CompareResult, direction: Literal["bigger", "smaller"]) ->
 
     A JSON list of ``{"name", "unit", "value", "range", "extra"}``, one per (ok head point, metric) whose better
     direction matches: the head run's values (matched and new points), since the action keeps its own history.
-    Deterministic columns are left out. See compare.py's docstring for wiring it into CI.
+    Deterministic columns are left out. See this module's docstring for wiring it into CI.
     """
     if direction not in GITHUB_TOOLS:
         raise ValueError(f"direction must be 'bigger' or 'smaller', got {direction!r}")

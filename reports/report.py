@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retnet_bench.suites.contract import measure_changing
+from retnet_bench.suites.contract import RowsError, measure_changing, read_rows
 
 from . import paper_values as pv
 from .claims import (FRAMING_CAPACITY, FRAMING_MODERN, FRAMING_PAPER, FRAMING_STRONGEST, claims_table)
@@ -237,12 +237,55 @@ def _html(blocks: list[Block]) -> str:
             f"<style>{CSS}</style></head><body>{''.join(out)}</body></html>\n")
 
 
-def write_report(run_dirs: list[Path], out_dir: Path | None = None) -> dict[str, Path]:
+# A folder under results/reference/ holds a committed run: a report without an explicit out_dir would be written
+# into it
+REFERENCE_PARTS = ("results", "reference")
+RUN_FILES = ("rows.jsonl", "table.csv", "env.json")  # a run's own file stands for its folder (as load_runs reads)
+
+
+def _is_reference(path: Path) -> bool:
+    parts = path.resolve().parts
+    return any(parts[i:i + 2] == REFERENCE_PARTS for i in range(len(parts) - 1))
+
+
+def check_run_folders(run_dirs: list[Path], out_dir: Path | None, what: str = "report",
+                      guard_reference: bool = True) -> list[Path]:
+    """The run folders of a report or claims table, checked before anything is created, written or printed:
+    ReportInputError (one line; the CLI exits 2) for a missing path, a file, a folder without rows, an empty run, an
+    out_dir that is a file, or (guard_reference, no out_dir) a committed reference run as the destination."""
+    if not run_dirs:
+        raise ReportInputError("no run folders given")
+    folders = []
+    for given in map(Path, run_dirs):
+        d = given.parent if given.is_file() and given.name in RUN_FILES else given
+        if not d.exists():
+            raise ReportInputError(f"{d}: run folder not found")
+        if not d.is_dir():
+            raise ReportInputError(f"{d} is not a run folder")
+        if (d / "rows.jsonl").is_file():
+            try:
+                empty = not read_rows(d / "rows.jsonl", warn=False)
+            except RowsError as e:
+                raise ReportInputError(f"unreadable rows: {e}") from None
+            if empty:
+                raise ReportInputError(f"{d}: the run has no rows yet (nothing to {what})")
+        elif not (d / "table.csv").is_file():
+            raise ReportInputError(f"{d} is not a run folder (no rows.jsonl or table.csv)")
+        folders.append(d)
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ReportInputError(f"--out {out_dir} is a file, not a folder")
+    if out_dir is None and guard_reference and _is_reference(folders[0]):
+        raise ReportInputError(f"{folders[0]} is a committed reference run: give --out DIR for the {what}")
+    return folders
+
+
+def write_report(run_dirs: list[Path], out_dir: Path | None = None, guard_reference: bool = True) -> dict[str, Path]:
     """Write report.md, report.html, figures/*.png, tables/*.csv, claims.csv/.md into out_dir (default: the first
-    run's folder). Returns name -> path of everything written. A missing/unreadable run or an unwritable out_dir
+    run's folder, never a committed reference run's unless guard_reference is off). Returns name -> path of
+    everything written. Bad input (check_run_folders, checked before any folder is made) or an unwritable out_dir
     raises ReportInputError (one line; the CLI exits 2)."""
-    run_dirs = [Path(p) for p in run_dirs]
-    out_dir = Path(out_dir) if out_dir is not None else (run_dirs[0] if run_dirs else Path("."))
+    run_dirs = check_run_folders(run_dirs, out_dir, "report", guard_reference)
+    out_dir = Path(out_dir) if out_dir is not None else run_dirs[0]
     try:
         (out_dir / "figures").mkdir(parents=True, exist_ok=True)
         (out_dir / "tables").mkdir(parents=True, exist_ok=True)

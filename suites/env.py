@@ -63,6 +63,19 @@ def _env_flag(name: str) -> bool | None:
     return True if value in ("1", "true", "yes") else False if value in ("0", "false", "no") else None
 
 
+def available_ram_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """MemAvailable from /proc/meminfo in GB (1e9 bytes): what a CPU run can allocate before the kernel's OOM killer
+    ends it without a word (exit 137). None where there is no such file (not Linux) or it says nothing readable."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                value, unit = line.split()[1:3]
+                return int(value) * {"kB": 1024, "mB": 1024**2, "gB": 1024**3}.get(unit, 1) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def gpu_info(device: torch.device) -> dict:
     info: dict = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
                   "gpu_memory_gb": None}

@@ -3,6 +3,7 @@ module measures its own points (suites/scenarios/). Finished rows are never lost
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import re
 import time
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .contestants.base import Contestant
 from .contestants.spec import BuildArgs
 from .contract import RowWriter, done_keys, make_row, point_key, read_rows, repair_torn_tail, write_table
-from .env import collect_env
+from .env import available_ram_gb, collect_env
 from .plan import Group, Point, check_phases, plan
 from .scenarios import SCENARIOS
 from .scenarios import train as train_scenario
@@ -32,6 +33,14 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 class RunError(ValueError):
     """A problem with the run request itself (one line for the CLI, exit 2)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, after its folder was made: says which folder `--resume` continues (the CLI prints it)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 @dataclass
@@ -90,13 +99,17 @@ class Runner:
                 raise RunError(f"cannot resume {run_dir.name}: it was made by suite {env.get('suite')!r} "
                                f"with another definition")
             env.setdefault("resumed", []).append(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            env["complete"] = False  # until this invocation finishes every point
             try:
                 repair_torn_tail(run_dir / "rows.jsonl")
                 (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+                if not (run_dir / "suite.toml").is_file():  # a run made before suite.toml was kept: same sha, add it
+                    self._keep_suite_file(run_dir)
             except OSError as e:
                 raise RunError(f"cannot resume {run_dir}: {e.strerror or e}") from None
             return run_dir, env
-        run_id = self.opts.run_id or (
+        # an empty --run-id is bad input, not a request for an automatic one
+        run_id = self.opts.run_id if self.opts.run_id is not None else (
             f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{self.suite.name}-{self.device.type}")
         if not RUN_ID.match(run_id):
             raise RunError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only (no path separators)")
@@ -112,12 +125,37 @@ class Runner:
         cuda = self.device.type == "cuda"
         env.update(run_id=run_id, suite=self.suite.name, suite_path=self.suite.path, suite_sha256=self.suite.sha256,
                    dtype=self.suite.dtype, seed=self.suite.seed, nvml_sampler=self.opts.use_nvml and cuda,
-                   cuda_graphs=self.opts.use_graph and cuda)
+                   cuda_graphs=self.opts.use_graph and cuda, complete=False)
+        try:  # env.json at once: a run stopped before its first point can still be resumed
+            self._write_env(run_dir, env)
+            self._keep_suite_file(run_dir)
+        except OSError as e:
+            raise RunError(f"cannot write to {run_dir}: {e.strerror or e}") from None
         return run_dir, env
+
+    def _keep_suite_file(self, run_dir: Path) -> None:
+        """Copy the suite file into the run as suite.toml: env.json keeps only its path and sha256, and a run made
+        from a temporary file could not be repeated without it. Copied only while it still has the sha256 the suite
+        was loaded with (the CLI's overrides are in env.json's `command`)."""
+        try:
+            raw = Path(self.suite.path).read_bytes()
+        except OSError:  # gone since it was loaded (a temporary file): nothing true to copy
+            return
+        if hashlib.sha256(raw).hexdigest() == self.suite.sha256:
+            (run_dir / "suite.toml").write_bytes(raw)
+
+    def _write_env(self, run_dir: Path, env: dict) -> None:
+        (run_dir / "env.json").write_text(json.dumps(env, indent=2))
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunOutcome:
         run_dir, env = self._open_run_dir()
+        try:
+            return self._run(run_dir, env)
+        except KeyboardInterrupt as e:  # say which folder to resume; every finished row is already on disk
+            raise RunInterrupted(run_dir) from e
+
+    def _run(self, run_dir: Path, env: dict) -> RunOutcome:
         peak_gbps, mem = None, None
         if self.device.type == "cuda":
             peak_gbps = env.get("peak_copy_gbps") or measure_copy_bandwidth_gbps(self.device)
@@ -131,7 +169,7 @@ class Runner:
         # the specs of this run's contestants travel with its rows: reports read roles, families and descriptions
         # from here (they never import the specs)
         env.setdefault("contestants", {}).update({g.impl: g.spec.describe() for g in groups})
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+        self._write_env(run_dir, env)  # complete: false until the end (a killed run stays false)
         torch.manual_seed(self.suite.seed)
         self.run_id = env["run_id"]
         # energy is an NVML read like the memory one: `--no-nvml` turns both off
@@ -141,7 +179,7 @@ class Runner:
         writer = RowWriter(run_dir / "rows.jsonl")
         done = _done_points(read_rows(run_dir / "rows.jsonl"))
         total = sum(len(g.points) for g in groups)
-        complete, counts = True, {}
+        complete, counts, finished = True, {}, False
         cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn()]
         try:
@@ -162,8 +200,14 @@ class Runner:
                     if self._out_of_time():
                         complete = False
                         break
+            finished = complete
         finally:
             write_table(run_dir)
+            env["complete"] = finished  # false after a time limit, Ctrl-C or a crash; a resume that finishes: true
+            try:
+                self._write_env(run_dir, env)
+            except OSError:  # never hide the exception under way (the rows are written and fsynced already)
+                pass
         return RunOutcome(run_dir, len(read_rows(run_dir / "rows.jsonl")), complete, counts)
 
     def _out_of_time(self) -> bool:
@@ -288,6 +332,57 @@ def check_lengths(suite: Suite) -> None:
                 raise ValueError(f"length {too_long[0]} is beyond what model {m!r} supports (max {limit})")
 
 
+# Over the analytic bytes of a CPU point (weights, cache or state, gradients and optimizer state): activations, the
+# allocator's slack and the interpreter with its libraries are not counted, and a run the kernel's OOM killer ends
+# loses its point without a word (exit 137), so refuse early with a margin rather than late with none.
+CPU_MEMORY_SAFETY = 1.25
+
+
+def cpu_memory_need_gb(suite: Suite) -> dict[str, tuple[float, str]]:
+    """Per model: (GB its largest point needs on a CPU, what that point is). Analytic: weights at the suite dtype,
+    plus the KV cache / recurrent state of the largest decode point, or gradients and AdamW moments (fp32) for
+    training, or the whole budget a capacity search grows into; times CPU_MEMORY_SAFETY. Both families' sizes are
+    taken (a Transformer and a RetNet of one preset differ by a few percent)."""
+    from retnet import RetNetConfig
+    from retnet import analytic as ra
+    from retnet_bench.baselines import TransformerConfig
+    from retnet_bench.baselines import analytic as ta
+
+    dtype = DTYPES[suite.dtype]
+    el = dtype.itemsize
+    need: dict[str, tuple[float, str]] = {}
+    for m in suite.models:
+        rcfg, tcfg = RetNetConfig.from_name(m), TransformerConfig.from_name(m)
+        params = max(ra.param_count(rcfg), ta.param_count(tcfg))
+        weights = params * el
+        cands = []
+        for kind, sc in suite.scenarios.items():
+            if kind == "decode":
+                b, t = max(sc.batch_sizes), max(sc.seq_lens)
+                cache = max(ta.kv_cache_bytes(tcfg, b, t, dtype), ra.state_bytes(rcfg, b))
+                cands.append((weights + cache, f"decode B={b} T={t}: weights and cache at {suite.dtype}"))
+            elif kind == "train":  # weights, gradients, two fp32 AdamW moments (+ fp32 master weights below fp32)
+                extra = params * (8 + (4 if el < 4 else 0)) if sc.optimizer else 0
+                cands.append((2 * weights + extra, f"training at {suite.dtype} with its optimizer state"))
+            elif kind == "capacity":
+                budget = sc.memory_budget_gb
+                cands.append((max(weights, budget * GB), f"a capacity search up to {budget:g} GB"))
+        size, what = max(cands, default=(weights, f"weights at {suite.dtype}"))
+        need[m] = (size * CPU_MEMORY_SAFETY / GB, what)
+    return need
+
+
+def check_cpu_memory(suite: Suite, available_gb: float | None = None) -> None:
+    """RunError (one line) when a model's largest point cannot fit in this machine's available RAM."""
+    available_gb = available_ram_gb() if available_gb is None else available_gb
+    if available_gb is None:  # no /proc/meminfo (not Linux): nothing to judge by
+        return
+    for model, (gb, what) in cpu_memory_need_gb(suite).items():
+        if gb > available_gb:
+            raise RunError(f"model {model} needs ~{gb:.1f} GB on the CPU ({what}); {available_gb:.1f} GB "
+                           "available: pick a smaller --model or a GPU")
+
+
 def run_suite(suite: Suite, opts: RunOptions) -> RunOutcome:
     if suite.requires_gpu and opts.device.type != "cuda":
         raise RunError(f"suite {suite.name!r} needs a CUDA GPU (this machine has none); try the 'smoke' suite")
@@ -297,4 +392,6 @@ def run_suite(suite: Suite, opts: RunOptions) -> RunOutcome:
         check_suite(suite, opts.device)
     except ValueError as e:
         raise RunError(str(e)) from None
+    if opts.device.type == "cpu":  # before building anything: the OOM killer gives no message and no row
+        check_cpu_memory(suite)
     return Runner(suite, opts).run()

@@ -31,6 +31,8 @@ DTYPES = ("bfloat16", "float16", "float32", "float64")
 
 # KV-cache precisions a suite may add beside the model dtype's cache (a row's state_dtype for a Transformer)
 KV_DTYPES = ("float8_e4m3fn",)
+# Integer keys for which 0 means something: no untimed step, the model's default prefill segment
+ZERO_OK_KEYS = ("warmup", "prefill_segment")
 
 
 class SuiteError(ValueError):
@@ -143,8 +145,10 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
                          f"always run), got {kv!r}")
     for key in ("warmup", "min_steps", "max_steps", "chunk_size", *_int_keys(sc)):
         v = getattr(sc, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key in ("warmup", "prefill_segment") else 1):
-            raise SuiteError(f"{where}: {key} must be a positive integer, got {v!r}")
+        lowest = 0 if key in ZERO_OK_KEYS else 1
+        if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
+            kind_of = "a non-negative integer" if lowest == 0 else "a positive integer"
+            raise SuiteError(f"{where}: {key} must be {kind_of}, got {v!r}")
     if sc.max_steps < sc.min_steps:
         raise SuiteError(f"{where}: max_steps ({sc.max_steps}) < min_steps ({sc.min_steps})")
     if sc.min_seconds < 0:

@@ -393,3 +393,43 @@ def test_point_key_reads_a_missing_checkpointing_as_none_for_training_only():
     assert point_key({"phase": "train"})[i] == "none"
     assert point_key({"phase": "train", "checkpointing": "full"})[i] == "full"
     assert point_key({"phase": "decode"})[i] is None
+
+
+def test_runs_without_a_common_point_are_bad_input(tmp_path):
+    """Another suite or dtype shares no point: "no regression" would be a verdict on nothing (exit 2, one line)."""
+    base, head = pair(tmp_path, [decode_row(suite="fig6")], [decode_row(suite="table4", dtype="float32")])
+    with pytest.raises(CompareInputError) as info:
+        compare_runs(base, head)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"compare: no common points between {base} and {head}")
+    assert "suite fig6 / table4" in msg and "dtype bfloat16 / float32" in msg and "model" not in msg
+    # same suites and dtypes, but every point differs in a combination of keys: still said, still exit 2
+    base2, head2 = pair(tmp_path / "combo", [decode_row(batch=1, seq_len=64), decode_row(batch=2, seq_len=32)],
+                        [decode_row(batch=1, seq_len=32), decode_row(batch=2, seq_len=64)])
+    with pytest.raises(CompareInputError, match="no point matches on all of suite, model"):
+        compare_runs(base2, head2)
+
+
+def test_cli_compare_without_a_common_point_exits_2_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from retnet_bench.cli import app
+
+    base, head = pair(tmp_path, [decode_row(dtype="bfloat16")], [decode_row(dtype="float32")])
+    res = CliRunner().invoke(app, ["compare", str(base), str(head)], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0, res.output
+    assert "no common points" in res.stderr and "dtype bfloat16 / float32" in res.stderr
+
+
+def test_sub_megabyte_memory_changes_are_not_regressions(tmp_path):
+    """A CPU run's RSS growth of 0.16 MB is +33% but no regression: memory changes below MEMORY_FLOOR_GB are ok."""
+    from retnet_bench.reports.compare import MEMORY_FLOOR_GB
+
+    base, head = pair(tmp_path, [decode_row(mem_rss_peak_gb=0.00048, mem_nvml_peak_gb=0.2)],
+                      [decode_row(mem_rss_peak_gb=0.00064, mem_nvml_peak_gb=0.2 + 2 * MEMORY_FLOOR_GB)])
+    result = compare_runs(base, head)
+    assert status_of(result, "mem_rss_peak_gb") == "ok"
+    assert status_of(result, "mem_nvml_peak_gb") == "regressed"  # +10%, and 20 MB: beyond the floor
+    assert 0 < MEMORY_FLOOR_GB <= 0.01
+    shrink = compare_runs(head, base)  # the floor holds both ways: a sub-MB drop is no "improved" either
+    assert status_of(shrink, "mem_rss_peak_gb") == "ok"

@@ -78,6 +78,10 @@ def test_rows_have_every_column_and_expected_points(tmp_path, mini, monkeypatch)
     env = json.loads((out.run_dir / "env.json").read_text())
     assert env["suite"] == "mini" and env["schema_version"] == 2 and "git_sha" in env
     assert env["nvml_sampler"] is False and env["cuda_graphs"] is False  # what was really used on a CPU
+    # provenance: the suite file itself travels with the run (a temporary file would be lost), and the run says it
+    # finished; the path and sha256 stay
+    assert (out.run_dir / "suite.toml").read_bytes() == Path(mini.path).read_bytes()
+    assert env["complete"] is True and env["suite_path"] == mini.path and env["suite_sha256"] == mini.sha256
     # the allocator's settings change what is measured: recorded when set, absent when not
     assert env["runtime_env"]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert "CUDA_LAUNCH_BLOCKING" not in env["runtime_env"]
@@ -130,19 +134,24 @@ def test_resume_after_crash_keeps_rows_and_duplicates_none(tmp_path, mini, monke
         return real(self, c, g, p)
 
     monkeypatch.setattr(runner_mod.Runner, "_measure", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         run_suite(mini, _opts(tmp_path, run_id="crash"))
     run_dir = tmp_path / "results" / "crash"
+    assert info.value.run_dir == run_dir  # the CLI's Ctrl-C hint names it
+    assert json.loads((run_dir / "env.json").read_text())["complete"] is False
     before = read_rows(run_dir / "rows.jsonl")
     assert len(before) == 4  # two decode points (prefill + decode rows each) finished before the crash
     with open(run_dir / "rows.jsonl", "a") as f:
         f.write('{"torn": ')  # a crash in the middle of a write
     monkeypatch.setattr(runner_mod.Runner, "_measure", real)
+    (run_dir / "suite.toml").unlink()  # as a run made before the suite file was kept: the resume adds it
     out = run_suite(mini, _opts(tmp_path, resume="crash"))
+    assert (run_dir / "suite.toml").read_bytes() == Path(mini.path).read_bytes()
     rows = read_rows(out.run_dir / "rows.jsonl")
     keys = [point_key(r) for r in rows]
     assert len(keys) == len(set(keys)) == 9 and rows[:4] == before
-    assert json.loads((run_dir / "env.json").read_text())["resumed"]
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["resumed"] and env["complete"] is True
 
 
 def test_injected_oom_is_recorded_and_the_sweep_goes_on(tmp_path, mini, monkeypatch):
@@ -179,10 +188,14 @@ def test_build_failure_gives_error_rows_for_its_points(tmp_path, mini, monkeypat
 
 
 def test_time_limit_stops_cleanly_and_resume_finishes(tmp_path, mini):
+    def complete() -> bool:
+        return json.loads((tmp_path / "results" / "tl" / "env.json").read_text())["complete"]
+
     out = run_suite(mini, _opts(tmp_path, run_id="tl", time_limit_s=0.0))
-    assert not out.complete
-    out = run_suite(mini, _opts(tmp_path, resume="tl"))
-    assert out.complete and out.n_rows == 9
+    assert not out.complete and complete() is False
+    Path(mini.path).unlink()  # a temporary suite file, gone: the run's own copy resumes it
+    out = run_suite(load_suite(str(out.run_dir / "suite.toml")), _opts(tmp_path, resume="tl"))
+    assert out.complete and out.n_rows == 9 and complete() is True
 
 
 @pytest.mark.parametrize("fill", ["prefill", "random"])

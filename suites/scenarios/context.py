@@ -44,8 +44,14 @@ class Context:
         free_device_memory(self.device)
 
 
+# How an allocation failure reads when it is no OutOfMemoryError: CUDA's "out of memory", and the CPU allocator's
+# RuntimeError "[enforce fail at alloc_cpu.cpp:...] DefaultCPUAllocator: can't allocate memory: you tried to
+# allocate N bytes. Error code 12 (Cannot allocate memory)".
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_oom(e: BaseException) -> bool:
-    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
+    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or any(m in str(e).lower() for m in OOM_MESSAGES)
 
 
 def failure_status(e: BaseException) -> str:
