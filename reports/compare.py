@@ -42,16 +42,18 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, read_rows,
-                                         train_variant)
+from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, decode_gemm,
+                                         read_rows, train_variant)
 
 from .load import read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
-# The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile) tell points
-# of one impl apart; rows written before they existed read them as null (world_size as 1: every such run used one
-# GPU; a training row's tensor_parallel as 1, its checkpointing and compile as "none").
-VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing", "compile")
+# The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile, the decode
+# projections) tell points of one impl apart; rows written before they existed read them as null (world_size as 1:
+# every such run used one GPU; a training row's tensor_parallel as 1, its checkpointing and compile as "none"; a
+# decode row's decode_gemm as "torch").
+VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing", "compile",
+                   "decode_gemm")
 MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size", "tensor_parallel")
 _NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
@@ -148,6 +150,8 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
     for col in TRAIN_VARIANT_DEFAULTS:  # older rows lack them: a training row then ran with the defaults
         values = [train_variant(col, ph, None if pd.isna(v) else v) for ph, v in zip(rows["phase"], rows[col])]
         rows[col] = pd.array(values, dtype="Int64" if col in _INTEGER_KEYS else object)
+    rows["decode_gemm"] = pd.array([decode_gemm(ph, None if pd.isna(v) else v)
+                                    for ph, v in zip(rows["phase"], rows["decode_gemm"])], dtype=object)
     # A capacity point's batch is its *result* (the largest batch within budget), not a setting: match capacity
     # points without it, and drop the search's intermediate over-budget attempts.
     cap = rows["phase"] == "capacity"
@@ -179,10 +183,11 @@ def _label(row: pd.Series) -> str:
         parts.append(f"x{num(row['world_size'])}gpu")
     if pd.notna(row["tensor_parallel"]) and row["tensor_parallel"] != 1:
         parts.append(f"tp{num(row['tensor_parallel'])}")
-    if row["checkpointing"] not in (None, "none"):
-        parts.append(f"ckpt-{row['checkpointing']}")
-    if row["compile"] not in (None, "none"):
-        parts.append(f"compile-{row['compile']}")
+    for col, tag in (("checkpointing", "ckpt"), ("compile", "compile")):  # NaN never names a point
+        if pd.notna(row[col]) and row[col] != "none":
+            parts.append(f"{tag}-{row[col]}")
+    if row["decode_gemm"] == "triton":
+        parts.append("gemm-triton")
     return "/".join(parts)
 
 
