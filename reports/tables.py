@@ -213,7 +213,28 @@ def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     return Table("status_counts", "Rows per status", counts, run_meta(df, envs))
 
 
+# The op-level phases of the `kernels` suite, in the order a reader compares them.
+OP_PHASES = {"op_fwd": "forward", "op_fwdbwd": "forward + backward", "op_decode": "one decode step"}
+
+
+def op_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
+    """Per model and op phase: (op (kernel), batch) x length pivot of ms per call: one layer's attention or retention
+    at the model's head shapes (the `kernels` suite), so a kernel engineer sees each kernel beside the others."""
+    ops = _labelled(ok_rows(df[df["phase"].isin(list(OP_PHASES))], None)) if len(df) else df
+    tables = []
+    for model in sorted(ops["model"].dropna().unique()) if len(ops) else []:
+        for phase, words in OP_PHASES.items():
+            rows = ops[(ops["model"] == model) & (ops["phase"] == phase)]
+            if rows["ms_median"].notna().sum() == 0:
+                continue
+            tables.append(Table(f"{phase}_ms_{model}", f"Op level, {words}: ms per call, one layer at {model}'s "
+                                f"head shapes (rows: op (kernel), batch; columns: length)",
+                                _by_length(rows, "ms_median", "op (kernel)"), run_meta(rows, envs),
+                                "points that did not run (oom, skipped) are in the status table"))
+    return tables
+
+
 def all_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
-    tables = decode_tables(df, envs) + ratio_tables(df, envs) + prefill_tables(df, envs)
+    tables = decode_tables(df, envs) + ratio_tables(df, envs) + prefill_tables(df, envs) + op_tables(df, envs)
     tables += [t for t in (table4(df, envs), status_table(df, envs)) if t is not None]
     return tables

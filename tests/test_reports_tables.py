@@ -63,6 +63,29 @@ def test_no_table_cell_is_the_median_of_two_contestants(tmp_path):
     assert ratio[("static (sdpa-cudnn), 8 KV heads", 8.0)] == pytest.approx(1.2)
 
 
+def test_op_level_rows_get_a_table_per_model_and_phase(tmp_path):
+    """The kernels suite's rows: ms per call per op (kernel) and length, forward / fwd+bwd / decode apart; a point
+    that did not run gives no value."""
+    from reports_fixtures import row
+
+    def op(impl, kernel, phase, T, ms, status="ok"):
+        return row(model="1.3b", arch="op", impl=impl, kernel=kernel, phase=phase, batch_size=1, seq_len=T,
+                   ms_median=ms, status=status, suite="kernels")
+
+    rows = [op("attention", "sdpa-cudnn", "op_fwdbwd", 8192, 1.91), op("attention", "sdpa-cudnn", "op_fwdbwd", 32768, 27.9),
+            op("retention-chunkwise", "fla", "op_fwdbwd", 8192, 1.95), op("retention-chunkwise", "fla", "op_fwdbwd", 32768, 7.6),
+            op("retention-parallel", "torch", "op_fwdbwd", 32768, None, status="oom"),
+            op("retention-recurrent", "triton", "op_decode", 8192, 0.072)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    tables = {t.name: t for t in all_tables(df, envs)}
+    fb = tables["op_fwdbwd_ms_1.3b"].df
+    assert fb.loc[("retention-chunkwise (fla)", 1.0), "T=32768"] == pytest.approx(7.6)
+    assert fb.loc[("attention (sdpa-cudnn)", 1.0), "T=8192"] == pytest.approx(1.91)
+    assert "retention-parallel (torch)" not in fb.index.get_level_values(0)
+    assert tables["op_decode_ms_1.3b"].df.loc[("retention-recurrent (triton)", 1.0), "T=8192"] == pytest.approx(0.072)
+    assert "op_fwd_ms_1.3b" not in tables
+
+
 def test_claims_render(loaded):
     claims = claims_table(*loaded)
     md = render_claims_markdown(claims)
