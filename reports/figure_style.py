@@ -35,12 +35,14 @@ FAMILIES = {
     "paper pipeline": ("#555555", "#9a9a9a", "#777777"),                # the paper's cat-grown cache: greys
     "official baseline": ("#8c6d5a", "#a08c6d", "#6d5a4a"),              # other official baselines: browns
 }
-# our own baselines: a family per contestant (blues first), a shade per kernel (the contestant's kernels sorted)
-BASELINE_FAMILIES = (("#2c5d9e", "#5b8ad0", "#86b0e6", "#1b3a66", "#a9c8ef"),
+# our own baselines: a family per contestant (blues first), a shade per kernel (the contestant's kernels sorted);
+# neighbouring shades alternate dark and light, so that two kernels of one contestant never look alike
+BASELINE_FAMILIES = (("#2c5d9e", "#86b0e6", "#14305a", "#5b8ad0", "#a9c8ef"),
                      ("#4b4f9e", "#7b80c8", "#a3a7e0", "#2e3170"),
                      ("#7d5a94", "#b39bc8", "#5e3f75", "#d0bfe0"))
-GQA_COLOUR = "#2a9d8f"
-STATE_VARIANT_COLOUR = "#f1948a"  # a RetNet state kept in another precision than fp32: a lighter subject red
+GQA_SHADES = ("#2a9d8f", "#0b5345", "#76d7c4")  # grouped-query variants: teals, a shade per kernel as above
+STATE_VARIANT_COLOUR = "#641e16"  # a RetNet state kept in another precision than fp32: a dark subject red (the
+# official RetNet peers are the light warm tones)
 _MUTED = ("#8c8c5a", "#5a8c7a", "#8c6d5a", "#6d7a8c", "#a07aa0", "#7a8c5a", "#a08c6d", "#5a7a8c")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 OOM_MARKER = "x"
@@ -79,7 +81,10 @@ class Palette:
 
     def colour(self, label: str) -> str:
         if "KV heads" in label:
-            return GQA_COLOUR
+            c = self.roster.get(parse_label(label)[0])
+            kernels = self.kernels.get(c.name, []) if c is not None else []
+            kernel = parse_label(label)[1]
+            return GQA_SHADES[(kernels.index(kernel) if kernel in kernels else 0) % len(GQA_SHADES)]
         if label.endswith(" state"):
             return STATE_VARIANT_COLOUR
         fam, c = self._family(label)

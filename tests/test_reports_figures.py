@@ -14,7 +14,7 @@ from reports_fixtures import GPU, decode_row, gqa_rows, known_ratio_rows, train_
 
 from retnet_bench.reports import load_runs, write_report  # noqa: E402
 from retnet_bench.reports import figures as F  # noqa: E402
-from retnet_bench.reports.figure_style import GQA_COLOUR, SUBJECT_COLOUR  # noqa: E402
+from retnet_bench.reports.figure_style import GQA_SHADES, SUBJECT_COLOUR  # noqa: E402
 from retnet_bench.reports.figures import FigureSkipped, build_figures  # noqa: E402
 
 
@@ -86,6 +86,26 @@ def test_every_figure_names_gpu_date_run_and_renders_at_150_dpi(figs):
         assert fig.dpi >= 150, name
 
 
+def test_contestants_a_reader_compares_never_share_a_colour(tmp_path):
+    """Two kernels of one baseline, MHA or GQA-8, the bf16-state RetNet and the official RetNet peer: each its own
+    colour (an audit found two near-identical blues, one teal for both GQA kernels, one salmon for two RetNets)."""
+    from retnet_bench.reports.figure_style import palette
+
+    rows = [decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 10.0, 14.0),
+            decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 9.0, 13.0, state_dtype="bfloat16"),
+            decode_row("6.7b", "torchscale-retnet", "torchscale", 8, 8192, 30.0, 20.0)]
+    for kernel in ("sdpa-cudnn", "flash-attn-4"):
+        rows += [decode_row("6.7b", "static", kernel, 8, 8192, 20.0, 28.0, n_kv_heads=32),
+                 decode_row("6.7b", "static", kernel, 8, 8192, 12.0, 20.0, n_kv_heads=8)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    pal = palette(df, envs)
+    labels = ["retnet-recurrent (triton)", "retnet-recurrent (triton), bfloat16 state", "torchscale-retnet (torchscale)",
+              "static (sdpa-cudnn)", "static (flash-attn-4)", "static (sdpa-cudnn), 8 KV heads",
+              "static (flash-attn-4), 8 KV heads"]
+    colours = [pal.colour(label) for label in labels]
+    assert len(set(colours)) == len(labels), dict(zip(labels, colours))
+
+
 def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     fig = figs["fig6a_memory_vs_length"]
     ax = fig.axes[0]
@@ -93,7 +113,7 @@ def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     paper_like = lines["paper-like (bmm-softmax)"]
     assert list(paper_like.get_xdata()) == [2048, 8192] and list(paper_like.get_ydata()) == [24.0, 48.0]
     assert lines["retnet-recurrent (torch)"].get_color() == SUBJECT_COLOUR
-    assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() == GQA_COLOUR
+    assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() in GQA_SHADES
     legend = _legend(fig)
     assert legend[0] == "retnet-recurrent (torch)" and any(t.startswith("model weights (13.40 GB)") for t in legend)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2048", "4096", "8192", "16384"]  # integer ticks
