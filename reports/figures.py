@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from . import paper_values as pv
 from .figure_style import (Palette, draw_oom, figure_meta, legend_outside, log2_ticks, log10_y, marker, new_figure,
                            palette, rows_of, spans_decades)
-from .load import without_brief_decode
+from .load import GIB, with_allocator_gib, without_brief_decode
 
 
 class FigureSkipped(Exception):
@@ -58,10 +58,10 @@ def _line(ax, pal: Palette, g: pd.DataFrame, x: str, y: str, label: str, mark: s
             color=pal.colour(label), label=label, zorder=3 if subject else 2)
 
 
-def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str, envs: dict,
-               long: bool = False, log_y: bool | None = None) -> tuple[Figure, object, pd.DataFrame, Palette]:
-    """One line per contestant of `value` vs context length at one model and batch; OOM points at the top."""
-    pal = palette(df, envs)
+def _at_one_point(df: pd.DataFrame, value: str, name: str, long: bool = False
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, str, int]:
+    """(ok rows with `value`, OOM rows, model, batch): the decode rows of one model and batch, as a figure of
+    `value` vs context length draws them."""
     rows, oom = _decode(df, long)
     rows = rows.dropna(subset=[value, "seq_len"])
     if rows.empty:
@@ -69,31 +69,54 @@ def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str,
     model = pick_model(rows)
     rows = rows[rows["model"] == model]
     batch = pick_batch(rows)
-    rows, oom = rows[rows["batch_size"] == batch], oom[(oom["model"] == model) & (oom["batch_size"] == batch)]
-    fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", figure_meta(rows, envs))
+    return rows[rows["batch_size"] == batch], oom[(oom["model"] == model) & (oom["batch_size"] == batch)], model, batch
+
+
+def _draw_by_length(ax, pal: Palette, rows: pd.DataFrame, oom: pd.DataFrame, value: str, ylabel: str,
+                    log_y: bool | None = None) -> None:
+    """One line per contestant of `value` vs context length; OOM points at the top."""
     for label in pal.order(rows["label"]):
-        _line(ax, pal, rows[rows["label"] == label], "seq_len", value, label)
+        _line(ax, pal, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
     for label, g in oom.groupby("label"):
         draw_oom(ax, sorted(g["seq_len"].unique()), label, pal)
     log2_ticks(ax, pd.concat([rows["seq_len"], oom["seq_len"]]))
-    if log_y if log_y is not None else spans_decades(rows[value]):
+    if log_y if log_y is not None else spans_decades(rows[value].dropna()):
         log10_y(ax)
     ax.set_xlabel("context length T (tokens)")
     ax.set_ylabel(ylabel)
+
+
+def _by_length(df: pd.DataFrame, value: str, ylabel: str, title: str, name: str, envs: dict,
+               long: bool = False, log_y: bool | None = None) -> tuple[Figure, object, pd.DataFrame, Palette]:
+    """One panel: `value` vs context length at one model and batch."""
+    pal = palette(df, envs)
+    rows, oom, model, batch = _at_one_point(df, value, name, long)
+    fig, (ax,) = new_figure(f"{title} ({model}, batch {batch})", figure_meta(rows, envs))
+    _draw_by_length(ax, pal, rows, oom, value, ylabel, log_y)
     return fig, ax, rows, pal
 
 
 def fig_memory_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Fig. 6a: decode GPU memory vs context length, with the model-weights line."""
-    fig, ax, rows, pal = _by_length(df, "mem_gb", "memory (GB)", "Fig. 6a: decode memory vs length", "Fig. 6a",
-                                    envs)
-    weights = rows["weights_gb"].median()
-    if pd.notna(weights):
-        ax.axhline(weights, color="black", ls=":", lw=1.2, label=f"model weights ({weights:.2f} GB)")
+    """Fig. 6a: decode memory vs context length, each panel with the model-weights line. Left, where rows have it,
+    the allocator peak in GiB: what the paper plotted (torchscale's 47.05 GiB at 6.7B, batch 8, 8k; the claims judge
+    it); right, the device memory in GB (NVML minus idle, at least the reserved peak): what limits a batch."""
+    pal = palette(df, envs)
+    rows, oom, model, batch = _at_one_point(df, "mem_gb", "Fig. 6a")
+    rows = with_allocator_gib(rows)
+    panels = [("mem_alloc_gib", "GiB", 1e9 / GIB, "allocator peak (GiB; torch, as the paper)")] \
+        if rows["mem_alloc_gib"].notna().any() else []
     sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
-    ax.set_ylabel(f"memory (GB; {sources})")
-    ax.set_ylim(bottom=0)
-    legend_outside(fig, [ax], pal)
+    panels.append(("mem_gb", "GB", 1.0, f"memory (GB; {sources})"))
+    fig, axes = new_figure(f"Fig. 6a: decode memory vs length ({model}, batch {batch})", figure_meta(rows, envs),
+                           ncols=len(panels), size=(12.0, 4.8) if len(panels) > 1 else (9.0, 5.0))
+    weights = rows["weights_gb"].median()
+    for ax, (value, unit, per_gb, ylabel) in zip(axes, panels):
+        _draw_by_length(ax, pal, rows, oom, value, ylabel, log_y=False)
+        if pd.notna(weights):
+            ax.axhline(weights * per_gb, color="black", ls=":", lw=1.2,
+                       label=f"model weights ({weights * per_gb:.2f} {unit})")
+        ax.set_ylim(bottom=0)
+    legend_outside(fig, axes, pal)
     return fig
 
 
@@ -175,8 +198,9 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     fig, axes = new_figure(f"Long context: decode vs length ({model}, batch {batch})", figure_meta(rows, envs),
                            ncols=2, size=(12.0, 4.8))
     lengths = pd.concat([rows["seq_len"], oom["seq_len"]])
+    sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
     for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
-                              (axes[1], "mem_gb", "memory (GB)")):
+                              (axes[1], "mem_gb", f"memory (GB; {sources})")):
         for label in pal.order(rows["label"]):
             _line(ax, pal, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
         for label, g in oom.groupby("label"):

@@ -108,14 +108,18 @@ def test_contestants_a_reader_compares_never_share_a_colour(tmp_path):
 
 def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     fig = figs["fig6a_memory_vs_length"]
-    ax = fig.axes[0]
+    alloc_ax, ax = fig.axes  # the paper's measure (allocator GiB) first, device memory (GB) beside it
+    assert "allocator peak (GiB" in alloc_ax.get_ylabel() and "GB" in ax.get_ylabel()
     lines = _series(ax)
     paper_like = lines["paper-like (bmm-softmax)"]
     assert list(paper_like.get_xdata()) == [2048, 8192] and list(paper_like.get_ydata()) == [24.0, 48.0]
+    alloc = _series(alloc_ax)["paper-like (bmm-softmax)"]  # only the 8k row has an allocator peak: 36 GB
+    assert list(alloc.get_xdata()) == [8192] and alloc.get_ydata()[0] == pytest.approx(36e9 / 2**30)
     assert lines["retnet-recurrent (torch)"].get_color() == SUBJECT_COLOUR
     assert lines["static (sdpa-cudnn), 8 KV heads"].get_color() in GQA_SHADES
     legend = _legend(fig)
     assert legend[0] == "retnet-recurrent (torch)" and any(t.startswith("model weights (13.40 GB)") for t in legend)
+    assert any(t.startswith("model weights (12.48 GiB)") for t in legend)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2048", "4096", "8192", "16384"]  # integer ticks
     assert _oom_texts(ax) == 1  # paper-like at 16k, batch 8
     for name in ("fig6b_throughput_vs_length", "fig6c_latency_vs_batch", "roofline"):  # same colour everywhere
@@ -178,7 +182,7 @@ def test_long_context_figure(figs):
     thr, mem = fig.axes
     assert set(_series(thr)) == {"retnet-recurrent (torch)", "static (sdpa-cudnn)"}
     assert [t.get_text() for t in thr.get_xticklabels()] == ["8192", "32768", "131072"]
-    assert _oom_texts(thr) == 1 and _oom_texts(mem) == 1 and mem.get_ylabel() == "memory (GB)"
+    assert _oom_texts(thr) == 1 and _oom_texts(mem) == 1 and mem.get_ylabel().startswith("memory (GB; device")
 
 
 def test_scaling_figure_has_the_ideal_line(figs):
