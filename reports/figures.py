@@ -52,7 +52,11 @@ def _decode(df: pd.DataFrame, long: bool = False) -> tuple[pd.DataFrame, pd.Data
 
 
 def _line(ax, pal: Palette, g: pd.DataFrame, x: str, y: str, label: str, mark: str = "o") -> None:
+    """One contestant's line; a step with the Triton projections keeps its contestant's colour and gets square
+    markers, so a report holding both variants of one contestant tells them apart."""
     g = g.groupby(x, as_index=False)[y].median().sort_values(x)
+    if mark == "o" and "Triton projections" in label:
+        mark = "s"
     subject = pal.is_subject(label)
     ax.plot(g[x], g[y], "-" if subject else "--", marker=mark, ms=5 if subject else 4, lw=2.2 if subject else 1.3,
             color=pal.colour(label), label=label, zorder=3 if subject else 2)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from retnet_bench.suites.contract import decode_gemm
+
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
@@ -69,10 +71,19 @@ def _retnet_beside_baselines(rows: pd.DataFrame, roster: Roster, values: list[st
     base = rows[rows["role"] == "baseline"]
     if retnet.empty or base.empty:
         return None
-    # RetNet's fastest kernel per point is the RetNet side of every ratio.
-    r = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT, keep="last")[_POINT + values]
-    b = base.groupby(["impl_kernel"] + _POINT, as_index=False)[values].median()
-    return b.merge(r, on=_POINT, suffixes=("_base", "_retnet"))
+    # RetNet's fastest kernel per point is the RetNet side of every ratio, with the baseline's decode projections
+    # where RetNet was measured with them (like with like), else its fastest row at that point.
+    gemm = [decode_gemm(p, v) or "" for p, v in zip(rows["phase"], rows["decode_gemm"])]
+    retnet, base = retnet.assign(_gemm=pd.Series(gemm, index=rows.index)), base.assign(
+        _gemm=pd.Series(gemm, index=rows.index))
+    by_gemm = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT + ["_gemm"], keep="last")
+    fastest = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT, keep="last")
+    b = base.groupby(["impl_kernel", "_gemm"] + _POINT, as_index=False)[values].median()
+    same = b.merge(by_gemm[_POINT + ["_gemm"] + values], on=_POINT + ["_gemm"], suffixes=("_base", "_retnet"))
+    rest = b.merge(same[["impl_kernel", "_gemm"] + _POINT], how="left", indicator=True)
+    rest = rest[rest["_merge"] == "left_only"].drop(columns="_merge").merge(
+        fastest[_POINT + values], on=_POINT, suffixes=("_base", "_retnet"))
+    return pd.concat([same, rest], ignore_index=True).drop(columns="_gemm")
 
 
 # What an energy table says it holds (suites/trackers.EnergyTracker): GPU energy over the timed window per token.

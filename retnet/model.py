@@ -98,10 +98,11 @@ class MultiScaleRetention(nn.Module):
             return tables
         return tables._replace(log_decay=tables.log_decay[self.heads], row_norm=tables.row_norm[self.heads])
 
-    def _gate_and_project(self, o: Tensor, g: Tensor, fused: bool | None = None) -> Tensor:
+    def _gate_and_project(self, o: Tensor, g: Tensor, fused: bool | None = None, gemm: str = "torch") -> Tensor:
         """o (..., H, dv) retention output (fp32/64, or the fused kernel's half precision), g (..., value_dim) -> (..., d).
         Head norm and swish gate are one fused launch on a GPU (retnet.kernels.gate) unless fused=False."""
-        return self.out_proj(norm_gate(o, g, self.cfg.eps, self.cfg.head_norm == "rmsnorm", fused))  # (..., d)
+        gated = norm_gate(o, g, self.cfg.eps, self.cfg.head_norm == "rmsnorm", fused)
+        return project(gated, self.out_proj, gemm)  # (..., d)
 
     def forward(
         self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None,
@@ -171,11 +172,10 @@ class MultiScaleRetention(nn.Module):
         cos, sin, lam, row_norm = tables
         if kernel == "triton-statepass":
             o = recurrent_step("triton", q, k, v, kv, k_sum, k_sum_next, cos, sin, lam, row_norm, self.k_scale)
-            gated = norm_gate(o, g, self.cfg.eps, self.cfg.head_norm == "rmsnorm", False)  # norm, gate in torch
-        else:
-            gated = retention_step(
-                kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
-            )  # (B, value_dim) in the weights' dtype
+            return self._gate_and_project(o, g, fused=False, gemm=gemm)  # o: (B, H, dv); norm and gate in torch
+        gated = retention_step(
+            kernel, q, k, v, g, kv, k_sum, cos, sin, lam, row_norm, self.k_scale, self.cfg.head_norm, self.cfg.eps
+        )  # (B, value_dim) in the weights' dtype
         return project(gated, self.out_proj, gemm)
 
 

@@ -100,6 +100,18 @@ def train_variant(column: str, phase: Any, value: Any) -> Any:
 # the column ran F.linear: every row before it did, and so does every contestant whose step does not take the setting.
 DECODE_GEMM_PHASES = ("decode", "capacity", "capacity_probe")
 DECODE_GEMM_CHOICES = ("auto", "torch", "triton")  # a suite's setting; "auto": triton where it can run
+# The kernel's row limit (retnet.kernels.skinny_linear.MAX_ROWS, which this module cannot import: reports read it
+# without torch; a test keeps the two equal). A step over more sequences ran F.linear whatever the setting said.
+DECODE_GEMM_MAX_ROWS = 16
+
+
+def decode_gemm_ran(setting: str | None, batch: int | None) -> str | None:
+    """What a decode step of `batch` sequences projected with under `setting`: the setting up to the kernel's row
+    limit, "torch" beyond it (a row must never say "triton" for a step that ran F.linear). A batch-less capacity
+    point (the search finds its batch) keeps the setting."""
+    if setting is None or batch is None or batch <= DECODE_GEMM_MAX_ROWS:
+        return setting
+    return "torch"
 
 
 def decode_gemm(phase: Any, value: Any) -> Any:

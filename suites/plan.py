@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .contestants.spec import ContestantSpec, Variant, get_spec
-from .contract import DECODE_GEMM_PHASES, TRAIN_VARIANT_DEFAULTS, point_key
+from .contract import DECODE_GEMM_PHASES, TRAIN_VARIANT_DEFAULTS, decode_gemm_ran, point_key
 from .suite import Scenario, Suite
 
 # the phases each scenario measures, in the order its points run
@@ -69,7 +69,8 @@ class Group:
             if self.uses_engine:
                 variants.update(tensor_parallel=self.settings.tp, checkpointing=self.settings.checkpointing,
                                 compile=self.settings.compile)
-        gemm = self.decode_gemm if p.phase in DECODE_GEMM_PHASES else None  # a prefill row has no decode step
+        # what the step ran (a prefill row has no decode step; a step over more than 16 sequences ran F.linear)
+        gemm = decode_gemm_ran(self.decode_gemm, p.batch_size) if p.phase in DECODE_GEMM_PHASES else None
         return dict(model=self.model, arch=self.arch, role=self.spec.role, impl=self.impl, kernel=self.kernel,
                     n_kv_heads=self.variant.n_kv_heads, state_dtype=self.variant.state_dtype, phase=p.phase,
                     batch_size=p.batch_size, seq_len=p.seq_len, dtype=dtype, world_size=self.world_size,

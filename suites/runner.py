@@ -17,9 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .contestants.base import Contestant
 from .contestants.spec import BuildArgs
-from .contract import RowWriter, done_keys, make_row, point_key, read_rows, repair_torn_tail, write_table
-from .env import available_ram_gb, collect_env
-from .plan import Group, Point, check_phases, plan
+from .contract import (DECODE_GEMM_MAX_ROWS, RowWriter, done_keys, make_row, point_key, read_rows, repair_torn_tail,
+                       write_table)
+from .checks import check_cpu_memory, check_suite
+from .env import collect_env
+from .plan import Group, Point, plan
 from .scenarios import SCENARIOS
 from .scenarios import train as train_scenario
 from .scenarios.context import Context, failure_status, fmt_error, is_oom
@@ -71,6 +73,9 @@ def _done_points(rows: list[dict]) -> set[tuple]:
     for r in rows:
         if r.get("phase") == "capacity":
             keys.add(point_key(dict(r, batch_size=None)))
+            if r.get("decode_gemm") == "torch" and (r.get("batch_size") or 0) > DECODE_GEMM_MAX_ROWS:
+                # beyond the kernel's rows every setting ran F.linear: the answer stands for a "triton" plan too
+                keys.add(point_key(dict(r, batch_size=None, decode_gemm="triton")))
     return keys
 
 
@@ -298,91 +303,6 @@ class Runner:
             return [self._row(g, p, failure_status(e), error=fmt_error(e), **common)]
 
 
-def check_suite(suite: Suite, device: torch.device) -> None:
-    """Bad input before anything runs (ValueError, one line): unknown names, an impl in a scenario it has no phase
-    in, lengths beyond a preset's limit, variants a model cannot have."""
-    from retnet.config import PRESETS
-
-    from .contestants.spec import get_spec, known_kernels
-
-    for m in suite.models:
-        if m not in PRESETS:
-            raise ValueError(f"unknown model {m!r} (choose from {', '.join(PRESETS)})")
-    for kind, sc in suite.scenarios.items():
-        for name in sc.impls:
-            get_spec(name)
-        for k in sc.kernels:
-            if k not in known_kernels():
-                raise ValueError(f"unknown kernel {k!r} (choose from {', '.join(known_kernels())})")
-    check_phases(suite)
-    check_lengths(suite)
-
-
-def check_lengths(suite: Suite) -> None:
-    from retnet import RetNetConfig
-    from retnet_bench.baselines import TransformerConfig
-
-    for kind, sc in suite.scenarios.items():
-        lengths = [sc.seq_len] if kind == "capacity" else sc.seq_lens
-        for m in suite.models:
-            limits = [getattr(c.from_name(m), "max_seq_len", None) for c in (RetNetConfig, TransformerConfig)]
-            limit = min((x for x in limits if x), default=None)
-            too_long = [t for t in lengths if limit and t > limit]
-            if too_long:
-                raise ValueError(f"length {too_long[0]} is beyond what model {m!r} supports (max {limit})")
-
-
-# Over the analytic bytes of a CPU point (weights, cache or state, gradients and optimizer state): activations, the
-# allocator's slack and the interpreter with its libraries are not counted, and a run the kernel's OOM killer ends
-# loses its point without a word (exit 137), so refuse early with a margin rather than late with none.
-CPU_MEMORY_SAFETY = 1.25
-
-
-def cpu_memory_need_gb(suite: Suite) -> dict[str, tuple[float, str]]:
-    """Per model: (GB its largest point needs on a CPU, what that point is). Analytic: weights at the suite dtype,
-    plus the KV cache / recurrent state of the largest decode point, or gradients and AdamW moments (fp32) for
-    training, or the whole budget a capacity search grows into; times CPU_MEMORY_SAFETY. Both families' sizes are
-    taken (a Transformer and a RetNet of one preset differ by a few percent)."""
-    from retnet import RetNetConfig
-    from retnet import analytic as ra
-    from retnet_bench.baselines import TransformerConfig
-    from retnet_bench.baselines import analytic as ta
-
-    dtype = DTYPES[suite.dtype]
-    el = dtype.itemsize
-    need: dict[str, tuple[float, str]] = {}
-    for m in suite.models:
-        rcfg, tcfg = RetNetConfig.from_name(m), TransformerConfig.from_name(m)
-        params = max(ra.param_count(rcfg), ta.param_count(tcfg))
-        weights = params * el
-        cands = []
-        for kind, sc in suite.scenarios.items():
-            if kind == "decode":
-                b, t = max(sc.batch_sizes), max(sc.seq_lens)
-                cache = max(ta.kv_cache_bytes(tcfg, b, t, dtype), ra.state_bytes(rcfg, b))
-                cands.append((weights + cache, f"decode B={b} T={t}: weights and cache at {suite.dtype}"))
-            elif kind == "train":  # weights, gradients, two fp32 AdamW moments (+ fp32 master weights below fp32)
-                extra = params * (8 + (4 if el < 4 else 0)) if sc.optimizer else 0
-                cands.append((2 * weights + extra, f"training at {suite.dtype} with its optimizer state"))
-            elif kind == "capacity":
-                budget = sc.memory_budget_gb
-                cands.append((max(weights, budget * GB), f"a capacity search up to {budget:g} GB"))
-        size, what = max(cands, default=(weights, f"weights at {suite.dtype}"))
-        need[m] = (size * CPU_MEMORY_SAFETY / GB, what)
-    return need
-
-
-def check_cpu_memory(suite: Suite, available_gb: float | None = None) -> None:
-    """RunError (one line) when a model's largest point cannot fit in this machine's available RAM."""
-    available_gb = available_ram_gb() if available_gb is None else available_gb
-    if available_gb is None:  # no /proc/meminfo (not Linux): nothing to judge by
-        return
-    for model, (gb, what) in cpu_memory_need_gb(suite).items():
-        if gb > available_gb:
-            raise RunError(f"model {model} needs ~{gb:.1f} GB on the CPU ({what}); {available_gb:.1f} GB "
-                           "available: pick a smaller --model or a GPU")
-
-
 def run_suite(suite: Suite, opts: RunOptions) -> RunOutcome:
     if suite.requires_gpu and opts.device.type != "cuda":
         raise RunError(f"suite {suite.name!r} needs a CUDA GPU (this machine has none); try the 'smoke' suite")
@@ -390,8 +310,8 @@ def run_suite(suite: Suite, opts: RunOptions) -> RunOutcome:
         raise RunError("--device cuda asked for, but torch sees no CUDA GPU")
     try:
         check_suite(suite, opts.device)
+        if opts.device.type == "cpu":  # before building anything: the OOM killer gives no message and no row
+            check_cpu_memory(suite)
     except ValueError as e:
         raise RunError(str(e)) from None
-    if opts.device.type == "cpu":  # before building anything: the OOM killer gives no message and no row
-        check_cpu_memory(suite)
     return Runner(suite, opts).run()

@@ -219,6 +219,7 @@ class EnergyTracker:
         self.counter = counter
         self.joules: float | None = 0.0 if counter is not None else None
         self.wall_s = 0.0
+        self.shortest_s = float("inf")  # every window must be resolved on its own: a sum of short ones is biased
         self._start: tuple[int | None, float] | None = None
 
     def start(self, device: torch.device) -> None:
@@ -235,6 +236,7 @@ class EnergyTracker:
         start_mj, start_s = self._start
         self._start = None
         self.wall_s += end_s - start_s
+        self.shortest_s = min(self.shortest_s, end_s - start_s)
         if self.joules is None or start_mj is None or end_mj is None or end_mj <= start_mj:
             self.joules = None
         else:
@@ -243,6 +245,8 @@ class EnergyTracker:
     def result(self, tokens: int) -> dict[str, float | None]:
         """energy_j, joules_per_token (over the `tokens` the windows processed) and avg_power_w (over their wall
         time); all None where nothing was measured."""
+        if self.shortest_s < ENERGY_MIN_WINDOW_S:  # a window under the counter's resolution (a short prefill)
+            return energy_columns(None, self.wall_s, tokens)
         return energy_columns(self.joules, self.wall_s, tokens)
 
 
@@ -288,7 +292,7 @@ class MemoryTracker:
         if device.type == "cuda" and use_nvml:
             try:
                 # NVML numbers every GPU of the host; CUDA only the visible ones (CUDA_VISIBLE_DEVICES): map the index
-                self.sampler = nvml_sampler(torch.cuda._get_nvml_device_index(device))
+                self.sampler = nvml_sampler(nvml_index(device))
             except Exception:  # NVML missing or not permitted: torch numbers still come
                 self.sampler = None
         self.idle_baseline = idle_baseline_bytes

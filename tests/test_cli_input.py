@@ -113,7 +113,9 @@ def test_warmup_zero_is_allowed_and_its_message_says_non_negative(tmp_path):
 
 # ------------------------------------------------------------------ the CPU memory check
 def test_a_model_too_large_for_this_cpu_is_refused_before_anything_is_built(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner_mod, "available_ram_gb", lambda: 4.0)
+    from retnet_bench.suites import checks
+
+    monkeypatch.setattr(checks, "available_ram_gb", lambda: 4.0)
     built = []
     monkeypatch.setattr(runner_mod.Runner, "run", lambda self: built.append(self))
     res = _run("run", "smoke", "--model", "6.7b", "--device", "cpu", "--out", str(tmp_path))
@@ -124,7 +126,7 @@ def test_a_model_too_large_for_this_cpu_is_refused_before_anything_is_built(tmp_
 
 def test_cpu_memory_need_is_analytic_and_tiny_fits():
     from retnet_bench.suites import load_suite
-    from retnet_bench.suites.runner import RunError, check_cpu_memory, cpu_memory_need_gb
+    from retnet_bench.suites.checks import check_cpu_memory, cpu_memory_need_gb
     from retnet_bench.suites.suite import with_overrides
 
     smoke = load_suite("smoke")
@@ -133,7 +135,7 @@ def test_cpu_memory_need_is_analytic_and_tiny_fits():
     decode_only.scenarios.pop("train")
     gb, what = cpu_memory_need_gb(decode_only)["6.7b"]
     assert 27 * 1.2 < gb < 27 * 1.4 and "decode" in what  # ~6.7e9 float32 weights, a small cache, the margin
-    with pytest.raises(RunError, match=r"model 6.7b needs ~\d+\.\d GB on the CPU .*; 16.0 GB available"):
+    with pytest.raises(ValueError, match=r"model 6.7b needs ~\d+\.\d GB on the CPU .*; 16.0 GB available"):
         check_cpu_memory(decode_only, available_gb=16.0)
 
 

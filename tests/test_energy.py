@@ -72,6 +72,12 @@ def test_a_window_shorter_than_the_counters_resolution_gives_none(monkeypatch):
     monkeypatch.setattr(trackers, "ENERGY_MIN_WINDOW_S", 1.0)
     assert energy_columns(300.0, 0.64, 8)["energy_j"] is None  # fig6's 0.3 s decode windows on the H200
     assert energy_columns(900.0, 1.3, 8)["avg_power_w"] == pytest.approx(900 / 1.3)
+    # windows are judged one by one: three 0.5 s prefills make 1.5 s, but none of them is resolved
+    tracker = EnergyTracker(EnergyCounter(None, None, 0))
+    tracker.joules, tracker.wall_s, tracker.shortest_s = 600.0, 1.5, 0.5
+    assert tracker.result(8)["energy_j"] is None
+    tracker.shortest_s = 1.2
+    assert tracker.result(8)["energy_j"] == pytest.approx(600.0)
 
 
 def test_energy_columns_arithmetic_and_none_paths():
@@ -216,7 +222,7 @@ name = "energy"
 dtype = "float32"
 models = ["tiny"]
 [decode]
-impls = ["retnet-recurrent", "paper-like"]
+impls = ["retnet-recurrent", "paper-like", "static"]
 kernels = ["sdpa"]
 batch_sizes = [2]
 seq_lens = [16]
@@ -253,6 +259,7 @@ def test_rows_get_energy_per_window_and_per_token(tmp_path: Path, monkeypatch):
         assert pre["energy_j"] == pytest.approx(2.0) and pre["joules_per_token"] == pytest.approx(2.0 / (2 * 16 * 2))
     assert "cut-back" in rows[("paper-like", "decode")]["notes"]
     assert "cut-back" not in (rows[("retnet-recurrent", "decode")]["notes"] or "")
+    assert "cut-back" not in (rows[("static", "decode")]["notes"] or "")  # it rewinds inside its own step
     # without the counter (a CPU, --no-nvml, an old GPU) the columns are None and the notes unchanged
     monkeypatch.setattr(runner_mod, "energy_counter", trackers.energy_counter)
     out = run_suite(load_suite(str(path)), RunOptions(device=CPU, out_root=tmp_path / "results", progress=False))

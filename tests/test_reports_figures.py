@@ -106,6 +106,16 @@ def test_contestants_a_reader_compares_never_share_a_colour(tmp_path):
     assert len(set(colours)) == len(labels), dict(zip(labels, colours))
 
 
+def test_the_two_projection_variants_of_a_contestant_are_told_apart(tmp_path):
+    rows = [decode_row("6.7b", "static", "sdpa-cudnn", 8, T, 20.0, 28.0, **extra)
+            for T in (2048, 8192) for extra in ({}, {"decode_gemm": "triton"})]
+    rows += [decode_row("6.7b", "retnet-recurrent", "triton", 8, T, 10.0, 14.0) for T in (2048, 8192)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    lines = _series(F.fig_throughput_vs_length(df, envs).axes[0])
+    plain, triton = lines["static (sdpa-cudnn)"], lines["static (sdpa-cudnn), Triton projections"]
+    assert plain.get_color() == triton.get_color() and plain.get_marker() != triton.get_marker()
+
+
 def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     fig = figs["fig6a_memory_vs_length"]
     alloc_ax, ax = fig.axes  # the paper's measure (allocator GiB) first, device memory (GB) beside it

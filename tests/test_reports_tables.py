@@ -63,6 +63,27 @@ def test_no_table_cell_is_the_median_of_two_contestants(tmp_path):
     assert ratio[("static (sdpa-cudnn), 8 KV heads", 8.0)] == pytest.approx(1.2)
 
 
+def test_ratio_tables_pair_like_projections_with_like(tmp_path):
+    """RetNet and a baseline both measured with and without the Triton projections: each baseline line is divided
+    by RetNet's row with the same projections; a baseline RetNet has no such row for is divided by RetNet's fastest."""
+    from reports_fixtures import decode_row
+
+    rows = [decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 10.0, 14.0),
+            decode_row("6.7b", "retnet-recurrent", "triton", 8, 8192, 9.5, 14.0, decode_gemm="triton"),
+            decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 20.0, 28.0),
+            decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 19.0, 28.0, decode_gemm="triton"),
+            decode_row("6.7b", "hf", "sdpa", 8, 8192, 40.0, 30.0)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    ratio = {t.name: t for t in all_tables(df, envs)}["ratio_throughput_6.7b"].df["T=8192"]
+    assert ratio[("static (sdpa-cudnn)", 8.0)] == pytest.approx(2.0)  # 20 / 10: both cuBLAS
+    assert ratio[("static (sdpa-cudnn), Triton projections", 8.0)] == pytest.approx(2.0)  # 19 / 9.5: both Triton
+    assert ratio[("hf (sdpa)", 8.0)] == pytest.approx(4.0)  # hf's own F.linear beside RetNet's cuBLAS row
+    only_triton = [r for r in rows if not (r["impl"] == "retnet-recurrent" and r["decode_gemm"] is None)]
+    df, envs = load_runs([write_run(tmp_path / "b", only_triton)])
+    ratio = {t.name: t for t in all_tables(df, envs)}["ratio_throughput_6.7b"].df["T=8192"]
+    assert ratio[("hf (sdpa)", 8.0)] == pytest.approx(40 / 9.5)  # no cuBLAS RetNet row: its fastest
+
+
 def test_op_level_rows_get_a_table_per_model_and_phase(tmp_path):
     """The kernels suite's rows: ms per call per op (kernel) and length, forward / fwd+bwd / decode apart; a point
     that did not run gives no value."""

@@ -117,6 +117,27 @@ def test_decode_memory_restarts_after_the_warm_up_steps(tmp_path, mini, monkeypa
     assert log == ["warmed_up", "timed"] * len(decode_rows) and decode_rows
 
 
+def test_a_row_says_which_projections_its_step_ran(mini):
+    """decode_gemm "triton" is what a step of at most 16 sequences ran; a larger batch ran F.linear and its row says
+    "torch". A capacity answer beyond 16 sequences finishes the batch-less point of either setting (both ran F.linear)."""
+    import dataclasses
+
+    from retnet_bench.suites.plan import Group, Point, plan
+    from retnet_bench.suites.runner import _done_points
+
+    g = next(g for g in plan(mini, torch.device("cpu")) if g.scenario == "decode" and g.impl == "static")
+    g = dataclasses.replace(g, decode_gemm="triton")
+    assert g.row_identity(Point("decode", 16, 64), "float32")["decode_gemm"] == "triton"
+    assert g.row_identity(Point("decode", 17, 64), "float32")["decode_gemm"] == "torch"
+    assert g.row_identity(Point("prefill", 4, 64), "float32")["decode_gemm"] is None
+    cap = dataclasses.replace(g, scenario="capacity")
+    answer = dict(cap.row_identity(Point("capacity", 231, 64), "float32"), status="ok")
+    assert answer["decode_gemm"] == "torch" and cap.key(Point("capacity", None, 64), "float32") in _done_points([answer])
+    small = dict(cap.row_identity(Point("capacity", 14, 64), "float32"), status="ok")  # ran the kernel: triton only
+    torch_plan = dataclasses.replace(cap, decode_gemm="torch")
+    assert torch_plan.key(Point("capacity", None, 64), "float32") not in _done_points([small])
+
+
 def test_existing_run_is_never_overwritten(tmp_path, mini):
     run_suite(mini, _opts(tmp_path, run_id="same"))
     with pytest.raises(RunError, match="already exists"):

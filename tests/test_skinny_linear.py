@@ -64,6 +64,16 @@ def test_strided_rows_and_leading_dims():
     assert torch.equal(y.view(5, 48), skinny_linear_triton(x.contiguous(), w))
 
 
+def test_the_row_contract_knows_the_kernels_row_limit():
+    """suites.contract (read by reports, without torch) keeps its own copy of the limit beyond which a step ran
+    F.linear whatever decode_gemm said: the two must agree."""
+    from retnet_bench.suites.contract import DECODE_GEMM_MAX_ROWS, decode_gemm_ran
+
+    assert DECODE_GEMM_MAX_ROWS == MAX_ROWS
+    assert decode_gemm_ran("triton", MAX_ROWS) == "triton" and decode_gemm_ran("triton", MAX_ROWS + 1) == "torch"
+    assert decode_gemm_ran("triton", None) == "triton" and decode_gemm_ran(None, 4) is None
+
+
 def test_domain_and_fallbacks():
     """Outside the kernel's domain skinny_linear is F.linear itself (bit for bit); the kernel refuses it in one
     clear error; "auto" picks the kernel only on CUDA with 16-bit weights."""
@@ -89,6 +99,9 @@ def test_domain_and_fallbacks():
     lin = torch.nn.Linear(128, 48, bias=False).to(torch.bfloat16)
     x = torch.randn(3, 128).to(torch.bfloat16)
     assert torch.equal(project(x, lin, "torch"), lin(x))
+    # where autograd needs a backward the kernel (which has none) is never used: gradients flow as through F.linear
+    y = project(x, lin, "triton")
+    assert y.requires_grad and y.grad_fn is not None
 
 
 def _same_tokens(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -113,8 +126,8 @@ def kernel_calls(monkeypatch) -> list:
 
 @runs_kernels
 def test_retnet_step_with_triton_projections(kernel_calls):
-    """Greedy decode of a small bf16 RetNet: the step with the Triton projections against the same step with
-    F.linear, token for token and logits to bf16 rounding (the state is updated the same way)."""
+    """Teacher-forced decode of a small bf16 RetNet: the step with the Triton projections against the same step with
+    F.linear, logits to bf16 rounding and the same next token (the state is updated the same way)."""
     torch.manual_seed(0)
     cfg = RetNetConfig.from_name("tiny", vocab_size=256, d_model=128, n_heads=2)
     model = RetNet(cfg).to(DEV).to(torch.bfloat16).eval()

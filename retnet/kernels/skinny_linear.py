@@ -2,7 +2,8 @@
 
 Both decoders' steps (RetNet's recurrent step, the `static` Transformer's) project through `project(x, linear,
 gemm)` with gemm "torch" (F.linear: cuBLAS on a GPU) or "triton" (this kernel); "auto" resolves to "triton" on a GPU
-with Triton and 16-bit weights. Training and prefill never come here: the kernel has no backward.
+with Triton and 16-bit weights. The kernel has no backward: `project` takes F.linear wherever autograd would need
+one, so a step under grad (or training) can never lose its gradients here.
 
 A decode step's projections are weight-streaming GEMMs: at batch 1-16 the bytes are the weight's, and the time is
 how fast the kernel reads it. cuBLAS picks split-K kernels for these shapes that reach ~3.0 TB/s (71% of the
@@ -76,11 +77,12 @@ if triton_available():
             return [triton.Config({"BLOCK_N": 16, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
         return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
                 for bn in (16, 32, 64) for bk in (64, 128, 256, 512) for w in (4, 8) for s in (3, 5)
-                if bn * bk * 2 * s <= 160 * 1024]  # weight tiles in flight must fit in shared memory
+                if (bn + 16) * bk * 2 * s <= 160 * 1024]  # the weight and x tiles in flight fit in shared memory
 
     def _prune(configs: list, named_args: dict, **kwargs) -> list:
         # the loop has no K mask: only blocks that divide K (64 always does: the kernel's domain)
-        return [c for c in configs if kwargs["K"] % c.kwargs["BLOCK_K"] == 0]
+        k = {**named_args, **kwargs}["K"]
+        return [c for c in configs if k % c.kwargs["BLOCK_K"] == 0]
 
     @triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune})
     @triton.jit
@@ -131,8 +133,9 @@ def skinny_linear_triton(x: Tensor, weight: Tensor, bias: Tensor | None = None) 
 
 def project(x: Tensor, linear: torch.nn.Linear, gemm: str) -> Tensor:
     """A decode step's projection: `linear(x)` for gemm "torch", `skinny_linear` for "triton" (F.linear outside the
-    kernel's domain: more than MAX_ROWS rows, a K that is not a multiple of 64)."""
-    return skinny_linear(x, linear.weight, linear.bias) if gemm == "triton" else linear(x)
+    kernel's domain: more than MAX_ROWS rows, a K that is not a multiple of 64, or where autograd needs a backward)."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or linear.weight.requires_grad)
+    return skinny_linear(x, linear.weight, linear.bias) if gemm == "triton" and not needs_grad else linear(x)
 
 
 def skinny_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -122,6 +122,12 @@ class Contestant:
     def _between_steps(self) -> None:
         """Untimed work between two timed decode steps (see the module docstring); nothing by default."""
 
+    @property
+    def works_between_steps(self) -> bool:
+        """Whether `_between_steps` queues GPU work of its own (a cache cut-back): its energy is in the decode
+        window's (the row says so). A subclass whose hook does real work for some impls says which."""
+        return False
+
     @torch.inference_mode()
     def between_steps(self) -> None:
         self._between_steps()

@@ -79,6 +79,10 @@ class PeerContestant(Contestant):
     def _between_steps(self) -> None:
         self.peer.rewind()  # decode at exactly T tokens of context, like every other contestant
 
+    @property
+    def works_between_steps(self) -> bool:
+        return True
+
     def end(self) -> None:
         super().end()
         self.peer.reset()

@@ -108,6 +108,10 @@ class TransformerContestant(Contestant):
         if self.impl == "paper-like":
             self.cache.rewind_(self.seq_len)
 
+    @property
+    def works_between_steps(self) -> bool:
+        return self.impl == "paper-like"  # `static` rewinds inside its captured step
+
     def end(self) -> None:
         super().end()
         self.cache, self.ids = None, None
@@ -165,6 +169,10 @@ class HFContestant(Contestant):
 
     def _between_steps(self) -> None:
         tb.hf_rewind(self.past, self.seq_len)
+
+    @property
+    def works_between_steps(self) -> bool:
+        return self.cache_kind == "dynamic"  # a static HF cache only resets its position
 
     def end(self) -> None:
         super().end()

@@ -18,11 +18,6 @@ from .context import Context
 BETWEEN_ENERGY_NOTE = "energy includes the untimed cache cut-back between steps"
 
 
-def _works_between_steps(c: Contestant) -> bool:
-    """Whether the contestant queues work between timed steps (it overrides the base class's empty hook)."""
-    return type(c)._between_steps is not Contestant._between_steps
-
-
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
     return measure(ctx, c, g, p, p.batch_size, common)
 
@@ -71,10 +66,13 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
         for _ in range(s.warmup):
             c.step()
             c.between_steps()
-        mem.warmed_up()  # the Triton autotuners' scratch (first step at a new shape) is not decode memory
+        if phase != "capacity_probe":  # a capacity probe keeps the warm-up's peak: a batch must fit it as well
+            mem.warmed_up()  # the Triton autotuners' scratch (first step at a new shape) is not decode memory
+            c.step()  # untimed: an eager step's temporaries are allocated again here, not in the first timed step
+            c.between_steps()
         timing = ctx.latency(s).time(c.step, between=c.between_steps, energy=energy)
     joules = energy.result(batch * timing.n)  # every timed step decodes one token per sequence
-    if joules["energy_j"] is not None and _works_between_steps(c):
+    if joules["energy_j"] is not None and c.works_between_steps:
         common = dict(common, notes="; ".join(filter(None, [common.get("notes"), BETWEEN_ENERGY_NOTE])))
     rows.append(ctx.make_row(
         g, Point(phase, batch, T), "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10,
