@@ -193,7 +193,8 @@ def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (im
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     labels = [lab for lab in pal.order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
-                                                                              "measured copy", FASTEST_SETTING))])]
+                                                                              "measured copy", FASTEST_SETTING,
+                                                                              "dotted:"))])]
     extra = [k for k in handles if k not in labels]
     # below the axes: outside the data, and clear of the (wrapped) title whatever its length
     fig.legend([handles[k] for k in labels + extra], labels + extra, loc="outside lower center", fontsize=7,

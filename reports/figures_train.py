@@ -12,6 +12,8 @@ from matplotlib.figure import Figure
 from . import paper_values as pv
 from .figure_style import (FASTEST_SETTING, draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette,
                            rows_of)
+from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
+
 from .load import training_memory, with_allocator_gib, with_engine_setting
 
 
@@ -29,12 +31,16 @@ def _size(model: str) -> tuple:
         return (1, 0.0, model)
 
 
+FWD_BWD_LABEL = "dotted: forward + backward only (no optimizer step)"
+
+
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
     memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a contestant's fastest engine
     setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, a black
-    tick on the throughput bar marks it."""
+    tick on the throughput bar marks it. A bar that timed only forward + backward (an official-code peer, no
+    optimizer step) is dotted and says so in the legend: it is not the same work as an AdamW step."""
     pal = palette(df, envs)
     ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
@@ -68,7 +74,11 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
             xs = np.arange(len(models)) + i * width
             bars = [ok[(ok["model"] == m) & (ok["label"] == lab)] for m in models]  # this contestant's rows per size
             vals = [b[col].median() for b in bars]
-            ax.bar(xs, vals, width, label=lab, color=pal.colour(lab), edgecolor="white", linewidth=0.5)
+            partial = any(b["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False).any() for b in bars)
+            ax.bar(xs, vals, width, label=lab, color=pal.colour(lab), edgecolor="white", linewidth=0.5,
+                   hatch="..." if partial else None)
+            if partial:  # a legend entry once per figure (legend_outside drops duplicate labels)
+                ax.bar([xs[0]], [0], width, color="white", edgecolor="grey", hatch="...", label=FWD_BWD_LABEL)
             for x, m, bar, value in zip(xs, models, bars, vals):
                 failed = ((oom["model"] == m) & (oom["label"] == lab)).any()
                 if failed and bar.empty:

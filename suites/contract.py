@@ -63,6 +63,11 @@ POINT_KEY: tuple[str, ...] = ("model", "arch", "impl", "kernel", "n_kv_heads", "
 STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
 
 
+# The note a training row carries when it timed the contestant's own forward + backward, not a real optimizer step
+# (the official-code peers): reports draw and label such rows apart.
+FORWARD_BACKWARD_ONLY = "forward + backward only (no optimizer step)"
+
+
 def make_row(**values: Any) -> dict[str, Any]:
     """A full row: every column present, unknown keys rejected (a typo must not become a new column)."""
     unknown = set(values) - set(ROW_COLUMNS)

@@ -106,6 +106,23 @@ def test_contestants_a_reader_compares_never_share_a_colour(tmp_path):
     assert len(set(colours)) == len(labels), dict(zip(labels, colours))
 
 
+def test_table4_bars_of_forward_backward_only_steps_are_dotted_and_named(tmp_path):
+    """An official-code peer's training row times forward + backward only: its bars are dotted and the legend says
+    what that means; a real AdamW step's bars are not."""
+    from retnet_bench.reports.figures_train import FWD_BWD_LABEL
+    from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
+
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 43000.0, 31.0),
+            train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, 44000.0, 30.0),
+            train_row("1.3b", "torchscale-retnet", "torchscale", 1, 8192, 10800.0, 35.0, notes=FORWARD_BACKWARD_ONLY)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    fig = F.fig_table4(df, envs)
+    assert FWD_BWD_LABEL in _legend(fig)
+    hatched = {c.get_label() for ax in fig.axes for c in ax.containers
+               if c.patches and c.patches[0].get_hatch() == "..."}
+    assert "torchscale-retnet (torchscale)" in hatched and "retnet-chunkwise (fla)" not in hatched
+
+
 def test_the_two_projection_variants_of_a_contestant_are_told_apart(tmp_path):
     rows = [decode_row("6.7b", "static", "sdpa-cudnn", 8, T, 20.0, 28.0, **extra)
             for T in (2048, 8192) for extra in ({}, {"decode_gemm": "triton"})]

@@ -12,6 +12,7 @@ import torch
 
 from ..contestants.base import Contestant
 from ..contestants.spec import BuildArgs
+from ..contract import FORWARD_BACKWARD_ONLY
 from ..plan import Group, Point
 from ..trackers import GB
 from .context import Context
@@ -46,7 +47,7 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
         timing = ctx.fixed(s.steps).time(lambda: c.train_step(p.batch_size, p.seq_len), energy=energy)
     an = c.analytic(p.batch_size, p.seq_len)
     tps = p.batch_size * p.seq_len / (timing.ms_median / 1e3)
-    notes = "; ".join(filter(None, [common.get("notes"), "forward + backward only (no optimizer step)"]))
+    notes = "; ".join(filter(None, [common.get("notes"), FORWARD_BACKWARD_ONLY]))
     return [ctx.make_row(g, p, "ok", ms_median=timing.ms_median, ms_p10=timing.ms_p10, ms_p90=timing.ms_p90,
                          n_repeats=timing.n, tokens_per_s=tps, tokens_per_s_per_gpu=tps,
                          weights_gb=an.weights_bytes / GB, flops_per_token=3 * an.flops_per_token,
