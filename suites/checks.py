@@ -111,4 +111,4 @@ def check_cpu_memory(suite: Suite, available_gb: float | None = None) -> None:
     for model, (gb, what) in cpu_memory_need_gb(suite).items():
         if gb > available_gb:
             raise ValueError(f"model {model} needs ~{gb:.1f} GB on the CPU ({what}); {available_gb:.1f} GB "
-                           "available: pick a smaller --model or a GPU")
+                             "available: pick a smaller --model or a GPU")

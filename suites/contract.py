@@ -45,9 +45,14 @@ MEASURE_CHANGING_ENV: tuple[str, ...] = (
 )
 
 
+def set_among(variables: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
+    """The `names` that are set in `variables` (os.environ, or an env.json's `runtime_env`), in `names`' order."""
+    return {name: variables[name] for name in names if name in variables}
+
+
 def measure_changing(variables: Mapping[str, str]) -> dict[str, str]:
-    """The MEASURE_CHANGING_ENV entries of `variables` (os.environ, or an env.json's `runtime_env`), in that order."""
-    return {name: variables[name] for name in MEASURE_CHANGING_ENV if name in variables}
+    """The MEASURE_CHANGING_ENV entries of `variables`."""
+    return set_among(variables, MEASURE_CHANGING_ENV)
 
 # What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
 # (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.
@@ -104,7 +109,8 @@ def train_variant(column: str, phase: Any, value: Any) -> Any:
 # "triton" (steps of at most 16 sequences; a larger batch falls back to F.linear). A decode or capacity row without
 # the column ran F.linear: every row before it did, and so does every contestant whose step does not take the setting.
 DECODE_GEMM_PHASES = ("decode", "capacity", "capacity_probe")
-DECODE_GEMM_CHOICES = ("auto", "torch", "triton")  # a suite's setting; "auto": triton where it can run
+DECODE_GEMMS = ("torch", "triton")  # what a step ran (retnet.kernels.skinny_linear.DECODE_GEMMS, kept equal by a test)
+DECODE_GEMM_CHOICES = ("auto", *DECODE_GEMMS)  # a suite's setting; "auto": triton where it can run
 # The kernel's row limit (retnet.kernels.skinny_linear.MAX_ROWS, which this module cannot import: reports read it
 # without torch; a test keeps the two equal). A step over more sequences ran F.linear whatever the setting said.
 DECODE_GEMM_MAX_ROWS = 16

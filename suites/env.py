@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .contract import MEASURE_CHANGING_ENV, SCHEMA_VERSION
+from .contract import MEASURE_CHANGING_ENV, SCHEMA_VERSION, set_among
 
 _PACKAGES = {
     "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",
@@ -28,7 +28,7 @@ RUNTIME_ENV = MEASURE_CHANGING_ENV + ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
 
 def runtime_env() -> dict[str, str]:
     """The RUNTIME_ENV variables that are set, with their values."""
-    return {name: os.environ[name] for name in RUNTIME_ENV if name in os.environ}
+    return set_among(os.environ, RUNTIME_ENV)
 
 
 def _version(dist: str) -> str | None:

@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .contestants.base import Contestant
 from .contestants.spec import BuildArgs
-from .contract import (DECODE_GEMM_MAX_ROWS, RowWriter, done_keys, make_row, point_key, read_rows, repair_torn_tail,
-                       write_table)
+from .contract import (DECODE_GEMMS, RowWriter, decode_gemm_ran, done_keys, make_row, point_key, read_rows,
+                       repair_torn_tail, write_table)
 from .checks import check_cpu_memory, check_suite
 from .env import collect_env
 from .plan import Group, Point, plan
@@ -73,9 +73,11 @@ def _done_points(rows: list[dict]) -> set[tuple]:
     for r in rows:
         if r.get("phase") == "capacity":
             keys.add(point_key(dict(r, batch_size=None)))
-            if r.get("decode_gemm") == "torch" and (r.get("batch_size") or 0) > DECODE_GEMM_MAX_ROWS:
-                # beyond the kernel's rows every setting ran F.linear: the answer stands for a "triton" plan too
-                keys.add(point_key(dict(r, batch_size=None, decode_gemm="triton")))
+            ran = r.get("decode_gemm")
+            for setting in DECODE_GEMMS:  # every setting whose step at this batch ran what the answer's did (a
+                # "triton" plan beyond the kernel's 16 rows ran F.linear: a "torch" answer stands for it too)
+                if ran is not None and decode_gemm_ran(setting, r.get("batch_size")) == ran:
+                    keys.add(point_key(dict(r, batch_size=None, decode_gemm=setting)))
     return keys
 
 
@@ -107,7 +109,7 @@ class Runner:
             env["complete"] = False  # until this invocation finishes every point
             try:
                 repair_torn_tail(run_dir / "rows.jsonl")
-                (run_dir / "env.json").write_text(json.dumps(env, indent=2))
+                self._write_env(run_dir, env)
                 if not (run_dir / "suite.toml").is_file():  # a run made before suite.toml was kept: same sha, add it
                     self._keep_suite_file(run_dir)
             except OSError as e:

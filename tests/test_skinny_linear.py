@@ -18,7 +18,7 @@ from triton_testing import CUDA, DEV, interpreter_wrapper, run_under_interpreter
 
 from retnet import RetNet, RetNetConfig  # noqa: E402
 from retnet.kernels.skinny_linear import (  # noqa: E402
-    MAX_ROWS, project, resolve_decode_gemm, skinny_linear, skinny_linear_applies, skinny_linear_triton,
+    DECODE_GEMMS, MAX_ROWS, project, resolve_decode_gemm, skinny_linear, skinny_linear_applies, skinny_linear_triton,
 )
 from retnet_bench.baselines import Transformer, TransformerConfig  # noqa: E402
 
@@ -67,9 +67,9 @@ def test_strided_rows_and_leading_dims():
 def test_the_row_contract_knows_the_kernels_row_limit():
     """suites.contract (read by reports, without torch) keeps its own copy of the limit beyond which a step ran
     F.linear whatever decode_gemm said: the two must agree."""
-    from retnet_bench.suites.contract import DECODE_GEMM_MAX_ROWS, decode_gemm_ran
+    from retnet_bench.suites.contract import DECODE_GEMM_MAX_ROWS, DECODE_GEMMS as ROW_VALUES, decode_gemm_ran
 
-    assert DECODE_GEMM_MAX_ROWS == MAX_ROWS
+    assert DECODE_GEMM_MAX_ROWS == MAX_ROWS and ROW_VALUES == DECODE_GEMMS
     assert decode_gemm_ran("triton", MAX_ROWS) == "triton" and decode_gemm_ran("triton", MAX_ROWS + 1) == "torch"
     assert decode_gemm_ran("triton", None) == "triton" and decode_gemm_ran(None, 4) is None
 
