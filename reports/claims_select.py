@@ -9,8 +9,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import decode_gemm
-
 from . import paper_values as pv
 from .load import (ENGINE_SETTINGS, GPU_MEMORY_SOURCES, engine_setting_suffix, impl_label, ok_rows,
                    with_allocator_gib, with_engine_setting, with_memory, without_brief_decode)
@@ -50,7 +48,7 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
                        tensor_parallel=rows["tensor_parallel"].fillna(1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
                        role=rows["role"].fillna(""), **{c: rows[c].fillna("none") for c in ENGINE_SETTINGS},
-                       decode_gemm=[decode_gemm(p, v) or "" for p, v in zip(rows["phase"], rows["decode_gemm"])])
+                       decode_gemm=rows["decode_gemm"].fillna(""))
     # cudaMalloc retries: the most any repeat had (a point that stalled once ran at the memory limit)
     agg = {c: "median" for c in VALUES} | {"alloc_retries": "max", "gpu_name": "first", "dtype": "first",
                                            "device": "first"}

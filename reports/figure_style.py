@@ -4,7 +4,8 @@ titles that wrap instead of clipping, legends outside the data, OOM points drawn
 Colours come from the runs' contestants tables (role, source, pipeline) and their order, never from names: our
 own candidates (the subject) strong reds; official candidates muted warm tones; the paper's pipeline greys (the
 official code first in the table gets the dark one); our baselines blues, then indigo and purple families in table
-order, a shade per kernel; a GQA variant teal, a RetNet state-precision variant a light red. A contestant no table
+order, a shade per kernel (dark and light alternating); a GQA variant a teal per kernel, a RetNet state-precision
+variant a dark red. A contestant no table
 or row describes gets a muted colour from a stable hash of its label.
 """
 from __future__ import annotations
@@ -22,8 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .contestants import PIPELINE_PAPER, SOURCE_OURS, Contestant, Roster, roster_of  # noqa: E402
-from .load import contestant_label as contestant  # noqa: E402,F401  (figures name it so)
-from .load import ok_rows, plain_training, with_memory  # noqa: E402
+from .load import contestant_labels, ok_rows, plain_training, with_memory  # noqa: E402
 
 DPI = 160
 SUBJECT_COLOUR = "#c0392b"
@@ -79,12 +79,15 @@ class Palette:
         c = self.roster.get(parse_label(label)[0])
         return family(c), c
 
+    def _kernel_shade(self, label: str, shades: tuple[str, ...]) -> str:
+        """The shade of a label's kernel among its contestant's kernels (sorted), so kernels of one contestant differ."""
+        impl, kernel = parse_label(label)
+        kernels = self.kernels.get(impl, [])
+        return shades[(kernels.index(kernel) if kernel in kernels else 0) % len(shades)]
+
     def colour(self, label: str) -> str:
         if "KV heads" in label:
-            c = self.roster.get(parse_label(label)[0])
-            kernels = self.kernels.get(c.name, []) if c is not None else []
-            kernel = parse_label(label)[1]
-            return GQA_SHADES[(kernels.index(kernel) if kernel in kernels else 0) % len(GQA_SHADES)]
+            return self._kernel_shade(label, GQA_SHADES)
         if label.endswith(" state"):
             return STATE_VARIANT_COLOUR
         fam, c = self._family(label)
@@ -92,10 +95,7 @@ class Palette:
             return _MUTED[zlib.crc32(label.encode()) % len(_MUTED)]
         rank = self.roster.rank_in_group(c.name, family)
         if fam == "ours baseline":
-            shades = BASELINE_FAMILIES[rank % len(BASELINE_FAMILIES)]
-            kernels = self.kernels.get(c.name, [])
-            kernel = parse_label(label)[1]
-            return shades[(kernels.index(kernel) if kernel in kernels else 0) % len(shades)]
+            return self._kernel_shade(label, BASELINE_FAMILIES[rank % len(BASELINE_FAMILIES)])
         shades = FAMILIES[fam]
         return shades[rank % len(shades)]
 
@@ -132,10 +132,7 @@ def rows_of(df: pd.DataFrame, phase: str, statuses: tuple[str, ...] = ("ok",), p
     df = plain_training(df) if plain else df
     rows = df[(df["phase"] == phase) & df["status"].isin(statuses)] if statuses != ("ok",) else ok_rows(df, phase)
     rows = with_memory(rows)
-    grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
-    return rows.assign(label=[contestant(i, k, n, s, g, m) for i, k, n, s, g, m in
-                              zip(rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped,
-                                  rows["decode_gemm"])])
+    return rows.assign(label=contestant_labels(rows))
 
 
 def new_figure(title: str, meta: str, ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (9.0, 5.0),

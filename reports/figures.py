@@ -51,6 +51,12 @@ def _decode(df: pd.DataFrame, long: bool = False) -> tuple[pd.DataFrame, pd.Data
     return pick(rows_of(df, "decode")), pick(rows_of(df, "decode", ("oom",)))
 
 
+def _device_memory_label(rows: pd.DataFrame) -> str:
+    """The y label of a `mem_gb` axis, naming the sources its values came from (MEMORY_SOURCE_NAMES)."""
+    sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
+    return f"memory (GB; {sources})"
+
+
 def _line(ax, pal: Palette, g: pd.DataFrame, x: str, y: str, label: str, mark: str = "o") -> None:
     """One contestant's line; a step with the Triton projections keeps its contestant's colour and gets square
     markers, so a report holding both variants of one contestant tells them apart."""
@@ -109,8 +115,7 @@ def fig_memory_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows = with_allocator_gib(rows)
     panels = [("mem_alloc_gib", "GiB", 1e9 / GIB, "allocator peak (GiB; torch, as the paper)")] \
         if rows["mem_alloc_gib"].notna().any() else []
-    sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
-    panels.append(("mem_gb", "GB", 1.0, f"memory (GB; {sources})"))
+    panels.append(("mem_gb", "GB", 1.0, _device_memory_label(rows)))
     fig, axes = new_figure(f"Fig. 6a: decode memory vs length ({model}, batch {batch})", figure_meta(rows, envs),
                            ncols=len(panels), size=(12.0, 4.8) if len(panels) > 1 else (9.0, 5.0))
     weights = rows["weights_gb"].median()
@@ -202,9 +207,8 @@ def fig_long(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     fig, axes = new_figure(f"Long context: decode vs length ({model}, batch {batch})", figure_meta(rows, envs),
                            ncols=2, size=(12.0, 4.8))
     lengths = pd.concat([rows["seq_len"], oom["seq_len"]])
-    sources = ", ".join(MEMORY_SOURCE_NAMES.get(c, c) for c in sorted(rows["mem_source"].dropna().unique()))
     for ax, value, ylabel in ((axes[0], "tokens_per_s", "throughput (tokens/s)"),
-                              (axes[1], "mem_gb", f"memory (GB; {sources})")):
+                              (axes[1], "mem_gb", _device_memory_label(rows))):
         for label in pal.order(rows["label"]):
             _line(ax, pal, rows[rows["label"] == label].dropna(subset=[value]), "seq_len", value, label)
         for label, g in oom.groupby("label"):

@@ -67,9 +67,13 @@ def _read_env(run_dir: Path) -> dict:
 ROLE_OF_ARCH = {"retnet": "candidate", "transformer": "baseline"}
 
 
+RUN_FILES = ("rows.jsonl", "table.csv", "env.json")  # a run's own file stands for its folder
+
+
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Every contract column present, numeric columns as floats (None -> NaN), `role` filled from `arch` where an
-    old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU)."""
+    old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU), `decode_gemm`
+    "torch" for a decode or capacity row without it (contract.decode_gemm: every such row ran F.linear)."""
     df = df.copy()
     for col in ROW_COLUMNS:
         if col not in df.columns:
@@ -79,6 +83,8 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     derived = df["arch"].map(ROLE_OF_ARCH)
     df["role"] = df["role"].astype(object).where(df["role"].notna(), derived)
     df["world_size"] = df["world_size"].fillna(1.0)
+    df["decode_gemm"] = pd.Series([decode_gemm(p, v) for p, v in zip(df["phase"], df["decode_gemm"])],
+                                  index=df.index, dtype=object)
     return df
 
 
@@ -95,7 +101,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
     frames, envs = [], {}
     for raw in run_dirs:
         run_dir = Path(raw)
-        if run_dir.is_file() and run_dir.name in ("rows.jsonl", "table.csv", "env.json"):
+        if run_dir.is_file() and run_dir.name in RUN_FILES:
             run_dir = run_dir.parent
         if not run_dir.is_dir():
             raise ReportInputError(f"{run_dir}: run folder not found")
@@ -158,7 +164,6 @@ def latest_per_point(df: pd.DataFrame, roster=None) -> tuple[pd.DataFrame, int]:
     key["world_size"] = key["world_size"].fillna(1)
     for col in TRAIN_VARIANT_DEFAULTS:
         key[col] = [train_variant(col, ph, v) for ph, v in zip(df["phase"], key[col])]
-    key["decode_gemm"] = [decode_gemm(ph, v) for ph, v in zip(df["phase"], key["decode_gemm"])]
     key = key.astype(object).where(key.notna(), "-").astype(str)  # NaN is a value here, not a missing group
     stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
     groups = [key[c] for c in _CONTESTANT]
@@ -307,6 +312,13 @@ def contestant_label(impl: object, kernel: object, n_kv_heads: object = None, st
     if isinstance(state_dtype, str) and state_dtype not in ("", "float32"):
         label += f", {state_dtype} KV cache" if has_kv else f", {state_dtype} state"  # what the decoder carries
     return label
+
+
+def contestant_labels(rows: pd.DataFrame) -> list[str]:
+    """`contestant_label` of every row (the loader's `kv_grouped` where present): figures' legends and tables' lines."""
+    grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
+    return [contestant_label(i, k, n, s, g, m) for i, k, n, s, g, m in zip(
+        rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped, rows["decode_gemm"])]
 
 
 def run_meta(df: pd.DataFrame, envs: dict[str, dict]) -> str:

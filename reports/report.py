@@ -22,7 +22,7 @@ from .claims_select import MEMORY_MEASURE_WHY
 from .figure_style import DPI
 from .figures import HEADLINE, build_figures
 from .contestants import roster_of
-from .load import ReportInputError, load_runs
+from .load import RUN_FILES, ReportInputError, load_runs
 from .render import (UNJUDGED, VERDICT_RULE, claims_display_frame, collapsed_lines, df_to_markdown, fmt,
                      write_claims)
 from .tables import Table, all_tables
@@ -240,7 +240,6 @@ def _html(blocks: list[Block]) -> str:
 # A folder under results/reference/ holds a committed run: a report without an explicit out_dir would be written
 # into it
 REFERENCE_PARTS = ("results", "reference")
-RUN_FILES = ("rows.jsonl", "table.csv", "env.json")  # a run's own file stands for its folder (as load_runs reads)
 
 
 def _is_reference(path: Path) -> bool:

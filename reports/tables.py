@@ -9,12 +9,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from retnet_bench.suites.contract import decode_gemm
-
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (PREFILL_SUITE, contestant_label, ok_rows, run_meta, with_allocator_gib, with_memory,
+from .load import (PREFILL_SUITE, contestant_labels, ok_rows, run_meta, with_allocator_gib, with_memory,
                    training_variant, without_brief_decode)
 
 
@@ -41,9 +39,7 @@ def _labelled(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows with `impl_kernel`: the contestant's full label (KV heads, projections, state precision), so that no
     cell is the median of two contestants (MHA and GQA-8 rows of one impl and kernel were once averaged)."""
     rows = with_memory(rows)
-    grouped = rows["kv_grouped"] if "kv_grouped" in rows else [None] * len(rows)
-    return rows.assign(impl_kernel=[contestant_label(i, k, n, s, g, m) for i, k, n, s, g, m in zip(
-        rows["impl"], rows["kernel"], rows["n_kv_heads"], rows["state_dtype"], grouped, rows["decode_gemm"])])
+    return rows.assign(impl_kernel=contestant_labels(rows))
 
 
 def _sources(rows: pd.DataFrame) -> str:
@@ -73,9 +69,8 @@ def _retnet_beside_baselines(rows: pd.DataFrame, roster: Roster, values: list[st
         return None
     # RetNet's fastest kernel per point is the RetNet side of every ratio, with the baseline's decode projections
     # where RetNet was measured with them (like with like), else its fastest row at that point.
-    gemm = [decode_gemm(p, v) or "" for p, v in zip(rows["phase"], rows["decode_gemm"])]
-    retnet, base = retnet.assign(_gemm=pd.Series(gemm, index=rows.index)), base.assign(
-        _gemm=pd.Series(gemm, index=rows.index))
+    retnet, base = retnet.assign(_gemm=retnet["decode_gemm"].fillna("")), base.assign(
+        _gemm=base["decode_gemm"].fillna(""))
     by_gemm = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT + ["_gemm"], keep="last")
     fastest = retnet.sort_values("tokens_per_s").drop_duplicates(_POINT, keep="last")
     b = base.groupby(["impl_kernel", "_gemm"] + _POINT, as_index=False)[values].median()

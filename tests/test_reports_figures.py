@@ -285,7 +285,7 @@ def test_colours_follow_the_contestants_table_not_names(tmp_path):
 
 
 def test_a_quantized_kv_cache_is_labelled_as_a_cache_and_a_retnet_state_as_a_state():
-    from retnet_bench.reports.figure_style import contestant
+    from retnet_bench.reports.load import contestant_label as contestant
 
     assert contestant("static", "flash-attn-4", 8, "float8_e4m3fn", True) == \
         "static (flash-attn-4), 8 KV heads, float8_e4m3fn KV cache"
