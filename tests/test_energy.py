@@ -20,6 +20,9 @@ from retnet_bench.suites.training import ModelRecipe, RankResult, TrainSettings,
 from retnet_bench.suites.training import launch
 from retnet_bench.suites.training.result import rank_energy
 
+sys.path.insert(0, str(Path(__file__).parent))
+from training_testing import record_step_timer  # noqa: E402
+
 CPU = torch.device("cpu")
 ENERGY_COLUMNS = ("energy_j", "joules_per_token", "avg_power_w")
 
@@ -192,16 +195,7 @@ def test_a_rank_reads_its_counter_around_the_timed_steps_only(monkeypatch):
             self.mj += 4_000
             return self.mj
 
-    class Timer(launch.StepTimer):
-        def start(self) -> None:
-            events.append("start")
-            super().start()
-
-        def stop(self) -> None:
-            super().stop()
-            events.append("stop")
-
-    monkeypatch.setattr(launch, "StepTimer", Timer)
+    record_step_timer(monkeypatch, events)
     monkeypatch.setattr(launch, "energy_counter", lambda device: Counter())
     recipe = ModelRecipe("retnet", "tiny", kernel="torch", overrides={"vocab_size": 256})
     settings = TrainSettings(micro_batch=1, seq_len=16, chunk_size=8, steps=2, warmup_steps=1,

@@ -3,6 +3,8 @@ loop (its naive twin), checkpointing, mixed precision, faults, FLOPs hand counts
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,9 @@ from retnet_bench.suites.training import (
 )
 from retnet_bench.suites.training.recipe import TransformerForTraining, matmul_params
 from retnet_bench.suites.training.step import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_testing import record_step_timer  # noqa: E402
 
 VOCAB = 256
 # the transformer runs sdpa-math: a named backend exercises the per-block sdpa_context under recomputation
@@ -217,15 +222,7 @@ def test_nvml_is_read_between_steps_only_and_by_no_thread(monkeypatch):
     from retnet_bench.suites.training import launch
 
     events: list[str] = []
-
-    class Timer(launch.StepTimer):
-        def start(self) -> None:
-            events.append("start")
-            super().start()
-
-        def stop(self) -> None:
-            super().stop()
-            events.append("stop")
+    record_step_timer(monkeypatch, events)
 
     class Reader:
         def __init__(self, device):
@@ -237,7 +234,6 @@ def test_nvml_is_read_between_steps_only_and_by_no_thread(monkeypatch):
             self.peak += 1
 
     threads_before = threading.active_count()
-    monkeypatch.setattr(launch, "StepTimer", Timer)
     monkeypatch.setattr(launch, "NvmlStepPeak", Reader)
     settings = dataclasses.replace(SETTINGS, steps=2, warmup_steps=1)
     (res,) = run_distributed(1, RECIPES["retnet"], settings, "cpu")
