@@ -119,8 +119,8 @@ def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tupl
     if "batch_size" in point:
         parts.append(f"batch {int(point['batch_size'])}")
     parts.append(f"len {int(point['seq_len'])}")
-    if point.get("capacity_budget_gb", -1) > 0:
-        parts.append(f"budget {point['capacity_budget_gb']:g} GB, RetNet batch {int(r['batch_size'])}")
+    if point.get("capacity_budget_gib", -1) > 0:
+        parts.append(f"budget {point['capacity_budget_gib']:.3g} GiB, RetNet batch {int(r['batch_size'])}")
     parts += [str(r.get("gpu_name") or r.get("device") or "cpu"), str(r.get("dtype") or "?"),
               f"RetNet {impl_label(r['impl'], r['kernel'] or None)}{cs.projections_label(r)}"]
     diffs = [f"{k} {paper[k]}" for k in paper if k in point and point[k] != paper[k]]
@@ -164,12 +164,12 @@ def _equal_batch(dec: pd.DataFrame, framing: str, base: pd.DataFrame, missing: s
 def _equal_memory(cap: pd.DataFrame, framing: str, kv_heads: int | None, missing: str) -> list[dict]:
     # drop_duplicates, not groupby().last(): the latter mixes columns of different rows when some are NaN.
     best = cap.sort_values("batch_size").drop_duplicates(
-        ["model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "decode_gemm", "seq_len", "capacity_budget_gb"],
+        ["model", "arch", "impl", "kernel", "n_kv_heads", "state_dtype", "decode_gemm", "seq_len", "capacity_budget_gib"],
         keep="last")
     retnet, base = cs.candidates(best), cs.baselines(best, kv_heads)
     if kv_heads is not None:
         base = base[base["model"] == pv.PAPER_DECODE_MODEL]
-    point = cs.best_point(retnet, base, ["model", "seq_len", "capacity_budget_gb"],
+    point = cs.best_point(retnet, base, ["model", "seq_len", "capacity_budget_gib"],
                           {"seq_len": _DECODE_PAPER["seq_len"]})
     out = []
     for c in pv.DECODE_CLAIMS:

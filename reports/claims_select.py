@@ -18,7 +18,7 @@ PAPER_PRESETS = ("1.3b", "2.7b", "6.7b", "13b")
 MODERN_KV_HEADS = 8  # framing 4: grouped-query attention with 8 key/value heads (Llama 3, Mistral, Qwen)
 
 GROUP = ["model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "world_size", "tensor_parallel",
-         *ENGINE_SETTINGS, "decode_gemm", "phase", "batch_size", "seq_len", "capacity_budget_gb"]
+         *ENGINE_SETTINGS, "decode_gemm", "phase", "batch_size", "seq_len", "capacity_budget_gib"]
 VALUES = ["tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mem_gb", "mem_alloc_gib", "weights_gb",
           "pct_peak_bw", "n_params", "ms_median", "ms_p10", "ms_p90"]
 
@@ -44,7 +44,7 @@ def points(df: pd.DataFrame, phase: str) -> pd.DataFrame:
     rows = with_allocator_gib(with_memory(ok_rows(without_brief_decode(df), phase), GPU_MEMORY_SOURCES))
     if rows.empty:
         return pd.DataFrame(columns=GROUP + VALUES + ["alloc_retries", "gpu_name", "dtype", "device"])
-    rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gb=rows["capacity_budget_gb"].fillna(-1),
+    rows = rows.assign(kernel=rows["kernel"].fillna(""), capacity_budget_gib=rows["capacity_budget_gib"].fillna(-1),
                        tensor_parallel=rows["tensor_parallel"].fillna(1),
                        n_kv_heads=rows["n_kv_heads"].fillna(-1), state_dtype=rows["state_dtype"].fillna(""),
                        role=rows["role"].fillna(""), **{c: rows[c].fillna("none") for c in ENGINE_SETTINGS},
@@ -122,8 +122,8 @@ def best_point(cand: pd.DataFrame, base: pd.DataFrame, keys: list[str], paper: d
             r += (abs(math.log2(p["seq_len"] / paper["seq_len"])),)
         if "batch_size" in keys:
             r += (abs(p["batch_size"] - paper["batch_size"]), -p["batch_size"])
-        if "capacity_budget_gb" in keys:
-            r += (-p["capacity_budget_gb"],)
+        if "capacity_budget_gib" in keys:
+            r += (-p["capacity_budget_gib"],)
         return r
 
     return min((row for _, row in common.iterrows()), key=rank).to_dict()

@@ -2,7 +2,7 @@
 
 A run is a folder ``results/<run-id>/`` holding ``rows.jsonl`` (one result row per line, docs/CONTRACTS.md) and
 ``env.json``. Rows are matched by (suite, model, arch, impl, kernel, phase, batch_size, seq_len, dtype) plus
-chunk_size and capacity_budget_gb, which are null for most rows but tell a chunk-size sweep's points apart
+chunk_size and capacity_budget_gib, which are null for most rows but tell a chunk-size sweep's points apart
 (null matches null).
 
 For each point that is ``ok`` in both runs, every metric present in both is judged:
@@ -45,7 +45,7 @@ import pandas as pd
 from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, decode_gemm,
                                          read_rows, train_variant)
 
-from .load import read_env_json
+from .load import capacity_budget_column, read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
 # The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile, the decode
@@ -54,9 +54,9 @@ KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size"
 # decode row's decode_gemm as "torch").
 VARIANT_COLUMNS = ("n_kv_heads", "state_dtype", "world_size", "tensor_parallel", "checkpointing", "compile",
                    "decode_gemm")
-MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gb", *VARIANT_COLUMNS)
+MATCH_COLUMNS = (*KEY_COLUMNS, "chunk_size", "capacity_budget_gib", *VARIANT_COLUMNS)
 _INTEGER_KEYS = ("batch_size", "seq_len", "chunk_size", "n_kv_heads", "world_size", "tensor_parallel")
-_NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gb")
+_NUMERIC_KEYS = (*_INTEGER_KEYS, "capacity_budget_gib")
 _PASS_COLUMNS = ("run_id", "n_repeats", "gpu_name")  # carried into the GitHub entries' tooltip
 
 
@@ -147,6 +147,7 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
     for col in (c for c in MATCH_COLUMNS if c not in _NUMERIC_KEYS):
         rows[col] = rows[col].astype(object).where(rows[col].notna(), None)
     rows["world_size"] = rows["world_size"].fillna(1)
+    rows["capacity_budget_gib"] = capacity_budget_column(rows)
     for col in TRAIN_VARIANT_DEFAULTS:  # older rows lack them: a training row then ran with the defaults
         values = [train_variant(col, ph, None if pd.isna(v) else v) for ph, v in zip(rows["phase"], rows[col])]
         rows[col] = pd.array(values, dtype="Int64" if col in _INTEGER_KEYS else object)
@@ -165,7 +166,7 @@ def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
 
 
 def _label(row: pd.Series) -> str:
-    """Readable, stable point name: suite/model/arch/impl/kernel/phase/b<B>/T<T>/dtype[/chunk<C>][/budget<G>GB]."""
+    """Readable, stable point name: suite/model/arch/impl/kernel/phase/b<B>/T<T>/dtype[/chunk<C>][/budget<G>GiB]."""
     def num(v: object) -> str:
         return "-" if v is None or pd.isna(v) else f"{float(v):g}"
 
@@ -173,8 +174,8 @@ def _label(row: pd.Series) -> str:
     parts += [f"b{num(row['batch_size'])}", f"T{num(row['seq_len'])}", str(row["dtype"])]
     if pd.notna(row["chunk_size"]):
         parts.append(f"chunk{num(row['chunk_size'])}")
-    if pd.notna(row["capacity_budget_gb"]):
-        parts.append(f"budget{num(row['capacity_budget_gb'])}GB")
+    if pd.notna(row["capacity_budget_gib"]):
+        parts.append(f"budget{num(row['capacity_budget_gib'])}GiB")
     if pd.notna(row["n_kv_heads"]):
         parts.append(f"kv{num(row['n_kv_heads'])}")
     if row["state_dtype"] is not None:

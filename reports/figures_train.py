@@ -116,13 +116,13 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
 
     model = pick_model(rows)
     rows = rows[rows["model"] == model]
-    budget = rows["capacity_budget_gb"].max()
-    rows = rows[(rows["capacity_budget_gb"] == budget) | rows["capacity_budget_gb"].isna()]
+    budget = rows["capacity_budget_gib"].max()
+    rows = rows[(rows["capacity_budget_gib"] == budget) | rows["capacity_budget_gib"].isna()]
     T = int(min(rows["seq_len"].unique(), key=lambda t: abs(t - pv.PAPER_DECODE_SEQ_LEN)))
     best = rows[rows["seq_len"] == T].sort_values("batch_size").drop_duplicates(["label"], keep="last")
     labels = pal.order(best["label"])[::-1]  # barh draws bottom-up: the subject on top
     best = best.set_index("label").loc[labels]
-    budget_txt = f"{budget:g} GB budget" if pd.notna(budget) else "budget not recorded"
+    budget_txt = f"{budget:.3g} GiB budget" if pd.notna(budget) else "budget not recorded"
     fig, axes = new_figure(f"Capacity: the largest batch that fits ({model}, T={T}, {budget_txt})",
                            figure_meta(best.reset_index(), envs), ncols=2, size=(12.0, 0.45 * len(labels) + 2.2),
                            sharey=True)

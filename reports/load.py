@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from retnet_bench.suites.contract import (NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError,
-                                          decode_gemm, read_rows, train_variant)
+                                          capacity_budget_gib, decode_gemm, read_rows, train_variant)
 
 from .contestants import Roster
 
@@ -70,10 +70,18 @@ ROLE_OF_ARCH = {"retnet": "candidate", "transformer": "baseline"}
 RUN_FILES = ("rows.jsonl", "table.csv", "env.json")  # a run's own file stands for its folder
 
 
+def capacity_budget_column(df: pd.DataFrame) -> pd.Series:
+    """`capacity_budget_gib` as float, an older row's `capacity_budget_gb` converted (contract.capacity_budget_gib)."""
+    old = df["capacity_budget_gb"] if "capacity_budget_gb" in df else pd.Series(None, index=df.index, dtype=float)
+    return pd.Series([capacity_budget_gib(g, o) for g, o in zip(df["capacity_budget_gib"], old)], index=df.index,
+                     dtype=float)
+
+
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Every contract column present, numeric columns as floats (None -> NaN), `role` filled from `arch` where an
     old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU), `decode_gemm`
-    "torch" for a decode or capacity row without it (contract.decode_gemm: every such row ran F.linear)."""
+    "torch" for a decode or capacity row without it (contract.decode_gemm: every such row ran F.linear), the capacity
+    budget in GiB (an older row's GB converted)."""
     df = df.copy()
     for col in ROW_COLUMNS:
         if col not in df.columns:
@@ -83,6 +91,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     derived = df["arch"].map(ROLE_OF_ARCH)
     df["role"] = df["role"].astype(object).where(df["role"].notna(), derived)
     df["world_size"] = df["world_size"].fillna(1.0)
+    df["capacity_budget_gib"] = capacity_budget_column(df)
     df["decode_gemm"] = pd.Series([decode_gemm(p, v) for p, v in zip(df["phase"], df["decode_gemm"])],
                                   index=df.index, dtype=object)
     return df

@@ -23,6 +23,10 @@
 #   bash scripts/device_reference.sh gemm-a   # 1 GPU: decode-projection / state-pass / energy-counter probes, GPU tests
 #   bash scripts/device_reference.sh gemm-b   # 1 GPU alone: fig6 6.7B/8k B1,8,16 and capacity with decode_gemm auto
 #                                             # (Triton), RetNet vs static cuDNN (MHA, GQA-8); the kernel's GPU tests
+#   bash scripts/device_reference.sh decode-energy   # 1 GPU alone: fig6 6.7B/8k B1,8,16 and capacity at 80 GiB,
+#                                             # each decode point timed >= 1.2 s (the energy counter's resolution);
+#                                             # the GPU tests of decode memory
+#   bash scripts/device_reference.sh train-energy    # 1 GPU alone: table4 1.3B-6.7B (fla, cuDNN), energy per token
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -55,6 +59,19 @@ gemm-a)  # one GPU: probes first (nothing else on the GPU), then the tests of wh
     tests/test_skinny_linear.py tests/test_retnet_step_fused.py tests/test_baselines_gqa.py \
     tests/test_baselines_decode.py tests/test_runner_gpu.py tests/test_energy.py > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
+decode-energy)  # one GPU alone. The suites' decode windows (0.3 s) are below the energy counter's resolution
+  # (trackers.ENERGY_MIN_WINDOW_S): the same suites with windows of >= 1.2 s, written beside the runs (suite.toml)
+  for s in fig6 capacity; do
+    sed -e 's/^min_seconds = .*/min_seconds = 1.2/' -e 's/^max_steps = .*/max_steps = 400/' \
+      suites/definitions/$s.toml > "$W/$s.toml"; done
+  bench 0 s10-fig6-energy "$W/fig6.toml" --model 6.7b --seq 8192 --batch 1,8,16 --impl retnet-recurrent,static \
+    --kernel sdpa-cudnn
+  bench 0 s10-capacity-gib "$W/capacity.toml" --impl retnet-recurrent,static --kernel sdpa-cudnn
+  timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_runner_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
+train-energy)  # one GPU alone: table4 1.3B-6.7B, RetNet (fla) and the Transformer (cuDNN), 10 steps: windows >= 1 s
+  bench 0 s10-table4-energy table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
 gemm-b)  # one GPU alone: fig6 and the capacity search with the Triton projections (auto), then their GPU tests
   bench 0 s9-fig6-triton fig6 --model 6.7b --seq 8192 --batch 1,8,16 --impl retnet-recurrent,static --kernel sdpa-cudnn
   bench 0 s9-capacity capacity --impl retnet-recurrent,static --kernel sdpa-cudnn

@@ -7,6 +7,7 @@ import torch
 from .env import available_ram_gb
 from .plan import check_phases
 from .suite import Suite
+from .contract import GIB
 from .trackers import GB
 
 
@@ -96,8 +97,8 @@ def cpu_memory_need_gb(suite: Suite) -> dict[str, tuple[float, str]]:
                 extra = params * (8 + (4 if el < 4 else 0)) if sc.optimizer else 0
                 cands.append((2 * weights + extra, f"training at {suite.dtype} with its optimizer state"))
             elif kind == "capacity":
-                budget = sc.memory_budget_gb
-                cands.append((max(weights, budget * GB), f"a capacity search up to {budget:g} GB"))
+                budget = sc.memory_budget_gib
+                cands.append((max(weights, budget * GIB), f"a capacity search up to {budget:g} GiB"))
         size, what = max(cands, default=(weights, f"weights at {suite.dtype}"))
         need[m] = (size * CPU_MEMORY_SAFETY / GB, what)
     return need

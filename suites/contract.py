@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 2  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu
 # Columns added since (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
-# avg_power_w, decode_gemm) read as null in older rows: additive, so the version (which `compare` refuses to mix) stays.
+# avg_power_w, decode_gemm, capacity_budget_gib) read as null in older rows: additive, so the version (which
+# `compare` refuses to mix) stays.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
@@ -24,7 +25,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "decode_gemm", "status", "error", "ms_median", "ms_p10", "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu",
     "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
-    "achieved_gbps", "pct_peak_bw", "energy_j", "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gb",
+    "achieved_gbps", "pct_peak_bw", "energy_j", "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gib",
     "device", "gpu_name", "notes", "timestamp",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = (
@@ -32,7 +33,7 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
     "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb",
     "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries", "mem_rss_peak_gb",
     "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "energy_j",
-    "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gb",
+    "joules_per_token", "avg_power_w", "n_params", "capacity_budget_gib",
 )
 
 # Environment variables that change what a run measures: env.json's `runtime_env` records them when set, the report
@@ -130,6 +131,19 @@ def decode_gemm(phase: Any, value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "torch" if phase in DECODE_GEMM_PHASES else None
     return value
+
+
+# A capacity search's memory budget is in GiB, the unit of the paper's memory numbers and of the A100-80GB's 80 GiB.
+# Rows before session 10 carried `capacity_budget_gb`, a budget of 1e9-byte GB (their "80 GB" was 74.5 GiB).
+GIB = 2**30
+
+
+def capacity_budget_gib(gib: Any, old_gb: Any) -> float | None:
+    """A row's capacity budget in GiB: its `capacity_budget_gib`, or an older row's `capacity_budget_gb` converted."""
+    for value, scale in ((gib, 1.0), (old_gb, 1e9 / GIB)):
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return float(value) * scale
+    return None
 
 
 def point_key(row: dict[str, Any]) -> tuple:

@@ -84,7 +84,7 @@ class TrainScenario(Scenario):
 @dataclass
 class CapacityScenario(Scenario):
     seq_len: int = 8192
-    memory_budget_gb: float = 80.0  # the paper's A100-80GB
+    memory_budget_gib: float = 80.0  # the paper's A100-80GB: 80 GiB (85.9 GB), the unit of the paper's memory
     max_batch: int = 1024           # the search never goes beyond this
     fill: str = "random"
     prefill: bool = False
@@ -160,8 +160,8 @@ def _validate_scenario(suite: str, kind: str, sc: Scenario) -> None:
     if hasattr(sc, "decode_gemm") and sc.decode_gemm not in DECODE_GEMM_CHOICES:
         raise SuiteError(f"{where}: decode_gemm must be {' or '.join(map(repr, DECODE_GEMM_CHOICES))}, "
                          f"got {sc.decode_gemm!r}")
-    if isinstance(sc, CapacityScenario) and sc.memory_budget_gb <= 0:
-        raise SuiteError(f"{where}: memory_budget_gb must be > 0")
+    if isinstance(sc, CapacityScenario) and sc.memory_budget_gib <= 0:
+        raise SuiteError(f"{where}: memory_budget_gib must be > 0")
     for key, choices in TRAIN_VARIANT_CHOICES.items() if isinstance(sc, TrainScenario) else ():
         if getattr(sc, key) not in choices:
             raise SuiteError(f"{where}: {key} must be {' or '.join(map(repr, choices))}, got {getattr(sc, key)!r}")

@@ -71,7 +71,7 @@ def known_ratio_rows() -> list[dict]:
       paper-like 100 ms, 48 GB        -> throughput 10x, latency 10x, memory 3.43x
       static/sdpa-cudnn 20 ms, 28 GB  -> 2x, 2x, 2x
       static/flash-attn 8 ms, 21 GB   -> 0.8x, 0.8x, 1.5x (the fastest flavour: framing 2)
-    Capacity (80 GB budget, 8192): RetNet batch 64 at 20 ms (3200 tok/s); static/flash-attn batch 16 at 20 ms
+    Capacity (80 GiB budget, 8192): RetNet batch 64 at 20 ms (3200 tok/s); static/flash-attn batch 16 at 20 ms
       (800 tok/s); paper-like batch 8 -> throughput 4x, latency 1x.
     Training 1.3b, 8192, batch 4: RetNet 70000 tok/s, 30 GB; vanilla (bmm-softmax) 10000, 70 GB; flash-attn
       75000, 36 GB (device memory only: the claims fall back to it).
@@ -96,9 +96,9 @@ def known_ratio_rows() -> list[dict]:
     for impl, kernel, batch, ms in (("retnet-recurrent", "torch", 64, 20.0), ("static", "flash-attn", 16, 20.0),
                                     ("paper-like", "bmm-softmax", 8, 100.0)):
         rows.append(decode_row("6.7b", impl, kernel, batch, 8192, ms, 79.0, phase="capacity",
-                               capacity_budget_gb=80.0, pct_peak_bw=70.0))
+                               capacity_budget_gib=80.0, pct_peak_bw=70.0))
         rows.append(decode_row("6.7b", impl, kernel, batch * 2, 8192, None, phase="capacity",
-                               capacity_budget_gb=80.0, status="over_budget"))
+                               capacity_budget_gib=80.0, status="over_budget"))
     rows.append(train_row("1.3b", "retnet-chunkwise", "torch", 4, 8192, 70000.0, 30.0))
     rows.append(train_row("1.3b", "transformer", "bmm-softmax", 4, 8192, 10000.0, 70.0))
     rows.append(train_row("1.3b", "transformer", "flash-attn", 4, 8192, 75000.0, 36.0))
@@ -110,16 +110,16 @@ def gqa_rows() -> list[dict]:
 
     Decode at (6.7b, batch 8, 8192): static/sdpa-cudnn 12.5 ms, 16 GB device, 15 GB allocated (the best);
       hf/sdpa 30 ms. Against RetNet (10 ms, 14 / 12 GB): throughput and latency 1.25x, memory 1.25x allocated,
-      16/14 device. Capacity (80 GB, 8192): static/sdpa-cudnn batch 40 at 25 ms (1600 tok/s) -> RetNet 2.0x.
+      16/14 device. Capacity (80 GiB, 8192): static/sdpa-cudnn batch 40 at 25 ms (1600 tok/s) -> RetNet 2.0x.
     A bf16-state RetNet row (faster, less memory) must never be the claims' RetNet."""
     gqa = dict(role="baseline", n_kv_heads=8, world_size=1)
     return [
         decode_row("6.7b", "static", "sdpa-cudnn", 8, 8192, 12.5, 16.0, mem_torch_peak_gb=15.0, pct_peak_bw=90.0,
                    **gqa),
         decode_row("6.7b", "hf", "sdpa", 8, 8192, 30.0, 20.0, mem_torch_peak_gb=17.0, **gqa),
-        decode_row("6.7b", "static", "sdpa-cudnn", 40, 8192, 25.0, 79.0, phase="capacity", capacity_budget_gb=80.0,
+        decode_row("6.7b", "static", "sdpa-cudnn", 40, 8192, 25.0, 79.0, phase="capacity", capacity_budget_gib=80.0,
                    **gqa),
-        decode_row("6.7b", "static", "sdpa-cudnn", 41, 8192, None, phase="capacity", capacity_budget_gb=80.0,
+        decode_row("6.7b", "static", "sdpa-cudnn", 41, 8192, None, phase="capacity", capacity_budget_gib=80.0,
                    status="over_budget", **gqa),
         decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 5.0, 13.5, mem_torch_peak_gb=11.0,
                    role="candidate", state_dtype="bfloat16", world_size=1),

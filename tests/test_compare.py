@@ -23,7 +23,7 @@ def decode_row(ms: float = 10.0, spread: float = 0.1, batch: int = 8, **override
         ms_per_token=ms, mem_nvml_peak_gb=10.0, mem_nvml_delta_gb=9.0, mem_torch_peak_gb=8.0,
         mem_torch_reserved_gb=8.5, mem_rss_peak_gb=None, mem_analytic_gb=7.5, weights_gb=7.0,
         bytes_per_step=7.5e9, flops_per_token=2.6e9, achieved_gbps=7.5e9 / (ms * 1e-3) / 1e9, pct_peak_bw=None,
-        n_params=1_340_000_000, capacity_budget_gb=None, device="cuda", gpu_name="NVIDIA H200", notes=None,
+        n_params=1_340_000_000, capacity_budget_gib=None, device="cuda", gpu_name="NVIDIA H200", notes=None,
         timestamp="2025-01-01T00:00:00",
     )
     row.update(overrides)
@@ -281,7 +281,7 @@ def test_capacity_points_match_without_their_batch(tmp_path):
         d.mkdir()
         (d / "env.json").write_text(json.dumps({"schema_version": 1, "gpu_name": "G"}))
         common = dict(suite="capacity", model="6.7b", arch="transformer", impl="static", kernel="sdpa-cudnn",
-                      phase="capacity", seq_len=8192, dtype="bfloat16", capacity_budget_gb=80.0)
+                      phase="capacity", seq_len=8192, dtype="bfloat16", capacity_budget_gib=80.0)
         rows = [dict(common, batch_size=batch + 3, status="over_budget", error="too big"),
                 dict(common, batch_size=batch, status="ok", ms_median=10.0, ms_p10=9.9, ms_p90=10.1,
                      tokens_per_s=tps)]
@@ -292,6 +292,32 @@ def test_capacity_points_match_without_their_batch(tmp_path):
     assert result.missing.empty and result.new.empty
     tps = result.points[result.points["metric"] == "tokens_per_s"]
     assert len(tps) == 1 and tps["status"].iloc[0] == "regressed"
+
+
+def test_a_capacity_budget_of_older_rows_reads_in_gib(tmp_path):
+    """Rows before capacity_budget_gib carried capacity_budget_gb, 1e9-byte GB: their 80 GB is 74.5 GiB, so they
+    are not matched with an 80 GiB search, and the reports say what the budget was."""
+    import json
+
+    from retnet_bench.reports import load_runs
+    from retnet_bench.reports.compare import compare_runs
+
+    def write(name, budget):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "env.json").write_text(json.dumps({"schema_version": 1, "gpu_name": "G"}))
+        row = dict(suite="capacity", model="6.7b", arch="transformer", impl="static", kernel="sdpa-cudnn",
+                   phase="capacity", seq_len=8192, dtype="bfloat16", batch_size=15, status="ok", ms_median=10.0,
+                   tokens_per_s=1500.0, **budget)
+        (d / "rows.jsonl").write_text(json.dumps(row) + "\n")
+        return d
+
+    old, new = write("old", {"capacity_budget_gb": 80.0}), write("new", {"capacity_budget_gib": 80.0})
+    assert load_runs([old])[0]["capacity_budget_gib"].iloc[0] == pytest.approx(80e9 / 2**30)
+    assert load_runs([new])[0]["capacity_budget_gib"].iloc[0] == 80.0
+    with pytest.raises(CompareInputError, match="capacity_budget_gib"):
+        compare_runs(old, new)
+    assert "budget74.5058GiB" in str(list(compare_runs(old, old).points["point"]))
 
 
 def test_torn_last_line_of_a_crashed_run_is_compared(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Equal memory budget: the exact largest batch at T whose measured decode memory fits the budget, and its
-throughput (paper framing: what an 80 GB A100 serves).
+throughput (paper framing: what an A100-80GB serves). The budget is in GiB, as the paper's memory numbers: the
+A100-80GB has 80 GiB (85.9 GB); measured memory is in GB (1e9 bytes) and is compared in bytes.
 
 Search: the analytic size gives the first guess; from there we step up (or down), 10% of the guess first and twice
 as far each time, until the ok/over-budget boundary is bracketed, then bisect until the largest ok batch B has an over-budget (or OOM) batch B + 1 beside it.
@@ -11,7 +12,9 @@ from __future__ import annotations
 import math
 
 from ..contestants.base import Contestant
+from ..contract import GIB
 from ..plan import Group, Point
+from ..trackers import GB
 from . import decode
 from .context import Context, fmt_error, is_oom
 
@@ -30,11 +33,11 @@ def _used_gb(row: dict) -> float:
     return row["mem_analytic_gb"] if row.get("mem_analytic_gb") is not None else math.inf
 
 
-def first_guess(c: Contestant, seq_len: int, budget_gb: float, max_batch: int) -> int:
+def first_guess(c: Contestant, seq_len: int, budget_bytes: float, max_batch: int) -> int:
     """(budget - weights) / per-sequence cache bytes, from the analytic model."""
     one, two = c.analytic(1, seq_len), c.analytic(2, seq_len)
     per_seq = max(two.cache_bytes - one.cache_bytes, 1)
-    return max(1, min(int((budget_gb * 1e9 - one.weights_bytes) // per_seq), max_batch))
+    return max(1, min(int((budget_bytes - one.weights_bytes) // per_seq), max_batch))
 
 
 def search(probe, guess: int, max_batch: int) -> tuple[int | None, list[int]]:
@@ -83,8 +86,10 @@ def search(probe, guess: int, max_batch: int) -> tuple[int | None, list[int]]:
 
 
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
-    s, T, budget = g.settings, p.seq_len, g.settings.memory_budget_gb
-    cap = dict(common, capacity_budget_gb=budget)
+    s, T, budget_gib = g.settings, p.seq_len, g.settings.memory_budget_gib
+    budget = budget_gib * GIB / GB  # in GB, the unit of the measured memory columns
+    said = f"{budget_gib:g} GiB ({budget:.1f} GB)"
+    cap = dict(common, capacity_budget_gib=budget_gib)
     rows: list[dict] = []
     ok_rows: dict[int, dict] = {}
 
@@ -100,19 +105,19 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
             return False
         used = _used_gb(row)
         if used > budget:
-            row.update(status="over_budget", error=f"{used:.1f} GB > budget {budget:g} GB")
+            row.update(status="over_budget", error=f"{used:.1f} GB > budget {said}")
         rows.append(row)
         if used <= budget:
             ok_rows[batch] = row
         return used <= budget
 
-    best, _ = search(probe, first_guess(c, T, budget, s.max_batch), s.max_batch)
+    best, _ = search(probe, first_guess(c, T, budget * GB, s.max_batch), s.max_batch)
     if best is None:
-        rows.append(ctx.make_row(g, Point("capacity", None, T), "over_budget", error=f"no batch fits {budget:g} GB",
+        rows.append(ctx.make_row(g, Point("capacity", None, T), "over_budget", error=f"no batch fits {said}",
                                  **cap))
         return rows
     answer = dict(ok_rows[best], phase="capacity")
     edge = "the largest batch tried" if best == s.max_batch else f"batch {best + 1} does not fit"
-    answer["notes"] = "; ".join(filter(None, [answer.get("notes"), f"largest batch within {budget:g} GB ({edge})"]))
+    answer["notes"] = "; ".join(filter(None, [answer.get("notes"), f"largest batch within {said} ({edge})"]))
     rows.append(answer)
     return rows
