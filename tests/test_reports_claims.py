@@ -290,6 +290,21 @@ def test_decode_claims_take_each_sides_faster_projections_and_say_which(tmp_path
     assert "projections" not in old[("decode_throughput", FRAMING_STRONGEST)].baseline
 
 
+def test_retnet_only_claims_read_one_projections_setting(tmp_path):
+    """A Triton-projection RetNet row measured at one length beside cuBLAS rows at every length: the length and
+    latency sweeps and the memory overhead are read from one setting (the one with the most points), not a mix."""
+    known, _ = _claims(tmp_path / "known", known_ratio_rows())
+    fast = decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 5.0, 20.0, decode_gemm="triton")
+    claims, _ = _claims(tmp_path / "mixed", known_ratio_rows() + [fast])
+    for claim_id in ("retnet_throughput_length_invariant", "retnet_latency_invariant", "retnet_memory_overhead"):
+        key = (claim_id, FRAMING_RETNET_ONLY)
+        assert claims[key].measured_value == pytest.approx(known[key].measured_value), claim_id
+        assert "Triton projections" not in claims[key].conditions
+    only_triton = [dict(r, decode_gemm="triton") if r["arch"] == "retnet" else r for r in known_ratio_rows()]
+    tri, _ = _claims(tmp_path / "triton", only_triton)
+    assert "Triton projections" in tri[("retnet_throughput_length_invariant", FRAMING_RETNET_ONLY)].conditions
+
+
 def test_baselines_are_picked_by_role_not_arch(tmp_path):
     rows = [decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 10.0, 14.0),
             decode_row("6.7b", "llama-fast", "x", 8, 8192, 20.0, 28.0, arch="llama", role="baseline",

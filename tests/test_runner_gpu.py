@@ -33,7 +33,7 @@ def test_graph_points_leave_no_memory_behind(impl, kernel):
 def test_a_decode_points_memory_leaves_out_the_projection_autotuners_scratch(tmp_path):
     """A decode point's first step autotunes the Triton projections at their new shapes, and the autotuner's
     benchmarks allocate scratch (a 256 MB cache-flush buffer): the point's allocator peak restarts after the warm-up
-    (MemoryTracker.warmed_up), so it equals the cuBLAS point's. On the H200 it was 0.20-0.33 GB more before
+    (MemoryTracker.warmed_up), so it is no larger than the cuBLAS point's. On the H200 it was 0.20-0.33 GB more before
     (2026-11-29-probes-s9)."""
     from retnet.kernels import skinny_linear
     from retnet_bench.suites import RunOptions, load_suite, run_suite
@@ -53,5 +53,7 @@ def test_a_decode_points_memory_leaves_out_the_projection_autotuners_scratch(tmp
         rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "decode"]
         assert {r["decode_gemm"] for r in rows} == {gemm} and all(r["status"] == "ok" for r in rows), rows
         peaks[gemm] = {r["impl"]: r["mem_torch_peak_gb"] for r in rows}
+    # at most equal: the Triton step may hold less, since a step without a cuBLAS call never allocates cuBLAS's
+    # workspace (64 MiB here: tiny RetNet's torch step peaked at 0.076 GB, its Triton step at 0.009 GB on the H200)
     for impl, peak in peaks["torch"].items():
-        assert abs(peaks["triton"][impl] - peak) < 0.02, (impl, peaks)
+        assert peaks["triton"][impl] <= peak + 0.02, (impl, peaks)
