@@ -193,9 +193,16 @@ def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (im
                                                                               "measured copy", FASTEST_SETTING,
                                                                               "dotted:"))])]
     extra = [k for k in handles if k not in labels]
-    # below the axes: outside the data, and clear of the (wrapped) title whatever its length
+    # below the axes: outside the data, and clear of the (wrapped) title whatever its length; as many columns as
+    # the longest label lets fit in the figure's width (a wide legend is cut at both edges, not wrapped)
     fig.legend([handles[k] for k in labels + extra], labels + extra, loc="outside lower center", fontsize=7,
-               title=title, title_fontsize=7, frameon=False, ncols=min(4, len(labels + extra)))
+               title=title, title_fontsize=7, frameon=False, ncols=_legend_columns(fig, labels + extra))
+
+
+def _legend_columns(fig: Figure, labels: list[str], fontsize: float = 7.0, at_most: int = 4) -> int:
+    # a column: the handle and padding (~40 pt) and the longest label at ~0.6 em per character (DejaVu Sans)
+    column_pt = 40 + 0.6 * fontsize * max((len(lab) for lab in labels), default=1)
+    return max(1, min(at_most, len(labels), int(fig.get_figwidth() * 72 // column_pt)))
 
 
 def figure_meta(rows: pd.DataFrame, envs: dict[str, dict]) -> str:

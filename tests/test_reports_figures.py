@@ -133,6 +133,25 @@ def test_the_two_projection_variants_of_a_contestant_are_told_apart(tmp_path):
     assert plain.get_color() == triton.get_color() and plain.get_marker() != triton.get_marker()
 
 
+def test_a_legend_of_long_labels_stays_inside_the_figure(tmp_path):
+    """Fifteen contestants with labels like "retnet-recurrent (triton), Triton projections, bfloat16 state": the
+    legend takes fewer columns rather than running off both edges (report s10's Fig. 6b did before)."""
+    rows = []
+    for T in (2048, 8192):
+        for extra in ({}, {"decode_gemm": "triton"}):
+            for state in ("float32", "bfloat16"):
+                rows.append(decode_row("6.7b", "retnet-recurrent", "triton", 8, T, 10.0, 14.0, state_dtype=state,
+                                       **extra))
+            for kernel in ("sdpa-cudnn", "flash-attn-4", "flash-attn"):
+                for heads in (32, 8):
+                    rows.append(decode_row("6.7b", "static", kernel, 8, T, 20.0, 28.0, n_kv_heads=heads, **extra))
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    fig = F.fig_throughput_vs_length(df, envs)
+    fig.canvas.draw()
+    box, width = fig.legends[0].get_window_extent(), fig.get_figwidth() * fig.dpi
+    assert len(fig.legends[0].get_texts()) >= 15 and box.x0 >= 0 and box.x1 <= width, (box, width)
+
+
 def test_fig6a_lines_are_the_data_and_colours_are_fixed(figs):
     fig = figs["fig6a_memory_vs_length"]
     alloc_ax, ax = fig.axes  # the paper's measure (allocator GiB) first, device memory (GB) beside it
