@@ -27,6 +27,7 @@
 #                                             # each decode point timed >= 1.2 s (the energy counter's resolution);
 #                                             # the GPU tests of decode memory
 #   bash scripts/device_reference.sh train-energy    # 1 GPU alone: table4 1.3B-6.7B (fla, cuDNN), energy per token
+#   bash scripts/device_reference.sh repeat-2.7b     # 1 GPU alone: table4 2.7B again, then the decode GPU tests
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -72,6 +73,12 @@ decode-energy)  # one GPU alone. The suites' decode windows (0.3 s) are below th
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 train-energy)  # one GPU alone: table4 1.3B-6.7B, RetNet (fla) and the Transformer (cuDNN), 10 steps: windows >= 1 s
   bench 0 s10-table4-energy table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+repeat-2.7b)  # one GPU alone: table4 2.7B again (RetNet 23,600 -> 22,530 tok/s between two leases), then GPU tests
+  bench 0 s10-table4-2.7b-repeat table4 --model 2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 150 -rfE --durations=5 \
+    tests/test_runner_gpu.py tests/test_skinny_linear.py tests/test_energy.py -k "not 8192 and not 24576" \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 gemm-b)  # one GPU alone: fig6 and the capacity search with the Triton projections (auto), then their GPU tests
   bench 0 s9-fig6-triton fig6 --model 6.7b --seq 8192 --batch 1,8,16 --impl retnet-recurrent,static --kernel sdpa-cudnn
   bench 0 s9-capacity capacity --impl retnet-recurrent,static --kernel sdpa-cudnn
