@@ -31,6 +31,8 @@ Memory claims carry both measures (claims_select.MEMORY_MEASURE_WHY): the verdic
 Verdict rule (`verdict`):
   fold   (x-fold, larger favours RetNet): holds if measured >= FOLD_TOLERANCE * paper and > 1; partly if
          1 < measured < FOLD_TOLERANCE * paper; does not hold if measured <= 1.
+  parity (the paper's ratio within paper_values.PARITY_BAND of 1): holds if measured >= FOLD_TOLERANCE * paper,
+         else does not hold (the paper claims no advantage, so a ratio at 1 or a little below it meets it).
   spread (invariance, max/min over the sweep): holds if <= SPREAD_HOLDS; partly if <= SPREAD_PARTLY; else not.
   upper  (overhead fraction): holds if <= paper + UPPER_SLACK; partly if <= UPPER_PARTLY; else does not hold.
   Any missing measurement gives "not measured".
@@ -83,6 +85,8 @@ def verdict(kind: str, paper: float, measured: float | None) -> str:
         if measured <= 1.0:
             return "does not hold"
         return "holds" if measured >= FOLD_TOLERANCE * paper else "partly"
+    if kind == "parity":
+        return "holds" if measured >= FOLD_TOLERANCE * paper else "does not hold"
     if kind == "spread":
         return "holds" if measured <= SPREAD_HOLDS else "partly" if measured <= SPREAD_PARTLY else "does not hold"
     if kind == "upper":

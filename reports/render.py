@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 from .claims import FOLD_TOLERANCE, SPREAD_HOLDS, SPREAD_PARTLY, UPPER_PARTLY, UPPER_SLACK
 from .claims_select import MEASURE_ALLOCATOR
 from .load import ReportInputError
+from . import paper_values as pv
 
 VERDICT_STYLE = {"holds": "green", "partly": "yellow", "does not hold": "red", "not measured": "dim",
                  "not applicable": "dim"}
@@ -19,7 +20,9 @@ CLAIMS_SHOWN = ["claim", "framing", "paper_value", "measured_value", "verdict", 
 
 VERDICT_RULE = (
     f"Verdict rule. x-fold claims (larger favours RetNet): holds if measured >= {FOLD_TOLERANCE} x paper and > 1; "
-    f"partly if 1 < measured < {FOLD_TOLERANCE} x paper; does not hold if measured <= 1. Invariance claims "
+    f"partly if 1 < measured < {FOLD_TOLERANCE} x paper; does not hold if measured <= 1. Parity claims (a paper "
+    f"ratio within {pv.PARITY_BAND:g} of 1: no advantage claimed): holds if measured >= {FOLD_TOLERANCE} x paper. "
+    "Invariance claims "
     f"(max/min over the sweep): holds if <= {SPREAD_HOLDS}, partly if <= {SPREAD_PARTLY}, else does not hold. "
     f"Overhead claim (RetNet GB / weights GB - 1): holds if <= paper + {UPPER_SLACK}, partly if <= {UPPER_PARTLY}. "
     "A missing measurement is 'not measured'; rows not under the paper's conditions (a CUDA GPU and a paper-size "
@@ -43,18 +46,18 @@ def fmt(value: object, digits: int = 3) -> str:
 
 def _claim_value(row: pd.Series, col: str) -> str:
     v = row[col]
-    if col == "measured_value" and row.get("metric") == "memory" and row.get("kind") == "fold" \
+    if col == "measured_value" and row.get("metric") == "memory" and row.get("kind") in pv.RATIO_KINDS \
             and isinstance(v, float) and not math.isnan(v):
         other = row.get("memory_device_x") if row.get("memory_measure") == MEASURE_ALLOCATOR else None
         used = "allocated" if row.get("memory_measure") == MEASURE_ALLOCATOR else "device"
         tail = f"; device {other:.2f}x" if isinstance(other, float) and not math.isnan(other) else ""
         return f"{v:.2f}x ({used}{tail})"
-    if col == "measured_value" and row.get("kind") == "fold" and row.get("verdict_within_band") is True:
+    if col == "measured_value" and row.get("kind") in pv.RATIO_KINDS and row.get("verdict_within_band") is True:
         # a verdict boundary lies inside the steps' own spread: show how far the ratio moves
         return f"{v:.2f}x (p10-p90 steps: {row['band_low']:.2f}-{row['band_high']:.2f}x)"
-    if col in ("paper_value", "measured_value") and row.get("kind") == "fold" and isinstance(v, float) \
+    if col in ("paper_value", "measured_value") and row.get("kind") in pv.RATIO_KINDS and isinstance(v, float) \
             and not math.isnan(v):
-        return f"{v:.2f}x"
+        return f"{v:.2f}x (parity)" if col == "paper_value" and row.get("kind") == "parity" else f"{v:.2f}x"
     if col in ("paper_value", "measured_value") and row.get("kind") == "upper" and isinstance(v, float) \
             and not math.isnan(v):
         return f"+{100 * v:.1f}%"

@@ -35,6 +35,27 @@ def test_verdict_rule_boundaries():
     assert verdict("upper", 0.03, 0.05) == "holds" and verdict("upper", 0.03, 0.10) == "partly"
     assert verdict("upper", 0.03, 0.2) == "does not hold"
     assert verdict("fold", 3.4, float("nan")) == "not measured" and verdict("fold", 3.4, None) == "not measured"
+    # parity (Table 4's 2.7B memory, 42.1 / 42.0 GB): no advantage claimed, so 0.96x meets it and 0.89x does not
+    assert verdict("parity", 1.0024, 0.96) == "holds" and verdict("parity", 1.0024, 1.3) == "holds"
+    assert verdict("parity", 1.0024, 0.9) == "does not hold"
+
+
+def test_only_a_table4_ratio_near_one_is_a_parity_claim():
+    from retnet_bench.reports import paper_values as pv
+
+    kinds = {c.claim_id: c.kind for c in pv.TRAIN_CLAIMS}
+    assert kinds["train_memory_vs_flash_2.7b"] == "parity"  # 42.1 / 42.0 GB
+    assert kinds["train_memory_vs_flash_6.7b"] == "fold" and kinds["train_throughput_vs_flash_6.7b"] == "fold"
+    assert [k for k, v in kinds.items() if v == "parity"] == ["train_memory_vs_flash_2.7b"]
+    import pandas as pd
+
+    from retnet_bench.reports.claims_select import MEASURE_ALLOCATOR
+    from retnet_bench.reports.render import _claim_value
+
+    row = pd.Series(dict(kind="parity", metric="memory", paper_value=1.0024, measured_value=0.957,
+                         memory_measure=MEASURE_ALLOCATOR, memory_device_x=0.947))
+    assert _claim_value(row, "paper_value") == "1.00x (parity)"
+    assert _claim_value(row, "measured_value") == "0.96x (allocated; device 0.95x)"
 
 
 EXPECTED = {
