@@ -28,6 +28,7 @@
 #                                             # the GPU tests of decode memory
 #   bash scripts/device_reference.sh train-energy    # 1 GPU alone: table4 1.3B-6.7B (fla, cuDNN), energy per token
 #   bash scripts/device_reference.sh repeat-2.7b     # 1 GPU alone: table4 2.7B again, then the decode GPU tests
+#   bash scripts/device_reference.sh capacity-again  # 1 GPU alone: capacity at 80 GiB, peaks restarted after step 1
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -73,6 +74,14 @@ decode-energy)  # one GPU alone. The suites' decode windows (0.3 s) are below th
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 train-energy)  # one GPU alone: table4 1.3B-6.7B, RetNet (fla) and the Transformer (cuDNN), 10 steps: windows >= 1 s
   bench 0 s10-table4-energy table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+capacity-again)  # one GPU alone: the 80 GiB capacity search again with the peaks restarted after each probe's first
+  # step (decode-energy's windows), then the decode-memory GPU tests
+  sed -e 's/^min_seconds = .*/min_seconds = 1.2/' -e 's/^max_steps = .*/max_steps = 400/' \
+    suites/definitions/capacity.toml > "$W/capacity.toml"
+  bench 0 s10-capacity-first-step "$W/capacity.toml" --impl retnet-recurrent,static --kernel sdpa-cudnn
+  timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider --timeout 150 -rfE tests/test_runner_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 repeat-2.7b)  # one GPU alone: table4 2.7B again (RetNet 23,600 -> 22,530 tok/s between two leases), then GPU tests
   bench 0 s10-table4-2.7b-repeat table4 --model 2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 150 -rfE --durations=5 \

@@ -317,12 +317,13 @@ class MemoryTracker:
         return self
 
     def warmed_up(self) -> None:
-        """Call between the warm-up and the timed steps: the torch peaks restart from what is alive now (weights,
-        state or cache, CUDA graph pools) and freed cached blocks go back, so that a warm-up's transients (a Triton
-        autotuner's benchmark scratch: its 256 MB cache-flush buffer, a clone of the state it restores) count in
-        no decode memory. A step's own temporaries come back in the timed steps and are counted there.
+        """Call after a decode point's (or capacity probe's) first step: the torch peaks restart from what is alive
+        now (weights, state or cache, CUDA graph pools) and freed cached blocks go back, so that the first step's
+        one-time transients (a Triton autotuner's benchmark scratch: its 256 MB cache-flush buffer, a clone of the
+        state it restores) count in no decode memory. A step's own temporaries come back in the later steps.
         Measured on the H200: a fig6 point that autotuned the decode projections at its first step held 0.20-0.33 GB
-        more allocator peak than the same point tuned earlier (2026-11-29-probes-s9)."""
+        more allocator peak than the same point tuned earlier (2026-11-29-probes-s9); RetNet's 6.7B capacity probes
+        at batch 242-268 held 2.6 GB above their weights and state (2026-11-29-probes-s10)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()  # a live CUDA graph's private pool is kept

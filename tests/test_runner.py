@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,11 @@ def test_a_row_from_before_decode_gemm_resumes_as_torch():
     assert point_key({**old, "phase": "prefill"})[POINT_KEY.index("decode_gemm")] is None
 
 
-def test_decode_memory_restarts_after_the_warm_up_steps(tmp_path, mini, monkeypatch):
-    """Every decode point restarts its memory peaks between its warm-up and its timed steps (a GPU warm-up autotunes
-    Triton kernels whose scratch is no decode memory), never inside the timed loop."""
+@pytest.mark.parametrize("scenario", ["decode", "capacity"])
+def test_decode_memory_restarts_after_the_first_step(tmp_path, mini, monkeypatch, scenario):
+    """Every decode point and capacity probe restarts its memory peaks after its first step (on a GPU it autotunes
+    Triton kernels, whose scratch is no decode memory), then takes at least one more untimed step, and never
+    restarts inside the timed loop."""
     from retnet_bench.suites import trackers
 
     log: list[str] = []
@@ -112,9 +115,20 @@ def test_decode_memory_restarts_after_the_warm_up_steps(tmp_path, mini, monkeypa
     monkeypatch.setattr(trackers.MemoryTracker, "warmed_up", lambda self: log.append("warmed_up"))
     monkeypatch.setattr(trackers.LatencyTracker, "time",
                         lambda self, *a, **k: (log.append("timed"), real_time(self, *a, **k))[1])
-    out = run_suite(mini, _opts(tmp_path, run_id="w"))
-    decode_rows = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] == "decode"]
-    assert log == ["warmed_up", "timed"] * len(decode_rows) and decode_rows
+    for cls in {type(build(impl)) for impl in ("retnet-recurrent", "static")}:
+        real_step = cls.step
+        monkeypatch.setattr(cls, "step", lambda self, _real=real_step: (log.append("step"), _real(self))[1])
+    suite = mini
+    if scenario == "capacity":
+        cap = tmp_path / "cap.toml"
+        cap.write_text(capacity_suite('["retnet-recurrent", "static"]', 16, 0.05, 64))
+        suite = load_suite(str(cap))
+    out = run_suite(suite, _opts(tmp_path, run_id="w"))
+    points = [r for r in read_rows(out.run_dir / "rows.jsonl") if r["phase"] in ("decode", "capacity_probe")]
+    events = "".join({"step": "s", "warmed_up": "W", "timed": "T"}[e] for e in log)
+    # per point: the first step, the restart, at least one untimed step, then the timed steps
+    assert re.fullmatch(r"(sWs+Ts*)+", events), events
+    assert events.count("W") == events.count("T") == len(points) > 0
 
 
 def test_a_row_says_which_projections_its_step_ran(mini):
