@@ -200,11 +200,16 @@ def builtin_suites() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SUITE_DIR.glob("*.toml"))}
 
 
+# Keys a suite file may still carry from an earlier release, and what replaced them.
+RENAMED_KEYS = {"memory_budget_gb": "now memory_budget_gib, in GiB: the A100-80GB's 80 GiB is 85.9 GB"}
+
+
 def _typed(where: str, cls: type, data: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     unknown = sorted(set(data) - set(known) - {"path", "sha256"})
     if unknown:
-        raise SuiteError(f"{where}: unknown key {unknown[0]!r}")
+        hint = RENAMED_KEYS.get(unknown[0], "")
+        raise SuiteError(f"{where}: unknown key {unknown[0]!r}" + (f" ({hint})" if hint else ""))
     for name, v in data.items():  # TOML gives ints where floats are meant; reject wrong types early
         t = known[name].type
         if t in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):
