@@ -41,7 +41,7 @@ class SuiteError(ValueError):
 
 @dataclass
 class Timing:
-    warmup: int = 3                 # untimed steps (compile, autotune, graph capture happen before these)
+    warmup: int = 3                 # untimed steps; a decode point takes at least 2 (its memory restarts after the 1st)
     min_steps: int = 5              # time-box: at least min_steps timed steps and at least min_seconds ...
     min_seconds: float = 2.0
     max_steps: int = 200            # ... but never more than max_steps
@@ -208,8 +208,9 @@ def _typed(where: str, cls: type, data: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     unknown = sorted(set(data) - set(known) - {"path", "sha256"})
     if unknown:
-        hint = RENAMED_KEYS.get(unknown[0], "")
-        raise SuiteError(f"{where}: unknown key {unknown[0]!r}" + (f" ({hint})" if hint else ""))
+        key = next((k for k in unknown if k in RENAMED_KEYS), unknown[0])  # a renamed key's hint first
+        hint = RENAMED_KEYS.get(key, "")
+        raise SuiteError(f"{where}: unknown key {key!r}" + (f" ({hint})" if hint else ""))
     for name, v in data.items():  # TOML gives ints where floats are meant; reject wrong types early
         t = known[name].type
         if t in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))):

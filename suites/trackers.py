@@ -142,8 +142,10 @@ def nvml_sampler(device_index: int = 0) -> PeakSampler:
     """NVML's used memory of one GPU (device-wide, what `nvidia-smi` shows), read at a point's start and end (after
     a sync) with no polling thread. Why: a thread in the measuring process that read NVML every 5 ms slowed the
     launch-bound work it measured (H200, a RetNet 1.3B training step 243 vs 177 ms; see
-    retnet_bench.suites.training.measure). The end read still sees the point's peak: PyTorch's caching allocator does
-    not hand memory back to the driver inside a point, so device memory in use does not fall before the end."""
+    retnet_bench.suites.training.measure). The end read sees the point's peak only where the caching allocator handed
+    nothing back to the driver in between: MemoryTracker.warmed_up empties the cache after a decode point's first
+    step (its one-time scratch is no decode memory), and a peak reached and released without that also escapes the
+    end read (the capacity search counts torch's reserved peak for that reason)."""
     import pynvml  # provided by nvidia-ml-py
 
     pynvml.nvmlInit()
@@ -317,13 +319,14 @@ class MemoryTracker:
         return self
 
     def warmed_up(self) -> None:
-        """Call after a decode point's (or capacity probe's) first step: the torch peaks restart from what is alive
-        now (weights, state or cache, CUDA graph pools) and freed cached blocks go back, so that the first step's
-        one-time transients (a Triton autotuner's benchmark scratch: its 256 MB cache-flush buffer, a clone of the
-        state it restores) count in no decode memory. A step's own temporaries come back in the later steps.
+        """Call after a decode point's first step: the torch peaks restart from what is alive now (weights, state or
+        cache, CUDA graph pools) and freed cached blocks go back, so that the first step's one-time transients (a
+        Triton autotuner's benchmark scratch: its 256 MB cache-flush buffer, a clone of the state it restores) count
+        in no decode memory. A step's own temporaries come back in the later steps. (A capacity probe does not call
+        it: a batch must fit its first step too.)
         Measured on the H200: a fig6 point that autotuned the decode projections at its first step held 0.20-0.33 GB
         more allocator peak than the same point tuned earlier (2026-11-29-probes-s9); RetNet's 6.7B capacity probes
-        at batch 242-268 held 2.6 GB above their weights and state (2026-11-29-probes-s10)."""
+        at batch 242-268 held 2.4-2.6 GB above their weights and state (2026-11-29-probes-s10)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()  # a live CUDA graph's private pool is kept

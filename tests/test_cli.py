@@ -85,7 +85,7 @@ def test_malformed_suite_file(tmp_path):
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "batch_sizes")
     bad.write_text("name = 'x'\n[decode]\nimpls=['static']\nwarp = 9\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)), "unknown key 'warp'")
-    bad.write_text("name = 'x'\n[capacity]\nimpls=['static']\nmemory_budget_gb = 80.0\n")
+    bad.write_text("name = 'x'\n[capacity]\nimpls=['static']\nmemory_budget_gb = 80.0\nbudget = 1\n")
     _assert_bad_input(_run("run", str(bad), "--device", "cpu", "--out", str(tmp_path)),
                       "unknown key 'memory_budget_gb' (now memory_budget_gib, in GiB")
     bad.write_text("name = 'x'\n[train]\nimpls=['static']\n")

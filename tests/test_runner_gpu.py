@@ -32,7 +32,7 @@ def test_graph_points_leave_no_memory_behind(impl, kernel):
 
 def test_a_decode_points_memory_leaves_out_the_projection_autotuners_scratch(tmp_path):
     """A decode point's first step autotunes the Triton projections at their new shapes, and the autotuner's
-    benchmarks allocate scratch (a 256 MB cache-flush buffer): the point's allocator peak restarts after the warm-up
+    benchmarks allocate scratch (a 256 MB cache-flush buffer): the point's allocator peak restarts after that step
     (MemoryTracker.warmed_up), so it is no larger than the cuBLAS point's. On the H200 it was 0.20-0.33 GB more before
     (2026-11-29-probes-s9)."""
     from retnet.kernels import skinny_linear

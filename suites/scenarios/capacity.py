@@ -33,6 +33,11 @@ def _used_gb(row: dict) -> float:
     return row["mem_analytic_gb"] if row.get("mem_analytic_gb") is not None else math.inf
 
 
+def within_budget(used_gb: float, budget_gib: float) -> bool:
+    """A probe's measured memory (GB of 1e9 bytes, the unit of every memory column) against the budget (GiB)."""
+    return used_gb * GB <= budget_gib * GIB
+
+
 def first_guess(c: Contestant, seq_len: int, budget_bytes: float, max_batch: int) -> int:
     """(budget - weights) / per-sequence cache bytes, from the analytic model."""
     one, two = c.analytic(1, seq_len), c.analytic(2, seq_len)
@@ -87,8 +92,8 @@ def search(probe, guess: int, max_batch: int) -> tuple[int | None, list[int]]:
 
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
     s, T, budget_gib = g.settings, p.seq_len, g.settings.memory_budget_gib
-    budget = budget_gib * GIB / GB  # in GB, the unit of the measured memory columns
-    said = f"{budget_gib:g} GiB ({budget:.1f} GB)"
+    budget_gb = budget_gib * GIB / GB  # the unit of the measured memory columns
+    said = f"{budget_gib:g} GiB ({budget_gb:.3g} GB)"
     cap = dict(common, capacity_budget_gib=budget_gib)
     rows: list[dict] = []
     ok_rows: dict[int, dict] = {}
@@ -104,14 +109,15 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
             rows.append(ctx.make_row(g, Point(PROBE, batch, T), "oom", error=fmt_error(e), **cap))
             return False
         used = _used_gb(row)
-        if used > budget:
-            row.update(status="over_budget", error=f"{used:.1f} GB > budget {said}")
+        fits = within_budget(used, budget_gib)
+        if not fits:
+            row.update(status="over_budget", error=f"{used:.3g} GB > budget {said}")
         rows.append(row)
-        if used <= budget:
+        if fits:
             ok_rows[batch] = row
-        return used <= budget
+        return fits
 
-    best, _ = search(probe, first_guess(c, T, budget * GB, s.max_batch), s.max_batch)
+    best, _ = search(probe, first_guess(c, T, budget_gb * GB, s.max_batch), s.max_batch)
     if best is None:
         rows.append(ctx.make_row(g, Point("capacity", None, T), "over_budget", error=f"no batch fits {said}",
                                  **cap))

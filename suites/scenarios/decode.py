@@ -62,15 +62,17 @@ def measure(ctx: Context, c: Contestant, g: Group, p: Point, batch: int, common:
     ctx.free()  # decode memory is measured without the prefill's freed activations
     energy = ctx.energy()
     with mem:
-        c.begin_decode()
-        # The first step at a new shape does one-time work: the Triton autotuners benchmark their configs (scratch:
-        # a 256 MB cache-flush buffer and a clone of the state they restore, 2.1 GB at RetNet 6.7B batch 252) and a
-        # CUDA graph is captured. None of that is decode memory, for a decode point or a capacity probe alike: the
-        # peaks restart after it. The other warm-up steps (at least one) stay in the peak, so an eager step's
-        # temporaries are counted before the timed steps begin.
+        c.begin_decode()  # with CUDA graphs, the step is captured here (after an eager run of it)
+        # The first run of the step at a new shape does one-time work: the Triton autotuners benchmark their configs
+        # (scratch: a 256 MB cache-flush buffer, and a clone of the state they restore, 2.1 GB at RetNet 6.7B batch
+        # 252). A decode point's memory is the steady state, so its peaks restart after the first step. A capacity
+        # probe keeps the first step in its peak: the code as shipped must fit the batch at every moment, and the
+        # state pass's autotuner, whose key holds the batch, tunes again at each new batch size
+        # (results/reference/h200/2026-11-29-probes-s10). The other warm-up steps (at least one) are in both peaks.
         c.step()
         c.between_steps()
-        mem.warmed_up()
+        if phase != "capacity_probe":
+            mem.warmed_up()
         for _ in range(max(s.warmup - 1, 1)):
             c.step()
             c.between_steps()
