@@ -21,7 +21,8 @@ CLAIMS_SHOWN = ["claim", "framing", "paper_value", "measured_value", "verdict", 
 VERDICT_RULE = (
     f"Verdict rule. x-fold claims (larger favours RetNet): holds if measured >= {FOLD_TOLERANCE} x paper and > 1; "
     f"partly if 1 < measured < {FOLD_TOLERANCE} x paper; does not hold if measured <= 1. Parity claims (a paper "
-    f"ratio within {pv.PARITY_BAND:g} of 1: no advantage claimed): holds if measured >= {FOLD_TOLERANCE} x paper. "
+    f"ratio within {pv.PARITY_BAND:g} of 1: no advantage claimed): holds if measured >= {1 - pv.PARITY_BAND:g}, "
+    f"partly if >= {FOLD_TOLERANCE} x paper. "
     "Invariance claims "
     f"(max/min over the sweep): holds if <= {SPREAD_HOLDS}, partly if <= {SPREAD_PARTLY}, else does not hold. "
     f"Overhead claim (RetNet GB / weights GB - 1): holds if <= paper + {UPPER_SLACK}, partly if <= {UPPER_PARTLY}. "

@@ -213,6 +213,9 @@ def status_table(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     if df.empty:
         return None
     rows = _labelled(df)
+    # a capacity search's rows per budget: two searches at different budgets are two things
+    budget = rows["capacity_budget_gib"].map(lambda b: "" if pd.isna(b) else f" ({b:.3g} GiB)")
+    rows = rows.assign(phase=rows["phase"].astype(str) + budget)
     counts = rows.pivot_table(index=["phase", "impl_kernel"], columns="status", values="run_id", aggfunc="count",
                               fill_value=0)
     counts.index = counts.index.set_names(["phase", "impl (kernel)"])

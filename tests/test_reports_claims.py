@@ -35,8 +35,9 @@ def test_verdict_rule_boundaries():
     assert verdict("upper", 0.03, 0.05) == "holds" and verdict("upper", 0.03, 0.10) == "partly"
     assert verdict("upper", 0.03, 0.2) == "does not hold"
     assert verdict("fold", 3.4, float("nan")) == "not measured" and verdict("fold", 3.4, None) == "not measured"
-    # parity (Table 4's 2.7B memory, 42.1 / 42.0 GB): no advantage claimed, so 0.96x meets it and 0.89x does not
-    assert verdict("parity", 1.0024, 0.96) == "holds" and verdict("parity", 1.0024, 1.3) == "holds"
+    # parity (Table 4's 2.7B memory, 42.1 / 42.0 GB): no advantage claimed; parity within the same 5%, or better
+    assert verdict("parity", 1.0024, 0.95) == "holds" and verdict("parity", 1.0024, 1.3) == "holds"
+    assert verdict("parity", 1.0024, 0.949) == "partly" and verdict("parity", 1.0024, 0.903) == "partly"
     assert verdict("parity", 1.0024, 0.9) == "does not hold"
 
 
@@ -317,10 +318,14 @@ def test_retnet_only_claims_read_one_projections_setting(tmp_path):
     known, _ = _claims(tmp_path / "known", known_ratio_rows())
     fast = decode_row("6.7b", "retnet-recurrent", "torch", 8, 8192, 5.0, 20.0, decode_gemm="triton")
     claims, _ = _claims(tmp_path / "mixed", known_ratio_rows() + [fast])
-    for claim_id in ("retnet_throughput_length_invariant", "retnet_latency_invariant", "retnet_memory_overhead"):
+    for claim_id in ("retnet_throughput_length_invariant", "retnet_latency_invariant"):
         key = (claim_id, FRAMING_RETNET_ONLY)
         assert claims[key].measured_value == pytest.approx(known[key].measured_value), claim_id
         assert "Triton projections" not in claims[key].conditions
+    # the one-point memory claim reads the faster row at its point (batch 8, 8k), as framing 2's memory claim does
+    overhead = claims[("retnet_memory_overhead", FRAMING_RETNET_ONLY)]
+    assert "Triton projections" in overhead.conditions
+    assert overhead.memory_device_x == pytest.approx(20.0 / 13.4 - 1)
     only_triton = [dict(r, decode_gemm="triton") if r["arch"] == "retnet" else r for r in known_ratio_rows()]
     tri, _ = _claims(tmp_path / "triton", only_triton)
     assert "Triton projections" in tri[("retnet_throughput_length_invariant", FRAMING_RETNET_ONLY)].conditions

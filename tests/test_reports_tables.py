@@ -36,7 +36,7 @@ def test_tables_values_and_meta(loaded):
     assert t4.loc[("1.3b", "retnet-chunkwise (torch)"), "tokens/s"] == 70000.0
     status = tables["status_counts"].df
     assert status.loc[("decode", "paper-like (bmm-softmax)"), "oom"] == 1
-    assert status.loc[("capacity", "retnet-recurrent (torch)"), "over_budget"] == 1
+    assert status.loc[("capacity (80 GiB)", "retnet-recurrent (torch)"), "over_budget"] == 1
     flat = tables["decode_memory_gb_6.7b"].to_csv_frame()
     assert flat.columns[0] == "meta" and "mem_nvml_delta_gb" in tables["decode_memory_gb_6.7b"].note
 
