@@ -251,7 +251,7 @@ def test_capacity_finds_the_largest_batch_within_budget(tmp_path, fill):
         assert r["status"] == "ok" and r["mem_analytic_gb"] <= budget_gb and r["capacity_budget_gib"] == 0.0172
         assert r["mem_analytic_gb"] > 0.0172  # the unit matters at this answer
         assert ("random values" in (r["notes"] or "")) == (fill == "random")
-        assert "within 0.0172 GiB (0.0185 GB)" in r["notes"]
+        assert "within 0.0172 GiB (0.01847 GB)" in r["notes"]
         probes = {q["batch_size"]: q for q in all_rows if q["phase"] == "capacity_probe" and q["impl"] == r["impl"]}
         assert probes[r["batch_size"]]["status"] == "ok"
         assert r["batch_size"] == 64 or probes[r["batch_size"] + 1]["status"] in ("over_budget", "oom")

@@ -93,7 +93,7 @@ def search(probe, guess: int, max_batch: int) -> tuple[int | None, list[int]]:
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
     s, T, budget_gib = g.settings, p.seq_len, g.settings.memory_budget_gib
     budget_gb = budget_gib * GIB / GB  # the unit of the measured memory columns
-    said = f"{budget_gib:g} GiB ({budget_gb:.3g} GB)"
+    said = f"{budget_gib:g} GiB ({budget_gb:.4g} GB)"
     cap = dict(common, capacity_budget_gib=budget_gib)
     rows: list[dict] = []
     ok_rows: dict[int, dict] = {}
@@ -111,7 +111,7 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
         used = _used_gb(row)
         fits = within_budget(used, budget_gib)
         if not fits:
-            row.update(status="over_budget", error=f"{used:.3g} GB > budget {said}")
+            row.update(status="over_budget", error=f"{used:.4g} GB > budget {said}")  # 85.92 GB > 85.9 GB
         rows.append(row)
         if fits:
             ok_rows[batch] = row
