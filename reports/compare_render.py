@@ -37,8 +37,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .compare import (_STATUS_STYLE, GITHUB_TOOLS, MATCH_COLUMNS, METRICS, _PASS_COLUMNS, CompareInputError,
-                      CompareResult)
+from .compare import (_STATUS_STYLE, GITHUB_TOOLS, MATCH_COLUMNS, METRICS, VARIANT_COLUMNS, _PASS_COLUMNS,
+                      CompareInputError, CompareResult)
 
 REGRESSION_COLUMNS = ["point", "metric", "unit", "base", "head", "change_pct"]
 
@@ -78,6 +78,36 @@ def _key_differences(base_rows: pd.DataFrame, head_rows: pd.DataFrame, shown: in
     if not parts:
         return f"no point matches on all of {', '.join(MATCH_COLUMNS)}"
     return ", ".join(parts[:shown]) + (", ..." if len(parts) > shown else "")
+
+
+# The key columns that are settings of a run (not a sweep's points, like batch and length): the ones worth naming
+_SETTING_COLUMNS = ("dtype", "kernel", "chunk_size", "capacity_budget_gib", *VARIANT_COLUMNS)
+
+
+def unmatched_reasons(result: CompareResult) -> list[str]:
+    """Why points went unmatched, where one key column explains it: 'decode_gemm torch (base) / triton (head): 6
+    points'. A default that changed between the runs (decode_gemm's, session 9) or another budget makes the same
+    measurement a different point; this names the column, so the user can run one side again with it set."""
+    missing, new = result.missing, result.new
+    if missing.empty or new.empty:
+        return []
+    reasons = []
+    for col in _SETTING_COLUMNS:
+        others = [c for c in MATCH_COLUMNS if c != col]
+        pairs = missing[others + [col]].merge(new[others + [col]], on=others, suffixes=("_base", "_head"))
+        pairs = pairs[[not _same(a, b) for a, b in zip(pairs[f"{col}_base"], pairs[f"{col}_head"])]]
+        if len(pairs):
+            seen = pairs.drop_duplicates([f"{col}_base", f"{col}_head"])
+            values = "; ".join(f"{_fmt(a)} (base) / {_fmt(b)} (head)"
+                               for a, b in zip(seen[f"{col}_base"], seen[f"{col}_head"]))
+            many = len(pairs) > 1
+            reasons.append(f"{col} {values}: {len(pairs)} point{'s' if many else ''} differ{'' if many else 's'} "
+                           "only there")
+    return reasons
+
+
+def _same(a: object, b: object) -> bool:
+    return (a is None or pd.isna(a)) and (b is None or pd.isna(b)) or a == b
 
 
 def _fmt(value: object) -> str:
@@ -165,6 +195,9 @@ def render_rich(result: CompareResult) -> Group:
             for point, status in zip(frame["point"], frame["status"]):
                 unmatched.add_row(point, where, str(status))
         parts.append(unmatched)
+        for reason in unmatched_reasons(result):
+            parts.append(Text(f"unmatched: {reason}; run one side again with that setting to compare them",
+                              style="yellow"))
     if len(result.not_compared):
         skipped = Table(title="Not compared (status not ok)")
         skipped.add_column("point")
@@ -189,6 +222,7 @@ def to_json(result: CompareResult) -> str:
         "regressions": _records(regressions_frame(result)),
         "base": str(result.base), "head": str(result.head), "counts": result.counts(), "warnings": result.warnings,
         "points": _records(points), "missing": _records(result.missing), "new": _records(result.new),
+        "unmatched_reasons": unmatched_reasons(result),
         "not_compared": _records(result.not_compared),
     }
     return json.dumps(document, indent=2)

@@ -459,3 +459,22 @@ def test_sub_megabyte_memory_changes_are_not_regressions(tmp_path):
     assert 0 < MEMORY_FLOOR_GB <= 0.01
     shrink = compare_runs(head, base)  # the floor holds both ways: a sub-MB drop is no "improved" either
     assert status_of(shrink, "mem_rss_peak_gb") == "ok"
+
+
+def test_unmatched_points_name_the_one_setting_that_split_them(tmp_path):
+    """A baseline made before decode_gemm's default changed: its batch-8 point reads "torch", the new run's "triton",
+    so the two are unmatched; compare says that one column split them (rich text and JSON)."""
+    from retnet_bench.reports.compare_render import unmatched_reasons
+
+    base = [decode_row(batch=1), decode_row(batch=8)]
+    head = [decode_row(batch=1), decode_row(batch=8, decode_gemm="triton")]
+    result = compare_runs(*pair(tmp_path, base, head))
+    assert len(result.missing) == len(result.new) == 1
+    assert unmatched_reasons(result) == ["decode_gemm torch (base) / triton (head): 1 point differs only there"]
+    console = Console(record=True, width=250)
+    console.print(render_rich(result))
+    text = console.export_text()
+    assert "unmatched: decode_gemm torch (base) / triton (head)" in text
+    assert json.loads(to_json(result))["unmatched_reasons"] == unmatched_reasons(result)
+    other = compare_runs(*pair(tmp_path / "b", base, [decode_row(batch=1), decode_row(batch=16)]))
+    assert unmatched_reasons(other) == []  # a sweep's point (batch 8 vs 16) is no setting to run again with
