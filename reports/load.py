@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError,
+from retnet_bench.suites.contract import (GIB, NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError,
                                           capacity_budget_gib, decode_gemm, read_rows, train_variant)
 
 from .contestants import Roster
@@ -189,8 +189,6 @@ PREFILL_SUITE = "prefill"
 # real decode sweep, and fig6 would pick their batch sizes); the status table still counts them.
 BRIEF_DECODE_SUITES = (PREFILL_SUITE,)
 
-
-GIB = 2**30
 
 
 def training_memory(rows: pd.DataFrame) -> tuple[str, str]:

@@ -133,8 +133,9 @@ def decode_gemm(phase: Any, value: Any) -> Any:
     return value
 
 
-# A capacity search's memory budget is in GiB, the unit of the paper's memory numbers and of the A100-80GB's 80 GiB.
-# Rows before session 10 carried `capacity_budget_gb`, a budget of 1e9-byte GB (their "80 GB" was 74.5 GiB).
+# GiB: the unit of the paper's memory numbers (torch's allocator peaks, reports' "allocator GiB") and of a capacity
+# search's budget (the A100-80GB's 80 GiB). Rows before session 10 carried `capacity_budget_gb`, a budget of 1e9-byte
+# GB (their "80 GB" was 74.5 GiB).
 GIB = 2**30
 
 
