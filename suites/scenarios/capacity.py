@@ -92,8 +92,7 @@ def search(probe, guess: int, max_batch: int) -> tuple[int | None, list[int]]:
 
 def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[dict]:
     s, T, budget_gib = g.settings, p.seq_len, g.settings.memory_budget_gib
-    budget_gb = budget_gib * GIB / GB  # the unit of the measured memory columns
-    said = f"{budget_gib:g} GiB ({budget_gb:.4g} GB)"
+    said = f"{budget_gib:g} GiB ({budget_gib * GIB / GB:.4g} GB)"  # GB: the unit of the measured memory columns
     cap = dict(common, capacity_budget_gib=budget_gib)
     rows: list[dict] = []
     ok_rows: dict[int, dict] = {}
@@ -117,7 +116,7 @@ def run(ctx: Context, c: Contestant, g: Group, p: Point, common: dict) -> list[d
             ok_rows[batch] = row
         return fits
 
-    best, _ = search(probe, first_guess(c, T, budget_gb * GB, s.max_batch), s.max_batch)
+    best, _ = search(probe, first_guess(c, T, budget_gib * GIB, s.max_batch), s.max_batch)
     if best is None:
         rows.append(ctx.make_row(g, Point("capacity", None, T), "over_budget", error=f"no batch fits {said}",
                                  **cap))
