@@ -181,6 +181,19 @@ def state_point(B: int, state_dtype: torch.dtype, peak: float, layers: int = 32)
 
 
 # ---- 3. whole steps ----------------------------------------------------------------------------------------
+def both_projections(model, step, label: str, B: int, seq: int, nbytes: float, peak: float, pct_key: str) -> list[dict]:
+    """One whole step timed with each decode_gemm (cuBLAS, then the Triton kernel), one CUDA graph each."""
+    out = []
+    for gemm in ("torch", "triton"):
+        model.decode_gemm = gemm
+        with torch.inference_mode():
+            us = graph_us(step, 1, reps=30)
+        out.append({"model": label, "batch": B, "seq": seq, "decode_gemm": gemm, "ms": round(us / 1e3, 4),
+                    "tok_per_s": round(B / us * 1e6, 1), pct_key: round(100 * nbytes / (us * 1e-6) / GB / peak, 1)})
+        print(out[-1], flush=True)
+    return out
+
+
 def retnet_step_points(batches, seq: int, peak: float) -> list[dict]:
     cfg = RetNetConfig.from_name("6.7b")
     with torch.device("meta"):
@@ -197,17 +210,11 @@ def retnet_step_points(batches, seq: int, peak: float) -> list[dict]:
         state.pos.fill_(seq)
         ids = torch.randint(0, cfg.vocab_size, (B,), device="cuda")
         nbytes = ra.decode_bytes_per_step(cfg, B, torch.bfloat16, state.kv.dtype)
-        for gemm in ("torch", "triton"):
-            model.decode_gemm = gemm
 
-            def step():
-                logits, _ = model.step(ids, state)
-                ids.copy_(logits[:, -1].argmax(-1))
-            with torch.inference_mode():
-                us = graph_us(step, 1, reps=30)
-            out.append(dict(model="retnet", batch=B, seq=seq, decode_gemm=gemm, ms=round(us / 1e3, 4),
-                            tok_per_s=round(B / us * 1e6, 1), pct_copy=round(100 * nbytes / (us * 1e-6) / GB / peak, 1)))
-            print(out[-1], flush=True)
+        def step():
+            logits, _ = model.step(ids, state)
+            ids.copy_(logits[:, -1].argmax(-1))
+        out += both_projections(model, step, "retnet", B, seq, nbytes, peak, "pct_copy")
         del state
         torch.cuda.empty_cache()
     del model
@@ -227,19 +234,13 @@ def static_step_points(batches, seq: int, peak: float, n_kv_heads: int | None) -
         cache.v.normal_()
         ids = torch.zeros(B, dtype=torch.long, device="cuda")
         nbytes = weights + cache.k.nbytes + cache.v.nbytes  # upper bound on what the step reads
-        for gemm in ("torch", "triton"):
-            model.decode_gemm = gemm
 
-            def step():
-                cache.pos.fill_(seq)
-                logits = model.step(ids, cache)
-                ids.copy_(logits[:, -1].argmax(-1))
-            with torch.inference_mode():
-                us = graph_us(step, 1, reps=30)
-            out.append(dict(model=f"static {'MHA' if n_kv_heads is None else f'GQA-{n_kv_heads}'}", batch=B, seq=seq,
-                            decode_gemm=gemm, ms=round(us / 1e3, 4), tok_per_s=round(B / us * 1e6, 1),
-                            pct_copy_upper=round(100 * nbytes / (us * 1e-6) / GB / peak, 1)))
-            print(out[-1], flush=True)
+        def step():
+            cache.pos.fill_(seq)
+            logits = model.step(ids, cache)
+            ids.copy_(logits[:, -1].argmax(-1))
+        label = f"static {'MHA' if n_kv_heads is None else f'GQA-{n_kv_heads}'}"
+        out += both_projections(model, step, label, B, seq, nbytes, peak, "pct_copy_upper")
         del cache
         torch.cuda.empty_cache()
     del model
