@@ -29,6 +29,8 @@
 #   bash scripts/device_reference.sh train-energy    # 1 GPU alone: table4 1.3B-6.7B (fla, cuDNN), energy per token
 #   bash scripts/device_reference.sh repeat-2.7b     # 1 GPU alone: table4 2.7B again, then the decode GPU tests
 #   bash scripts/device_reference.sh capacity-again  # 1 GPU alone: capacity at 80 GiB, peaks restarted after step 1
+#   bash scripts/device_reference.sh lease-variance  # 1 GPU alone: decode-memory GPU tests, then the 2.7B step profiled
+#                                             # 3x per side, each autotuning afresh (fla's configs vs step time)
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -269,5 +271,16 @@ verdict-b)  # the same machine right after, FlashAttention-4 installed: its rows
     tests/test_gate.py tests/test_compile_gpu.py tests/test_tensor_parallel_gpu.py tests/test_training_saved.py \
     tests/test_baselines_hf.py > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
-*) echo "usage: $0 single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|census|tp|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b"; exit 2 ;;
+lease-variance)  # one GPU alone: the decode-memory GPU tests (the final decode path had not run on a GPU), then the
+  # 2.7B step profiled three times per side, each autotuning afresh: do fla's autotuners pick different configs
+  # from process to process (as from lease to lease), and does RetNet's step time follow them?
+  { lscpu | grep -E "^Model name|^CPU\(s\)"; nvidia-smi --query-gpu=name,clocks.max.sm,clocks.sm,power.limit,\
+temperature.gpu,driver_version --format=csv; } > "$W/host.txt" 2>&1; cat "$W/host.txt"
+  timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 150 -rfE tests/test_runner_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+  mkdir -p "$W/profile-2.7b"; OUT="$W/profile-2.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    --preset 2.7b --seq 8192 --steps 4 --host --repeat 3 --fresh-autotune --family retnet:fla transformer:sdpa-cudnn \
+    > "$W/profile-2.7b/log" 2>&1; echo "== profile 2.7b rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance"; exit 2 ;;
 esac

@@ -7,12 +7,13 @@ GEMMs, elementwise, norms, optimizer, communication, other), plus the top kernel
 can be checked by eye. Each contestant runs in fresh processes (what one model leaves in the caching allocator would
 change the next one's memory pressure).
     python scripts/profile_train_step.py --preset 1.3b --seq 8192 [--family retnet:fla transformer:flash-attn-4 ...]
-        [--host] [--compile blocks] [--checkpointing every-8] [--nproc N [--tp K]]
+        [--host] [--compile blocks] [--checkpointing every-8] [--nproc N [--tp K]] [--repeat N --fresh-autotune]
 --nproc N runs N ranks (one GPU each, FSDP2 as the suites shard) and also reports, per step, how long the GPU was
 busy, how long communication kernels ran and how much of that no compute kernel overlapped (exposed communication:
 what keeps per-GPU throughput from scaling). On a GPU it also reports where the GPU sat idle (gaps between kernels,
 the longest with the host calls that ran meanwhile) and the caching allocator's counters (retries, cudaMalloc,
-cudaFree) during the timed steps: what a step that takes longer than its kernels waits for. Writes
+cudaFree) during the timed steps: what a step that takes longer than its kernels waits for, and the config each Triton
+autotuner picked (`--repeat N --fresh-autotune`: does a fresh machine pick the same ones, at the same speed?). Writes
 train_profile.json and train_profile.txt to $OUT (or the working directory).
 """
 from __future__ import annotations
@@ -138,6 +139,47 @@ def idle_gaps(kernels: list[tuple[str, float, float]], host: list[tuple[str, flo
                 longest_gaps=longest)
 
 
+def autotuned_configs() -> dict[str, list[str]]:
+    """Every Triton autotuner's choices in this process (fla's kernels and ours): kernel name -> ["key: config"],
+    then the two fastest candidates of its last tuning with their timings (ms), when it benchmarked them.
+
+    Triton autotunes by timing each candidate on the device once per key (or reads an earlier process's timings
+    from its cache), so two machines can pick different configs for the same shapes when candidates time within
+    noise; this records which one ran and how close the runner-up was."""
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except ImportError:
+        return {}
+    import gc
+    import warnings
+
+    def ms(t) -> str:
+        return "/".join(f"{x:.4f}" for x in t) if isinstance(t, (list, tuple)) else f"{t:.4f}"
+
+    chosen: dict[str, list[str]] = {}
+    with warnings.catch_warnings():  # isinstance() on every live object touches deprecated lazy attributes
+        warnings.simplefilter("ignore")
+        tuners = [obj for obj in gc.get_objects() if isinstance(obj, Autotuner) and obj.cache]
+    for obj in tuners:
+        name = getattr(obj.base_fn, "__name__", None) or repr(obj.fn)[:60]
+        timings = getattr(obj, "configs_timings", None) or {}
+        fastest = sorted(timings.items(), key=lambda kv: kv[1] if isinstance(kv[1], (int, float)) else kv[1][0])[:2]
+        chosen.setdefault(name, []).extend(sorted(f"{key}: {cfg}" for key, cfg in obj.cache.items())
+                                           + [f"candidate {cfg}: {ms(t)} ms" for cfg, t in fastest])
+    return dict(sorted(chosen.items()))
+
+
+def forget_autotuning() -> int:
+    """Delete Triton's cached autotuning results (keeping the compiled kernels), so that the next process tunes
+    again as a fresh machine would. Returns how many were deleted."""
+    import triton
+
+    files = list(Path(triton.knobs.cache.dir).rglob("*.autotune.json"))
+    for f in files:
+        f.unlink()
+    return len(files)
+
+
 ALLOCATOR_COUNTERS = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_sync_all_streams")
 
 
@@ -232,7 +274,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
                 **overlap_ms([(category(n), a, b) for n, a, b in named], steps),
                 categories={k: round(v, 2) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
                 top=[dict(name=n[:140], ms=round(v[0], 3), calls_per_step=v[1] // steps, category=category(n))
-                     for n, v in top], host_ops=host_ops)
+                     for n, v in top], host_ops=host_ops, autotuned=autotuned_configs())
 
 
 def _rank_entry(rank: int, world: int, spec: dict, cpu: bool, out_dir: str) -> None:
@@ -285,6 +327,10 @@ def main() -> None:
                     help="torch.compile per block (as `compile = \"blocks\"` in a suite)")
     ap.add_argument("--checkpointing", default="none", choices=TRAIN_VARIANT_CHOICES["checkpointing"],
                     help="activation checkpointing (as `checkpointing` in a suite's [train] table)")
+    ap.add_argument("--repeat", type=int, default=1, help="profile each contestant this many times (fresh processes)")
+    ap.add_argument("--fresh-autotune", action="store_true",
+                    help="each profile autotunes its Triton kernels anew (Triton's cached tuning results deleted, the "
+                         "compiled kernels kept), as a fresh machine does: same configs every time, same speed?")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
@@ -294,8 +340,9 @@ def main() -> None:
     if args.tp < 1 or args.nproc % args.tp:
         raise SystemExit(f"--tp {args.tp} must divide --nproc {args.nproc}")
     results, lines = [], []  # this process never touches the GPU: each profile runs in its own
-    for spec in args.family:
+    for spec in [s for s in args.family for _ in range(args.repeat)]:
         family, kernel = spec.split(":")
+        forgotten = forget_autotuning() if args.fresh_autotune else None
         # fresh processes per contestant, also for one rank: what the previous model left in the caching allocator
         # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
         r = _spawned(args.nproc, dict(family=family, kernel=kernel, preset=args.preset, seq=args.seq,
@@ -306,6 +353,8 @@ def main() -> None:
                      f"checkpointing {args.checkpointing}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), "
                         f"GPU kernels {r['kernel_ms']} ms, {r['tokens_per_s']} tok/s"))
+        if forgotten is not None:
+            lines.append(f"   tuned afresh: {forgotten} cached autotuning results deleted before this profile")
         if "step_ms_each" in r:
             lines.append(f"   unprofiled steps {r['step_ms_each']} ms; cudaMalloc retries during them: "
                          f"{r['alloc_retries']}")
@@ -333,10 +382,16 @@ def main() -> None:
             lines.append(f"     {k['ms']:8.3f} ms  x{k['calls_per_step']:<4d} [{k['category']}] {k['name'][:100]}")
         for k in r.get("host_ops", []):
             lines.append(f"   host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:100]}")
+        for name, choices in r.get("autotuned", {}).items():
+            lines.append(f"   autotuned {name}: " + "; ".join(c[:160] for c in choices))
+        write(results, lines)  # after each profile: a run cut short by its time limit keeps the finished ones
+    print("\n".join(lines))
+
+
+def write(results: list[dict], lines: list[str]) -> None:
     out = Path(os.environ.get("OUT", "."))
     (out / "train_profile.json").write_text(json.dumps(results, indent=1))
     (out / "train_profile.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -339,3 +339,40 @@ def test_idle_gaps_attribute_long_gpu_gaps_to_the_host_calls_inside_them():
     assert gap["ms"] == 2.0 and gap["after_kernel"] == "gemm_c" and gap["before_kernel"] == "chunk_d"
     assert gap["host"][0].startswith("cudaFree 1.50")
     assert mod.idle_gaps(kernels, host, steps=2)["idle_ms"] == 1.1
+
+
+def test_autotuned_configs_lists_each_triton_autotuners_choice_per_key():
+    """scripts/profile_train_step.py's record of what Triton's autotuners picked (fla's kernels and ours): a kernel
+    with a tuned key appears with that key and the config; one never launched does not."""
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    @triton.autotune(configs=[triton.Config({"BLOCK": 16}), triton.Config({"BLOCK": 32}, num_warps=8)], key=["n"])
+    @triton.jit
+    def _tuned_in_test(x, n, BLOCK: tl.constexpr):
+        pass
+
+    @triton.autotune(configs=[triton.Config({"BLOCK": 16})], key=["n"])
+    @triton.jit
+    def _never_launched_in_test(x, n, BLOCK: tl.constexpr):
+        pass
+
+    # what a launch's tuning stores: the choice per key, and the candidates' timings (median, p20, p80 in ms)
+    _tuned_in_test.cache[(4096, "torch.bfloat16")] = _tuned_in_test.configs[1]
+    _tuned_in_test.configs_timings = {_tuned_in_test.configs[0]: [0.5, 0.45, 0.55], _tuned_in_test.configs[1]: [0.25, 0.2, 0.3]}
+    got = _profile_script().autotuned_configs()
+    assert "_never_launched_in_test" not in got
+    choice, fastest, runner_up = got["_tuned_in_test"]
+    assert choice.startswith("(4096, 'torch.bfloat16'): ") and "BLOCK: 32" in choice and "num_warps: 8" in choice
+    assert fastest.startswith("candidate BLOCK: 32") and fastest.endswith(": 0.2500/0.2000/0.3000 ms")
+    assert runner_up.startswith("candidate BLOCK: 16") and runner_up.endswith(": 0.5000/0.4500/0.5500 ms")
+
+
+def test_forget_autotuning_deletes_tuning_results_and_keeps_compiled_kernels(tmp_path, monkeypatch):
+    triton = pytest.importorskip("triton")
+    (tmp_path / "abc").mkdir()
+    for name in ("abc/chunk_fwd_kernel_h.autotune.json", "abc/chunk_fwd_kernel_h.cubin", "abc/x.json"):
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setattr(triton.knobs.cache, "dir", str(tmp_path))
+    assert _profile_script().forget_autotuning() == 1
+    assert sorted(p.name for p in (tmp_path / "abc").iterdir()) == ["chunk_fwd_kernel_h.cubin", "x.json"]
