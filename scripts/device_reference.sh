@@ -31,6 +31,8 @@
 #   bash scripts/device_reference.sh capacity-again  # 1 GPU alone: capacity at 80 GiB, peaks restarted after step 1
 #   bash scripts/device_reference.sh lease-variance  # 1 GPU alone: decode-memory GPU tests, then the 2.7B step profiled
 #                                             # 3x per side, each autotuning afresh (fla's configs vs step time)
+#   bash scripts/device_reference.sh async-a  # 1 GPU alone: table4 without a sync per step (1.3B-6.7B, 6.7B every-8)
+#   source .fa4b/install.sh && bash scripts/device_reference.sh async-b    # then FA4's rows with the same loop
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -282,5 +284,18 @@ temperature.gpu,driver_version --format=csv; } > "$W/host.txt" 2>&1; cat "$W/hos
   mkdir -p "$W/profile-2.7b"; OUT="$W/profile-2.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 2.7b --seq 8192 --steps 4 --host --repeat 3 --fresh-autotune --family retnet:fla transformer:sdpa-cudnn \
     > "$W/profile-2.7b/log" 2>&1; echo "== profile 2.7b rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance"; exit 2 ;;
+async-a)  # one GPU alone: the timed training steps without a sync per step (batch_on_device), the test of that, then
+  # table4 at 1.3B-6.7B plain and 6.7B every-8, RetNet (fla) and the Transformer (cuDNN); FA4's first half beside it
+  timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+  bench 0 s11-table4 table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 s11-table4-6.7b-every-8 table4 --model 6.7b --checkpointing every-8 --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn ;;
+async-b)  # the same machine right after, FlashAttention-4 installed: its table4 rows with the same loop
+  python3 -c "from flash_attn.cute import flash_attn_func" || echo "flash-attn-4 not importable: its rows say so"
+  bench 0 s11-table4-fa4 table4 --model 1.3b,2.7b,6.7b --impl transformer --kernel flash-attn-4
+  bench 0 s11-table4-6.7b-fa4-every-8 table4 --model 6.7b --checkpointing every-8 --impl transformer \
+    --kernel flash-attn-4 ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b"; exit 2 ;;
 esac

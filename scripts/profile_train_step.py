@@ -36,7 +36,7 @@ from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distrib
 from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.training.measure import StepTimer
-from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, train_step
+from retnet_bench.suites.training.step import TrainSettings, batch_on_device, synthetic_batch, train_step
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (
@@ -139,6 +139,13 @@ def idle_gaps(kernels: list[tuple[str, float, float]], host: list[tuple[str, flo
                 longest_gaps=longest)
 
 
+def _is_tuner(obj: object, autotuner: type) -> bool:
+    try:
+        return isinstance(obj, autotuner) and bool(obj.cache)
+    except ReferenceError:  # a weak proxy whose object is gone
+        return False
+
+
 def autotuned_configs() -> dict[str, list[str]]:
     """Every Triton autotuner's choices in this process (fla's kernels and ours): kernel name -> ["key: config"],
     then the two fastest candidates of its last tuning with their timings (ms), when it benchmarked them.
@@ -159,7 +166,7 @@ def autotuned_configs() -> dict[str, list[str]]:
     chosen: dict[str, list[str]] = {}
     with warnings.catch_warnings():  # isinstance() on every live object touches deprecated lazy attributes
         warnings.simplefilter("ignore")
-        tuners = [obj for obj in gc.get_objects() if isinstance(obj, Autotuner) and obj.cache]
+        tuners = [obj for obj in gc.get_objects() if _is_tuner(obj, Autotuner)]
     for obj in tuners:
         name = getattr(obj.base_fn, "__name__", None) or repr(obj.fn)[:60]
         timings = getattr(obj, "configs_timings", None) or {}
@@ -214,7 +221,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         vocab = recipe.config().vocab_size
         fwd = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
         for s in range(settings.warmup_steps):
-            train_step(fwd, opt, synthetic_batch(s, settings, vocab, world, rank).to(device))
+            train_step(fwd, opt, batch_on_device(synthetic_batch(s, settings, vocab, world, rank), device))
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         sync()
         # the same steps without the profiler (its per-launch cost is not the model's), timed as the runner times
@@ -222,7 +229,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         timer, before = StepTimer(device), allocator_counters(device)
         for s in range(steps):
             timer.start()
-            train_step(fwd, opt, synthetic_batch(50 + s, settings, vocab, world, rank).to(device))
+            train_step(fwd, opt, batch_on_device(synthetic_batch(50 + s, settings, vocab, world, rank), device))
             timer.stop()
         step_ms = timer.elapsed_ms()
         plain_ms = sum(step_ms) / steps
@@ -236,7 +243,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         with profile(activities=acts) as prof:
             t0 = time.perf_counter()
             for s in range(steps):
-                train_step(fwd, opt, synthetic_batch(100 + s, settings, vocab, world, rank).to(device))
+                train_step(fwd, opt, batch_on_device(synthetic_batch(100 + s, settings, vocab, world, rank), device))
             sync()
             wall_ms = (time.perf_counter() - t0) * 1e3 / steps
     finally:

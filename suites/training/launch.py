@@ -30,7 +30,8 @@ from ..trackers import AllocRetries, EnergyTracker, energy_counter
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
-from .step import TrainSettings, apply_checkpointing, apply_compile, make_optimizer, synthetic_batch, train_step
+from .step import (TrainSettings, apply_checkpointing, apply_compile, batch_on_device, make_optimizer, synthetic_batch,
+                   train_step)
 from .tensor_parallel import apply_tensor_parallel
 
 # Test hook: "<rank>:error" or "<rank>:oom" makes that rank raise before its first step (inherited by launched ranks).
@@ -127,8 +128,9 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         _inject_fault(rank)
         timer, losses = StepTimer(device), []
         for step in range(settings.warmup_steps + settings.steps):
-            batch = synthetic_batch(step, settings, vocab, world_size, rank).to(device)  # (A, B, T + 1)
-            if step == settings.warmup_steps:  # right before the first timed step, after a sync (warm-up is out)
+            # (A, B, T + 1); no host sync inside the loop: the host may run steps ahead of the GPU, as in training
+            batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)
+            if step == settings.warmup_steps:  # right before the first timed step; it synchronises (warm-up is out)
                 energy.start(device)
             timer.start()
             losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), optimizer, batch))
