@@ -33,6 +33,7 @@
 #                                             # 3x per side, each autotuning afresh (fla's configs vs step time)
 #   bash scripts/device_reference.sh async-a  # 1 GPU alone: table4 without a sync per step (1.3B-6.7B, 6.7B every-8)
 #   source .fa4b/install.sh && bash scripts/device_reference.sh async-b    # then FA4's rows with the same loop
+#   bash scripts/device_reference.sh async-repeat  # 1 GPU alone: table4 1.3B/2.7B again, the 1.3B step profiled
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -297,5 +298,11 @@ async-b)  # the same machine right after, FlashAttention-4 installed: its table4
   bench 0 s11-table4-fa4 table4 --model 1.3b,2.7b,6.7b --impl transformer --kernel flash-attn-4
   bench 0 s11-table4-6.7b-fa4-every-8 table4 --model 6.7b --checkpointing every-8 --impl transformer \
     --kernel flash-attn-4 ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b"; exit 2 ;;
+async-repeat)  # one GPU alone, another lease: table4 at 1.3B and 2.7B again with the asynchronous loop (does RetNet
+  # still move more than the Transformer between leases?), then the 1.3B step profiled (the GPU's idle time now)
+  bench 0 s11-table4-repeat table4 --model 1.3b,2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  mkdir -p "$W/profile-1.3b"; OUT="$W/profile-1.3b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    --preset 1.3b --seq 8192 --steps 4 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b/log" 2>&1
+  echo "== profile 1.3b rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat"; exit 2 ;;
 esac
