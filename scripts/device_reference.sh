@@ -304,5 +304,8 @@ async-repeat)  # one GPU alone, another lease: table4 at 1.3B and 2.7B again wit
   mkdir -p "$W/profile-1.3b"; OUT="$W/profile-1.3b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --steps 4 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b/log" 2>&1
   echo "== profile 1.3b rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat"; exit 2 ;;
+first-point)  # one GPU alone, a fresh lease: is a run's first training point slow on a fresh machine? table4 1.3B twice
+  bench 0 s11-first-point table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 s11-first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point"; exit 2 ;;
 esac
