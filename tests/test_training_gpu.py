@@ -4,7 +4,8 @@ The engine's loop (suites/training/launch.py) feeds each step with `batch_on_dev
 steps. A sync inside the loop drains the GPU's queue at every step, so that every stretch where the host issues
 work slower than the kernels run shows up as step time; the model with more host work per step pays more. torch's
 sync debug mode raises on any synchronising CUDA call, so these tests watch the steps exactly as the engine runs
-them: FSDP2 on one rank, bf16 compute, AdamW, the GPU kernels."""
+them (FSDP2 on one rank, bf16 compute, AdamW, the GPU kernels), and the forward + backward steps that time a
+contestant without the engine."""
 from __future__ import annotations
 
 import pytest
@@ -57,3 +58,26 @@ def test_timed_training_steps_and_their_batch_copies_never_sync(family, kernel):
             torch.cuda.set_sync_debug_mode("default")
     finally:
         shutdown_distributed()
+
+
+@pytest.mark.parametrize("impl,kernel", [("retnet-chunkwise", "fla"), ("transformer", "sdpa-cudnn")])
+def test_forward_backward_steps_draw_their_ids_without_a_sync(impl, kernel):
+    """The forward + backward path (the paper's pipeline, the peers, `optimizer = false`) draws each step's ids on the
+    CPU inside the timed loop (`random_ids`); they reach the GPU without a sync, as the engine's batches do."""
+    from retnet_bench.suites.contestants.spec import BuildArgs, get_spec
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    spec = get_spec(impl)
+    c = spec.build(spec, BuildArgs("tiny", kernel, device, torch.bfloat16, chunk_size=128, use_graph=False,
+                                   scenario="train"))
+    try:
+        c.train_step(2, 256)  # warm-up: autotuning, lazy allocations
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(2):
+                c.train_step(2, 256)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    finally:
+        c.close()

@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
 from ..contract import TRAIN_VARIANT_CHOICES
+from ..transfer import batch_on_device  # noqa: F401  (the engine's loop and its tests take it from here)
 
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -103,21 +104,6 @@ def synthetic_batch(step: int, settings: TrainSettings, vocab_size: int, world_s
     replica = rank // settings.tp  # ranks are laid out (dp, tp): the tp ranks of one replica are consecutive
     mine = order[idx[replica * n:(replica + 1) * n]]  # (n, T + 1)
     return mine.view(settings.grad_accum, settings.micro_batch, settings.seq_len + 1)
-
-
-def batch_on_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A step's batch on its device without making the host wait for the GPU, as a data loader with
-    pin_memory=True and a non_blocking copy feeds a training loop: the ids go to pinned memory and are copied
-    asynchronously (the pinned block is reused only after its copy has run: torch's host allocator records it).
-
-    A plain .to(device) from pageable memory synchronises the stream. The GPU then drained its queue at every step
-    and sat idle while the host built the next batch and issued the step's first launches, and the host could
-    never run ahead by more than the step it was issuing: a step was charged for every stretch where the host was
-    slower than the kernels, which costs the model with more host work per step more (fla's retention wrappers:
-    ~1 ms of host time per layer and step, H200 profile 2026-11-29-probes-s11)."""
-    if device.type != "cuda":
-        return batch.to(device)
-    return batch.pin_memory().to(device, non_blocking=True)
 
 
 # ---------------------------------------------------------------------------------------------------- model set-up
