@@ -34,6 +34,7 @@
 #   bash scripts/device_reference.sh async-a  # 1 GPU alone: table4 without a sync per step (1.3B-6.7B, 6.7B every-8)
 #   source .fa4b/install.sh && bash scripts/device_reference.sh async-b    # then FA4's rows with the same loop
 #   bash scripts/device_reference.sh async-repeat  # 1 GPU alone: table4 1.3B/2.7B again, the 1.3B step profiled
+#   bash scripts/device_reference.sh fwdbwd   # 1 GPU alone: forward + backward path's no-sync test, the paper's pipeline
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -307,5 +308,11 @@ async-repeat)  # one GPU alone, another lease: table4 at 1.3B and 2.7B again wit
 first-point)  # one GPU alone, a fresh lease: is a run's first training point slow on a fresh machine? table4 1.3B twice
   bench 0 s11-first-point table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   bench 0 s11-first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point"; exit 2 ;;
+fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a sync), then the paper's pipeline
+  # (torchscale, 1.3B, forward + backward only) again with that path
+  timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 180 -rfE tests/test_training_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+  bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd"; exit 2 ;;
 esac
