@@ -45,7 +45,7 @@ import pandas as pd
 from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, decode_gemm,
                                          read_rows, train_variant)
 
-from .load import capacity_budget_column, read_env_json
+from .load import capacity_budget_column, engine_memory_in_gb, read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
 # The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile, the decode
@@ -125,10 +125,9 @@ def load_run(run: Path | str, role: str = "run") -> tuple[pd.DataFrame, dict[str
         raise CompareInputError(str(e)) from None
     if not records:
         raise CompareInputError(f"{rows_path} holds no rows")
-    rows = _normalize(pd.DataFrame.from_records(records), rows_path)
-
     env = read_env_json(run / "env.json", CompareInputError)
-    return rows, env
+    rows = _normalize(pd.DataFrame.from_records(records), rows_path)
+    return engine_memory_in_gb(rows, (env or {}).get("schema_version")), env
 
 
 def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:

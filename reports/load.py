@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (GIB, NUMERIC_COLUMNS, ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError,
-                                          capacity_budget_gib, decode_gemm, read_rows, train_variant)
+from retnet_bench.suites.contract import (ENGINE_MEMORY_COLUMNS, GIB, NUMERIC_COLUMNS, ROW_COLUMNS,
+                                          TRAIN_VARIANT_DEFAULTS, RowsError, capacity_budget_gib, decode_gemm,
+                                          engine_memory_in_gib, read_rows, train_variant)
 
 from .contestants import Roster
 
@@ -97,6 +98,19 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def engine_memory_in_gb(rows: pd.DataFrame, schema_version: int | None) -> pd.DataFrame:
+    """`rows` of one run with its training-engine rows' memory in GB: a run before schema 3 wrote GiB there
+    (contract.engine_memory_in_gib)."""
+    notes = rows["notes"] if "notes" in rows else pd.Series(None, index=rows.index, dtype=object)
+    mask = pd.Series([engine_memory_in_gib(schema_version, ph, n) for ph, n in zip(rows["phase"], notes)],
+                     index=rows.index, dtype=bool)
+    if not mask.any():
+        return rows
+    rows, cols = rows.copy(), [c for c in ENGINE_MEMORY_COLUMNS if c in rows]
+    rows.loc[mask, cols] = rows.loc[mask, cols].astype(float) * (GIB / 1e9)
+    return rows
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
     """Concatenate the rows of several run folders.
 
@@ -116,7 +130,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
             raise ReportInputError(f"{run_dir}: run folder not found")
         rows, env = _read_rows(run_dir), _read_env(run_dir)
         run_id = str(env.get("run_id") or run_dir.name)
-        rows = normalise_rows(rows)
+        rows = engine_memory_in_gb(normalise_rows(rows), env.get("schema_version"))
         rows["run_id"] = rows["run_id"].where(rows["run_id"].notna(), run_id)
         if run_id in envs:  # two folders from runs of the same id (e.g. one per machine): keep them apart
             run_id = f"{run_id} ({run_dir})"

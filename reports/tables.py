@@ -197,7 +197,7 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
                     "tokens/s": row["tokens_per_s"], "J/token": row["joules_per_token"],
-                    "paper memory GB": paper.get("memory_gb", {}).get(flavour) if flavour else None,
+                    "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"]).sort_index()
     # rows from before a column, or (J/token) from runs without an energy counter: nothing to say

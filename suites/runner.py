@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .contestants.base import Contestant
 from .contestants.spec import BuildArgs
-from .contract import (DECODE_GEMMS, RowWriter, decode_gemm_ran, done_keys, make_row, point_key, read_rows,
-                       repair_torn_tail, write_table)
+from .contract import (DECODE_GEMMS, SCHEMA_VERSION, RowWriter, decode_gemm_ran, done_keys, make_row, point_key,
+                       read_rows, repair_torn_tail, write_table)
 from .checks import check_cpu_memory, check_suite
 from .env import collect_env
 from .plan import Group, Point, plan
@@ -102,6 +102,9 @@ class Runner:
             if not (run_dir / "env.json").is_file():
                 raise RunError(f"cannot resume: no run at {self.opts.resume!r} (looked for {run_dir}/env.json)")
             env = json.loads((run_dir / "env.json").read_text())
+            if env.get("schema_version") != SCHEMA_VERSION:  # its rows and new ones would mean different things
+                raise RunError(f"cannot resume {run_dir.name}: its rows follow schema {env.get('schema_version')}, "
+                               f"this version writes schema {SCHEMA_VERSION}; start a new run")
             if env.get("suite_sha256") != self.suite.sha256 or env.get("suite") != self.suite.name:
                 raise RunError(f"cannot resume {run_dir.name}: it was made by suite {env.get('suite')!r} "
                                f"with another definition")

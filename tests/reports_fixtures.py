@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retnet_bench.suites.contract import ROW_COLUMNS
+from retnet_bench.suites.contract import ROW_COLUMNS, SCHEMA_VERSION
 
 GPU = "Synthetic GPU 80GB"
 DATE = "2025-01-02T03:04:05+00:00"
@@ -54,7 +54,7 @@ def write_run(root: Path, rows: list[dict], run_id: str = "run-a", env: dict | N
     with open(run_dir / "rows.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps({**r, "run_id": run_id}) + "\n")
-    base_env = {"schema_version": 1, "run_id": run_id, "created": DATE, "gpu_name": GPU, "dtype": "bfloat16",
+    base_env = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "created": DATE, "gpu_name": GPU, "dtype": "bfloat16",
                 "device": "cuda", "peak_copy_gbps": 3000.0, "git_sha": "0" * 40,
                 "contestants": contestants_table({r["impl"] for r in rows})}
     env = {**base_env, **(env or {})}

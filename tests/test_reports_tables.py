@@ -30,7 +30,7 @@ def test_tables_values_and_meta(loaded):
     assert ratio.loc[("static (flash-attn)", 8.0), "T=8192"] == pytest.approx(0.8)
     assert tables["ratio_memory_6.7b"].df.loc[("paper-like (bmm-softmax)", 8.0), "T=8192"] == pytest.approx(48 / 14)
     t4 = tables["table4_training"].df
-    assert t4.loc[("1.3b", "transformer (bmm-softmax)"), "paper memory GB"] == 74.8
+    assert t4.loc[("1.3b", "transformer (bmm-softmax)"), "paper memory (its GB = GiB)"] == 74.8
     assert t4.loc[("1.3b", "transformer (bmm-softmax)"), "device GB"] == 70.0  # no allocator peak in these rows
     assert t4.loc[("1.3b", "transformer (flash-attn)"), "paper wps (8 GPUs)"] == 63965.2
     assert t4.loc[("1.3b", "retnet-chunkwise (torch)"), "tokens/s"] == 70000.0

@@ -77,7 +77,7 @@ def test_rows_have_every_column_and_expected_points(tmp_path, mini, monkeypatch)
     assert d["tokens_per_s"] > 0 and d["ms_p10"] <= d["ms_median"] <= d["ms_p90"] and d["n_params"] > 0
     assert d["bytes_per_step"] > 0 and d["mem_analytic_gb"] > 0
     env = json.loads((out.run_dir / "env.json").read_text())
-    assert env["suite"] == "mini" and env["schema_version"] == 2 and "git_sha" in env
+    assert env["suite"] == "mini" and env["schema_version"] == 3 and "git_sha" in env
     assert env["nvml_sampler"] is False and env["cuda_graphs"] is False  # what was really used on a CPU
     # provenance: the suite file itself travels with the run (a temporary file would be lost), and the run says it
     # finished; the path and sha256 stay
@@ -499,3 +499,16 @@ def test_the_nvml_reader_starts_no_thread_and_keeps_the_peak_of_its_reads():
         reader.read()  # 9
         reader.read()  # 7
     assert reader.peak == 9  # enter 5, reads 9 and 7, exit 3
+
+
+def test_a_run_of_an_older_schema_is_not_resumed(tmp_path, mini):
+    """Its rows and this version's would mean different things (schema 3: the engine's memory columns moved from
+    GiB to GB under the same names): one clear line, no new rows."""
+    out = run_suite(mini, _opts(tmp_path, run_id="old", time_limit_s=0.0))
+    env_path = out.run_dir / "env.json"
+    env_path.write_text(json.dumps({**json.loads(env_path.read_text()), "schema_version": 2}))
+    before = (out.run_dir / "rows.jsonl").read_text() if (out.run_dir / "rows.jsonl").exists() else ""
+    with pytest.raises(RunError, match="schema 2, this version writes schema 3; start a new run"):
+        run_suite(mini, _opts(tmp_path, resume="old"))
+    after = (out.run_dir / "rows.jsonl").read_text() if (out.run_dir / "rows.jsonl").exists() else ""
+    assert after == before

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-GB = 1024**3
+from ..trackers import GB  # decimal GB, as every row's `_gb` columns (schema 3; before, GiB here)
 
 
 class StepTimer:
