@@ -32,9 +32,11 @@
 #   bash scripts/device_reference.sh lease-variance  # 1 GPU alone: decode-memory GPU tests, then the 2.7B step profiled
 #                                             # 3x per side, each autotuning afresh (fla's configs vs step time)
 #   bash scripts/device_reference.sh async-a  # 1 GPU alone: table4 without a sync per step (1.3B-6.7B, 6.7B every-8)
-#   source .fa4b/install.sh && bash scripts/device_reference.sh async-b    # then FA4's rows with the same loop
+#   source .fa4p3/install.sh && bash scripts/device_reference.sh async-b   # then FA4's rows with the same loop (FA4 in
+#                                             # three pieces .fa4p1-3 now: see 2026-11-29-probes-s11/README.md)
 #   bash scripts/device_reference.sh async-repeat  # 1 GPU alone: table4 1.3B/2.7B again, the 1.3B step profiled
 #   bash scripts/device_reference.sh fwdbwd   # 1 GPU alone: forward + backward path's no-sync test, the paper's pipeline
+#   PRESET=2.7b bash scripts/device_reference.sh sync-ab  # 1 GPU alone: the step with and without the per-step sync
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -288,7 +290,8 @@ temperature.gpu,driver_version --format=csv; } > "$W/host.txt" 2>&1; cat "$W/hos
     > "$W/profile-2.7b/log" 2>&1; echo "== profile 2.7b rc=$? at $((SECONDS - T0))s" ;;
 async-a)  # one GPU alone: the timed training steps without a sync per step (batch_on_device), the test of that, then
   # table4 at 1.3B-6.7B plain and 6.7B every-8, RetNet (fla) and the Transformer (cuDNN); FA4's first half beside it
-  timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_gpu.py \
+  # 300 s: on a fresh machine the first test compiles fla's and our kernels (call 2 of session 11 ran out at 120 s)
+  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
   bench 0 s11-table4 table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
@@ -314,5 +317,12 @@ fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd"; exit 2 ;;
+sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) cost each side, on one machine: the
+  # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes
+  i=0; for copy in --blocking-copy "" --blocking-copy ""; do mkdir -p "$W/sync-ab"
+    OUT="$W/sync-ab" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset ${PRESET:-1.3b} \
+      --seq 8192 --steps 6 $copy --family retnet:fla transformer:sdpa-cudnn >> "$W/sync-ab/log" 2>&1; rc=$?
+    cp "$W/sync-ab/train_profile.txt" "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
+    echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"; done ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab"; exit 2 ;;
 esac

@@ -179,8 +179,10 @@ def autotuned_configs() -> dict[str, list[str]]:
 def forget_autotuning() -> int:
     """Delete Triton's cached autotuning results (keeping the compiled kernels), so that the next process tunes
     again as a fresh machine would. Returns how many were deleted."""
-    import triton
-
+    try:
+        import triton
+    except ImportError:
+        return 0
     files = list(Path(triton.knobs.cache.dir).rglob("*.autotune.json"))
     for f in files:
         f.unlink()
@@ -202,10 +204,13 @@ def allocator_counters(device: torch.device) -> dict[str, int]:
 
 def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, device: torch.device,
                 host: bool = False, rank: int = 0, world: int = 1, tp: int = 1, compile: str = "none",
-                checkpointing: str = "none") -> dict:
+                checkpointing: str = "none", blocking_copy: bool = False) -> dict:
     """On CPU (a check of this script only: tiny preset, fp32) the profiled events are the CPU ops. With world > 1
     the process group comes from the environment (MASTER_ADDR/PORT, set by `_spawned`)."""
     cuda = device.type == "cuda"
+    # blocking_copy: the loop as it was before session 11 (a plain .to(device), which synchronises every step), to
+    # measure on one machine what that sync cost each side
+    to_device = (lambda b: b.to(device)) if blocking_copy else (lambda b: batch_on_device(b, device))  # noqa: E731
     settings = TrainSettings(seq_len=seq, steps=steps, warmup_steps=2, chunk_size=min(512, seq), tp=tp,
                              compile=compile, checkpointing=checkpointing,
                              compute_dtype="bfloat16" if cuda else "float32")
@@ -221,7 +226,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         vocab = recipe.config().vocab_size
         fwd = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
         for s in range(settings.warmup_steps):
-            train_step(fwd, opt, batch_on_device(synthetic_batch(s, settings, vocab, world, rank), device))
+            train_step(fwd, opt, to_device(synthetic_batch(s, settings, vocab, world, rank)))
         sync = torch.cuda.synchronize if cuda else (lambda: None)
         sync()
         # the same steps without the profiler (its per-launch cost is not the model's), timed as the runner times
@@ -229,7 +234,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         timer, before = StepTimer(device), allocator_counters(device)
         for s in range(steps):
             timer.start()
-            train_step(fwd, opt, batch_on_device(synthetic_batch(50 + s, settings, vocab, world, rank), device))
+            train_step(fwd, opt, to_device(synthetic_batch(50 + s, settings, vocab, world, rank)))
             timer.stop()
         step_ms = timer.elapsed_ms()
         plain_ms = sum(step_ms) / steps
@@ -243,7 +248,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         with profile(activities=acts) as prof:
             t0 = time.perf_counter()
             for s in range(steps):
-                train_step(fwd, opt, batch_on_device(synthetic_batch(100 + s, settings, vocab, world, rank), device))
+                train_step(fwd, opt, to_device(synthetic_batch(100 + s, settings, vocab, world, rank)))
             sync()
             wall_ms = (time.perf_counter() - t0) * 1e3 / steps
     finally:
@@ -334,10 +339,14 @@ def main() -> None:
                     help="torch.compile per block (as `compile = \"blocks\"` in a suite)")
     ap.add_argument("--checkpointing", default="none", choices=TRAIN_VARIANT_CHOICES["checkpointing"],
                     help="activation checkpointing (as `checkpointing` in a suite's [train] table)")
+    ap.add_argument("--blocking-copy", action="store_true",
+                    help="copy each batch with a plain .to(device), which synchronises every step (the engine's loop "
+                         "before session 11): run with and without on one machine to see what the sync costs")
     ap.add_argument("--repeat", type=int, default=1, help="profile each contestant this many times (fresh processes)")
     ap.add_argument("--fresh-autotune", action="store_true",
                     help="each profile autotunes its Triton kernels anew (Triton's cached tuning results deleted, the "
-                         "compiled kernels kept), as a fresh machine does: same configs every time, same speed?")
+                         "compiled kernels kept; this machine's whole Triton cache dir), as a fresh machine does: "
+                         "same configs every time, same speed?")
     ap.add_argument("--cpu-check", action="store_true", help="run on the CPU (tiny preset): checks this script only")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.cpu_check:
@@ -354,10 +363,11 @@ def main() -> None:
         # (and its peak) would otherwise change this one's memory pressure, which at 6.7B decides its step time
         r = _spawned(args.nproc, dict(family=family, kernel=kernel, preset=args.preset, seq=args.seq,
                                       steps=args.steps, host=args.host, tp=args.tp, compile=args.compile,
-                                      checkpointing=args.checkpointing), args.cpu_check)
+                                      checkpointing=args.checkpointing, blocking_copy=args.blocking_copy),
+                     args.cpu_check)
         results.append(r)
         lines.append(f"== {family} ({r.get('kernel')}) {args.preset} T={args.seq}, compile {args.compile}, "
-                     f"checkpointing {args.checkpointing}: "
+                     f"checkpointing {args.checkpointing}{', blocking copy' if args.blocking_copy else ''}: "
                      + (r["error"] if "error" in r else f"{r['step_ms']} ms/step ({r['step_ms_profiled']} profiled), "
                         f"GPU kernels {r['kernel_ms']} ms, {r['tokens_per_s']} tok/s"))
         if forgotten is not None:

@@ -245,6 +245,26 @@ def test_nvml_is_read_between_steps_only_and_by_no_thread(monkeypatch):
     assert res.status == "ok" and "read" not in events and res.mem_nvml_peak_gb is None
 
 
+def test_every_engine_step_gets_its_batch_through_batch_on_device(monkeypatch):
+    """The engine's loop copies each step's batch with `batch_on_device` (pinned memory, no sync on a GPU: the GPU
+    test checks that the copy and the step never sync), before the step's timer starts; never a plain .to()."""
+    from retnet_bench.suites.training import launch
+
+    events: list[str] = []
+    record_step_timer(monkeypatch, events)
+    real = launch.batch_on_device
+
+    def spy(batch, device):
+        events.append("copy")
+        return real(batch, device)
+
+    monkeypatch.setattr(launch, "batch_on_device", spy)
+    settings = dataclasses.replace(SETTINGS, steps=2, warmup_steps=1, nvml_sampling=False)
+    (res,) = run_distributed(1, RECIPES["retnet"], settings, "cpu")
+    assert res.status == "ok"
+    assert events == ["copy", "start", "stop"] * 3
+
+
 def test_the_transformer_hands_attention_a_contiguous_v_when_training(monkeypatch):
     """In training the attention kernel saves v: a view of the q|k|v projection would keep all of it alive until
     backward, so the model passes a contiguous v (inference keeps the view: nothing is saved there)."""

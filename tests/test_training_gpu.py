@@ -1,11 +1,13 @@
-"""GPU only: a timed training step never makes the host wait for the GPU.
+"""GPU only: a timed training step and the copy of its ids never make the host wait for the GPU.
 
-The engine's loop (suites/training/launch.py) feeds each step with `batch_on_device` and syncs once, after the timed
-steps. A sync inside the loop drains the GPU's queue at every step, so that every stretch where the host issues
-work slower than the kernels run shows up as step time; the model with more host work per step pays more. torch's
-sync debug mode raises on any synchronising CUDA call, so these tests watch the steps exactly as the engine runs
-them (FSDP2 on one rank, bf16 compute, AdamW, the GPU kernels), and the forward + backward steps that time a
-contestant without the engine."""
+The engine's loop (suites/training/launch.py) feeds each step with `batch_on_device` (a CPU test checks that it
+does, before the step's timer starts) and syncs once, after the timed steps. A sync inside the loop drains the GPU's
+queue at every step, so that every stretch where the host issues work more slowly than the kernels run becomes step
+time; the model with more host work per step pays more. These tests run warmed-up steps of the engine's model,
+optimizer and copy (FSDP2 on one rank, bf16 compute, AdamW, the GPU kernels), and of the forward + backward path,
+under torch's sync debug mode set to "error", which raises on the synchronising CUDA calls it knows (a prototype:
+torch's docs say it does not cover every operation, torch.distributed's among them).
+"""
 from __future__ import annotations
 
 import pytest
