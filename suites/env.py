@@ -76,6 +76,25 @@ def available_ram_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
     return None
 
 
+def machine_identity(boot_id: Path = Path("/proc/sys/kernel/random/boot_id"),
+                     cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """Which machine and boot a run ran on, and its host CPU: runs on one lease share a boot_id, and a step that is
+    host-bound moves with the host CPU (RetNet's training step: 2026-11-29-probes-s11). None where unreadable."""
+    out: dict = {"boot_id": None, "cpu_model": None}
+    try:
+        out["boot_id"] = boot_id.read_text().strip() or None
+    except OSError:
+        pass
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                out["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except (OSError, IndexError):
+        pass
+    return out
+
+
 def gpu_info(device: torch.device) -> dict:
     info: dict = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
                   "gpu_memory_gb": None}
@@ -84,6 +103,8 @@ def gpu_info(device: torch.device) -> dict:
     props = torch.cuda.get_device_properties(device)
     info.update(gpu_name=props.name, gpu_count=torch.cuda.device_count(), gpu_memory_gb=props.total_memory / 1e9,
                 sm_count=props.multi_processor_count, capability=f"{props.major}.{props.minor}")
+    uuid = getattr(props, "uuid", None)  # this physical GPU (two leases of one machine kind can differ)
+    info["gpu_uuid"] = str(uuid) if uuid is not None else None
     try:
         import pynvml
 
@@ -109,6 +130,7 @@ def collect_env(device: torch.device) -> dict:
         "command": " ".join(sys.argv),
         "runtime_env": runtime_env(),
     }
+    env.update(machine_identity())
     env.update(gpu_info(device))
     env["versions"] = {k: _version(v) for k, v in _PACKAGES.items()}
     return env

@@ -512,3 +512,17 @@ def test_a_run_of_an_older_schema_is_not_resumed(tmp_path, mini):
         run_suite(mini, _opts(tmp_path, resume="old"))
     after = (out.run_dir / "rows.jsonl").read_text() if (out.run_dir / "rows.jsonl").exists() else ""
     assert after == before
+
+
+def test_env_records_the_machine_boot_and_host_cpu(tmp_path):
+    """Which boot of which machine a run ran on (runs of one lease share it) and its host CPU: a host-bound step moves
+    with the host (2026-11-29-probes-s11). Unreadable files give None, never a failed run."""
+    from retnet_bench.suites.env import collect_env, machine_identity
+
+    (tmp_path / "boot_id").write_text("5c1f-b00t\n")
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t: x\n")
+    assert machine_identity(tmp_path / "boot_id", tmp_path / "cpuinfo") == {
+        "boot_id": "5c1f-b00t", "cpu_model": "Intel(R) Xeon(R) Processor"}
+    assert machine_identity(tmp_path / "missing", tmp_path / "missing") == {"boot_id": None, "cpu_model": None}
+    env = collect_env(torch.device("cpu"))
+    assert {"boot_id", "cpu_model"} <= set(env)
