@@ -23,6 +23,7 @@ import bisect
 import json
 import os
 import re
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -172,7 +173,7 @@ def autotuned_configs() -> dict[str, list[str]]:
         timings = getattr(obj, "configs_timings", None) or {}
         fastest = sorted(timings.items(), key=lambda kv: kv[1] if isinstance(kv[1], (int, float)) else kv[1][0])[:2]
         chosen.setdefault(name, []).extend(sorted(f"{key}: {cfg}" for key, cfg in obj.cache.items())
-                                           + [f"candidate {cfg}: {ms(t)} ms" for cfg, t in fastest])
+                                           + [f"candidate (its last tuning) {cfg}: {ms(t)} ms" for cfg, t in fastest])
     return dict(sorted(chosen.items()))
 
 
@@ -237,7 +238,7 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
             train_step(fwd, opt, to_device(synthetic_batch(50 + s, settings, vocab, world, rank)))
             timer.stop()
         step_ms = timer.elapsed_ms()
-        plain_ms = sum(step_ms) / steps
+        plain_ms = sum(step_ms) / steps  # the mean, the first step included (the runner's rows take the median)
         allocator = {k: v - before[k] for k, v in allocator_counters(device).items()}
         peak = dict(allocated_gb=round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
                     reserved_gb=round(torch.cuda.memory_reserved(device) / 1e9, 2)) if cuda else {}
@@ -277,7 +278,8 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         host_ops = [dict(name=a.key[:120], self_cpu_ms=round(a.self_cpu_time_total / 1e3 / steps, 3),
                          calls_per_step=a.count // steps) for a in avg]
     return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
-                step_ms=round(plain_ms, 2), step_ms_each=[round(t, 1) for t in step_ms],
+                step_ms=round(plain_ms, 2), step_ms_median=round(statistics.median(step_ms), 2),
+                step_ms_each=[round(t, 1) for t in step_ms],
                 alloc_retries=allocator.get("num_alloc_retries"),  # cudaMalloc retries (each a device sync)
                 allocator=allocator, allocator_profiled=allocator_profiled, memory=peak,
                 idle=idle_gaps(named, host_calls, steps) if cuda else {},
@@ -373,8 +375,8 @@ def main() -> None:
         if forgotten is not None:
             lines.append(f"   tuned afresh: {forgotten} cached autotuning results deleted before this profile")
         if "step_ms_each" in r:
-            lines.append(f"   unprofiled steps {r['step_ms_each']} ms; cudaMalloc retries during them: "
-                         f"{r['alloc_retries']}")
+            lines.append(f"   unprofiled steps {r['step_ms_each']} ms (median {r.get('step_ms_median')}); cudaMalloc "
+                         f"retries during them: {r['alloc_retries']}")
         if r.get("allocator"):
             lines.append(f"   allocator during the unprofiled steps {r['allocator']}, during the profiled ones "
                          f"{r['allocator_profiled']}; {r['memory']}")

@@ -384,8 +384,8 @@ def test_autotuned_configs_lists_each_triton_autotuners_choice_per_key():
     assert "_never_launched_in_test" not in got
     choice, fastest, runner_up = got["_tuned_in_test"]
     assert choice.startswith("(4096, 'torch.bfloat16'): ") and "BLOCK: 32" in choice and "num_warps: 8" in choice
-    assert fastest.startswith("candidate BLOCK: 32") and fastest.endswith(": 0.2500/0.2000/0.3000 ms")
-    assert runner_up.startswith("candidate BLOCK: 16") and runner_up.endswith(": 0.5000/0.4500/0.5500 ms")
+    assert fastest.startswith("candidate (its last tuning) BLOCK: 32") and fastest.endswith(": 0.2500/0.2000/0.3000 ms")
+    assert runner_up.startswith("candidate (its last tuning) BLOCK: 16") and runner_up.endswith(": 0.5000/0.4500/0.5500 ms")
 
 
 def test_forget_autotuning_deletes_tuning_results_and_keeps_compiled_kernels(tmp_path, monkeypatch):
