@@ -42,10 +42,10 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, decode_gemm,
-                                         read_rows, train_variant)
+from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, comparable_schemas,
+                                         decode_gemm, read_rows, train_variant)
 
-from .load import capacity_budget_column, engine_memory_in_gb, read_env_json
+from .load import capacity_budget_column, convert_engine_gib, read_env_json
 
 KEY_COLUMNS = ("suite", "model", "arch", "impl", "kernel", "phase", "batch_size", "seq_len", "dtype")
 # The contract's variant columns (KV heads, RetNet state precision, GPUs, TP, checkpointing, compile, the decode
@@ -127,7 +127,7 @@ def load_run(run: Path | str, role: str = "run") -> tuple[pd.DataFrame, dict[str
         raise CompareInputError(f"{rows_path} holds no rows")
     env = read_env_json(run / "env.json", CompareInputError)
     rows = _normalize(pd.DataFrame.from_records(records), rows_path)
-    return engine_memory_in_gb(rows, (env or {}).get("schema_version")), env
+    return convert_engine_gib(rows, (env or {}).get("schema_version")), env
 
 
 def _normalize(rows: pd.DataFrame, source: object) -> pd.DataFrame:
@@ -319,8 +319,11 @@ def _check_envs(base_env: dict | None, head_env: dict | None, allow_mismatch: bo
     problems = [f"{role} run has no env.json" for role, env in (("base", base_env), ("head", head_env))
                 if env is None]
     if base_env is not None and head_env is not None:
-        problems += [f"different {key}: base {base_env.get(key)!r}, head {head_env.get(key)!r}"
-                     for key in ("schema_version", "gpu_name") if base_env.get(key) != head_env.get(key)]
+        base_schema, head_schema = base_env.get("schema_version"), head_env.get("schema_version")
+        if not comparable_schemas(base_schema, head_schema):
+            problems.append(f"different schema_version: base {base_schema!r}, head {head_schema!r}")
+        if base_env.get("gpu_name") != head_env.get("gpu_name"):
+            problems.append(f"different gpu_name: base {base_env.get('gpu_name')!r}, head {head_env.get('gpu_name')!r}")
         problems += _runtime_env_differences(base_env, head_env)
     if problems and not allow_mismatch:
         raise CompareInputError("; ".join(problems) + " (allow_mismatch / --allow-mismatch compares anyway)")

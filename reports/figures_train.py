@@ -35,7 +35,7 @@ FWD_BWD_LABEL = "dotted: forward + backward only (no optimizer step)"
 
 
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Table 4 as grouped bars: training memory (GB) and throughput (tokens/s) per size and contestant; a point
+    """Table 4 as grouped bars: training memory (the allocator peak in GiB, else device GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
     memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a contestant's fastest engine
     setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, a black

@@ -13,7 +13,7 @@ import pandas as pd
 
 from retnet_bench.suites.contract import (ENGINE_MEMORY_COLUMNS, GIB, NUMERIC_COLUMNS, ROW_COLUMNS,
                                           TRAIN_VARIANT_DEFAULTS, RowsError, capacity_budget_gib, decode_gemm,
-                                          engine_memory_in_gib, read_rows, train_variant)
+                                          holds_engine_gib, read_rows, train_variant)
 
 from .contestants import Roster
 
@@ -98,11 +98,11 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def engine_memory_in_gb(rows: pd.DataFrame, schema_version: int | None) -> pd.DataFrame:
+def convert_engine_gib(rows: pd.DataFrame, schema_version: int | None) -> pd.DataFrame:
     """`rows` of one run with its training-engine rows' memory in GB: a run before schema 3 wrote GiB there
-    (contract.engine_memory_in_gib)."""
+    (contract.holds_engine_gib)."""
     notes = rows["notes"] if "notes" in rows else pd.Series(None, index=rows.index, dtype=object)
-    mask = pd.Series([engine_memory_in_gib(schema_version, ph, n) for ph, n in zip(rows["phase"], notes)],
+    mask = pd.Series([holds_engine_gib(schema_version, ph, n) for ph, n in zip(rows["phase"], notes)],
                      index=rows.index, dtype=bool)
     if not mask.any():
         return rows
@@ -130,7 +130,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
             raise ReportInputError(f"{run_dir}: run folder not found")
         rows, env = _read_rows(run_dir), _read_env(run_dir)
         run_id = str(env.get("run_id") or run_dir.name)
-        rows = engine_memory_in_gb(normalise_rows(rows), env.get("schema_version"))
+        rows = convert_engine_gib(normalise_rows(rows), env.get("schema_version"))
         rows["run_id"] = rows["run_id"].where(rows["run_id"].notna(), run_id)
         if run_id in envs:  # two folders from runs of the same id (e.g. one per machine): keep them apart
             run_id = f"{run_id} ({run_dir})"
@@ -209,7 +209,7 @@ def training_memory(rows: pd.DataFrame) -> tuple[str, str]:
     """(column, axis label) of the memory a training figure or table shows: the allocator peak in GiB (what the
     paper's Table 4 reported, and what the training claims judge) when every row has it, else the device memory
     (`mem_gb`, GB). Device memory near a GPU's capacity is mostly what the caching allocator kept reserved (6.7B on
-    an H200: 138 GB held for 111 GB allocated), so it would not compare two models' needs."""
+    an H200: 148 GB held for 119 GB allocated), so it would not compare two models' needs."""
     if "mem_torch_peak_gb" in rows and len(rows) and rows["mem_torch_peak_gb"].notna().all():
         return "mem_alloc_gib", "allocator peak per GPU (GiB)"
     return "mem_gb", "device memory per GPU (GB)"
@@ -292,8 +292,8 @@ def ok_rows(df: pd.DataFrame, phase: str | None = None) -> pd.DataFrame:
 def with_memory(df: pd.DataFrame, sources: tuple[str, ...] = ANY_MEMORY_SOURCES) -> pd.DataFrame:
     """Add `mem_gb` (first non-null of `sources`, per row) and `mem_source` (which column it came from). NVML is
     sampled (a training rank reads it between steps), so it can miss the peak: a step that hit the memory limit has
-    emptied the allocator's cache by the time of the sample (6.7B RetNet on one H200: NVML 111.6 GB over idle, torch
-    reserved 138.2). The process held at least its reserved peak, so that is taken where it is larger."""
+    emptied the allocator's cache by the time of the sample (6.7B RetNet on one H200: NVML 119.8 GB over idle, torch
+    reserved 148.4). The process held at least its reserved peak, so that is taken where it is larger."""
     df = df.copy()
     mem = pd.Series(np.nan, index=df.index, dtype=float)
     src = pd.Series(None, index=df.index, dtype=object)

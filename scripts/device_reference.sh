@@ -313,7 +313,7 @@ first-point)  # one GPU alone, a fresh lease: is a run's first training point sl
   bench 0 s11-first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
 fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a sync), then the paper's pipeline
   # (torchscale, 1.3B, forward + backward only) again with that path
-  timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 180 -rfE tests/test_training_gpu.py \
+  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;

@@ -37,7 +37,8 @@ from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distrib
 from retnet_bench.suites.training.launch import prepare_for_training
 from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
 from retnet_bench.suites.training.measure import StepTimer
-from retnet_bench.suites.training.step import TrainSettings, batch_on_device, synthetic_batch, train_step
+from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, train_step
+from retnet_bench.suites.transfer import batch_on_device
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 3  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu; 3: engine memory in GB
-# Columns added since (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
-# avg_power_w, decode_gemm, capacity_budget_gib) read as null in older rows: additive, so the version (which
-# `compare` refuses to mix) stays.
+# Columns added since 2 (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
+# avg_power_w, decode_gemm, capacity_budget_gib) read as null in older rows: additive, no new version. 3 changed only
+# the training engine's memory unit, which readers convert (`holds_engine_gib`): `compare` mixes 2 and 3, no others.
 
 ROW_COLUMNS: tuple[str, ...] = (
     "run_id", "suite", "model", "arch", "role", "impl", "kernel", "n_kv_heads", "state_dtype", "phase",
@@ -73,20 +73,28 @@ STATUSES = ("ok", "oom", "error", "skipped", "over_budget")
 # (the official-code peers): reports draw and label such rows apart.
 FORWARD_BACKWARD_ONLY = "forward + backward only (no optimizer step)"
 
+# Every training-engine row's notes begin with this (suites/training/result.py writes it); no other row's do.
+ENGINE_NOTES_PREFIX = "FSDP2 x"
 # Until schema 3 the training engine's ranks divided their memory by 2**30 under the same `_gb` column names (every
 # other row used 1e9): an engine row of an older run holds GiB there and is read converted. Found in session 11: a
 # 6.7B row's allocator peak read 106.95 "GB", below the 107.3 GB that its fp32 weights, gradients and AdamW state
-# alone take. Forward + backward-only training rows never went through the engine.
+# alone take. The engine came in schema 2; the forward + backward path and every other phase always wrote GB.
 ENGINE_MEMORY_COLUMNS = ("mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
                          "mem_rss_peak_gb")
 ENGINE_GB_SINCE_SCHEMA = 3
 
 
-def engine_memory_in_gib(schema_version: int | None, phase: Any, notes: Any) -> bool:
+def holds_engine_gib(schema_version: int | None, phase: Any, notes: Any) -> bool:
     """Whether a row's ENGINE_MEMORY_COLUMNS hold GiB: a training-engine row of a run written before schema 3.
     A run without a schema version (no env.json) is read as written by this version."""
     return (schema_version is not None and int(schema_version) < ENGINE_GB_SINCE_SCHEMA and phase == "train"
-            and FORWARD_BACKWARD_ONLY not in str(notes or ""))
+            and str(notes or "").startswith(ENGINE_NOTES_PREFIX))
+
+
+def comparable_schemas(a: int | None, b: int | None) -> bool:
+    """Whether rows of these two schema versions can be compared: equal, or 2 and 3 (3 changed only a unit that
+    readers convert)."""
+    return a == b or {a, b} == {2, 3}
 
 
 def make_row(**values: Any) -> dict[str, Any]:

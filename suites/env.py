@@ -96,7 +96,7 @@ def machine_identity(boot_id: Path = Path("/proc/sys/kernel/random/boot_id"),
 
 
 def gpu_info(device: torch.device) -> dict:
-    info: dict = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
+    info: dict = {"gpu_name": None, "gpu_uuid": None, "gpu_count": 0, "driver": None, "cuda": torch.version.cuda,
                   "gpu_memory_gb": None}
     if device.type != "cuda":
         return info

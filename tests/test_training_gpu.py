@@ -22,7 +22,8 @@ def _engine(family: str, kernel: str):
     from retnet_bench.suites.training.fsdp import init_distributed
     from retnet_bench.suites.training.launch import prepare_for_training
     from retnet_bench.suites.training.recipe import ModelRecipe, build_model, model_forward
-    from retnet_bench.suites.training.step import TrainSettings, batch_on_device, synthetic_batch, train_step
+    from retnet_bench.suites.training.step import TrainSettings, synthetic_batch, train_step
+    from retnet_bench.suites.transfer import batch_on_device
 
     device = torch.device("cuda", torch.cuda.current_device())
     settings = TrainSettings(seq_len=1024, chunk_size=256, steps=3, warmup_steps=2, compute_dtype="bfloat16")

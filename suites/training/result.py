@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from retnet.kernels.chunk import FLA_CHUNK  # fla tiles by 64 tokens whatever chunk_size says
 
+from ..contract import ENGINE_NOTES_PREFIX
 from ..trackers import energy_columns
 from .launch import RankResult, run_distributed
 from .mfu import mfu, retnet_train_flops_per_token, transformer_train_flops_per_token
@@ -46,7 +47,7 @@ class TrainPointResult:
         """The result-row columns this point fills (suites/contract.py names); the runner adds run/suite/model/
         arch/impl/dtype/timestamp. batch_size is sequences per optimizer step over all ranks."""
         tp = f", tensor parallel x{settings.tp}" if settings.tp > 1 else ""
-        notes = (f"FSDP2 x{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch}"
+        notes = (f"{ENGINE_NOTES_PREFIX}{settings.data_parallel(self.world_size)}{tp}, micro_batch {settings.micro_batch}"
                  f" x grad_accum {settings.grad_accum}"
                  f" per rank, checkpointing {settings.checkpointing}, compile {settings.compile},"
                  f" AdamW fp32 master / {settings.compute_dtype}"

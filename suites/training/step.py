@@ -16,7 +16,6 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
 
 from ..contract import TRAIN_VARIANT_CHOICES
-from ..transfer import batch_on_device  # noqa: F401  (the engine's loop and its tests take it from here)
 
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
