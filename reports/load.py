@@ -100,7 +100,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def convert_engine_gib(rows: pd.DataFrame, schema_version: int | None) -> pd.DataFrame:
     """`rows` of one run with its training-engine rows' memory in GB: a run before schema 3 wrote GiB there
-    (contract.holds_engine_gib)."""
+    (contract.holds_engine_gib). `rows.attrs["engine_rows_from_gib"]` says how many rows were converted."""
     notes = rows["notes"] if "notes" in rows else pd.Series(None, index=rows.index, dtype=object)
     mask = pd.Series([holds_engine_gib(schema_version, ph, n) for ph, n in zip(rows["phase"], notes)],
                      index=rows.index, dtype=bool)
@@ -108,6 +108,7 @@ def convert_engine_gib(rows: pd.DataFrame, schema_version: int | None) -> pd.Dat
         return rows
     rows, cols = rows.copy(), [c for c in ENGINE_MEMORY_COLUMNS if c in rows]
     rows.loc[mask, cols] = rows.loc[mask, cols].astype(float) * (GIB / 1e9)
+    rows.attrs["engine_rows_from_gib"] = int(mask.sum())
     return rows
 
 
@@ -136,7 +137,8 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
             run_id = f"{run_id} ({run_dir})"
             rows["run_id"] = run_id
         rows["run_dir"] = str(run_dir)
-        env = {**env, "run_id": run_id, "run_dir": str(run_dir)}
+        env = {**env, "run_id": run_id, "run_dir": str(run_dir),
+               "engine_rows_from_gib": rows.attrs.get("engine_rows_from_gib", 0)}
         envs[run_id] = env
         frames.append(rows)
     df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())

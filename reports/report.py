@@ -76,8 +76,17 @@ def _run_summary(envs: dict[str, dict]) -> list[str]:
         items.append(f"{run_id}: {where}, torch {torch_v}, dtype {env.get('dtype')}, created {env.get('created')},"
                      f" git {str(env.get('git_sha'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, peak copy "
                      f"{fmt(env.get('peak_copy_gbps'))} GB/s, suite {env.get('suite') or env.get('suite_name')}"
-                     + _measure_changing(env))
+                     + (f", boot {str(env['boot_id'])[:8]}" if env.get("boot_id") else "")
+                     + _measure_changing(env) + _converted(env))
     return items
+
+
+def _converted(env: dict) -> str:
+    """What the loader converted in this run's rows (reports/load.convert_engine_gib), so that a reader comparing
+    with a report made before the conversion knows why its training memory differs."""
+    n = env.get("engine_rows_from_gib") or 0
+    return (f", training memory of its {n} engine row(s) read from GiB (written before schema 3; earlier reports "
+            f"showed it 6.9% low)") if n else ""
 
 
 def _measure_changing(env: dict) -> str:

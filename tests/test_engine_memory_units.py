@@ -28,7 +28,7 @@ def _rows() -> list[dict]:
 @pytest.mark.parametrize("schema,converted", [(2, True), (3, False)])
 def test_engine_rows_of_older_runs_read_in_gb(tmp_path, schema, converted):
     run = write_run(tmp_path, _rows(), env={"schema_version": schema})
-    df, _ = load_runs([run])
+    df, envs = load_runs([run])
     by_impl = df.set_index("impl")
     f = GIB_PER_GB if converted else 1.0
     engine = by_impl.loc["transformer"]
@@ -42,6 +42,10 @@ def test_engine_rows_of_older_runs_read_in_gb(tmp_path, schema, converted):
     assert by_impl.loc["retnet-recurrent", "mem_torch_peak_gb"] == pytest.approx(8.0)  # decode rows: GB always
     rows, _ = load_run(run)  # compare reads them the same way
     assert rows.set_index("impl").loc["transformer", "mem_torch_peak_gb"] == pytest.approx(106.95 * f)
+    from retnet_bench.reports.report import _run_summary
+
+    (line,) = _run_summary(envs)  # the report's Runs list says what was read converted
+    assert ("training memory of its 1 engine row(s) read from GiB" in line) is converted
 
 
 def test_engine_measures_decimal_gb(monkeypatch):
