@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY  # noqa: E402
 
 from .contestants import PIPELINE_PAPER, SOURCE_OURS, Contestant, Roster, roster_of  # noqa: E402
 from .load import contestant_labels, ok_rows, plain_training, with_memory  # noqa: E402
@@ -181,6 +182,7 @@ def draw_oom(ax, xs, label: str, pal: Palette, text: str = "OOM") -> None:
 
 # the legend entry of a tick that marks a contestant's fastest engine setting where it beats the plain bar
 FASTEST_SETTING = "fastest engine setting, where faster than the plain step (Table 4 names it)"
+FWD_BWD_LABEL = f"dotted: {FORWARD_BACKWARD_ONLY}"  # the legend entry of a bar that timed no optimizer step
 
 
 def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (impl (kernel))") -> None:
@@ -191,7 +193,7 @@ def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (im
             handles.setdefault(lab, h)
     labels = [lab for lab in pal.order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
                                                                               "measured copy", FASTEST_SETTING,
-                                                                              "dotted:"))])]
+                                                                              FWD_BWD_LABEL))])]
     extra = [k for k in handles if k not in labels]
     # below the axes: outside the data, and clear of the (wrapped) title whatever its length; as many columns as
     # the longest label lets fit in the figure's width (a wide legend is cut at both edges, not wrapped)

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import paper_values as pv
-from .figure_style import (FASTEST_SETTING, draw_oom, figure_meta, legend_outside, log2_ticks, new_figure, palette,
-                           rows_of)
 from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
 
+from . import paper_values as pv
+from .figure_style import (FASTEST_SETTING, FWD_BWD_LABEL, draw_oom, figure_meta, legend_outside, log2_ticks,
+                           new_figure, palette, rows_of)
 from .load import training_memory, with_allocator_gib, with_engine_setting
 
 
@@ -29,9 +29,6 @@ def _size(model: str) -> tuple:
         return (0, float(model.rstrip("bB")), model)
     except ValueError:
         return (1, 0.0, model)
-
-
-FWD_BWD_LABEL = "dotted: forward + backward only (no optimizer step)"
 
 
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:

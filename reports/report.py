@@ -22,7 +22,7 @@ from .claims_select import MEMORY_MEASURE_WHY
 from .figure_style import DPI
 from .figures import HEADLINE, build_figures
 from .contestants import roster_of
-from .load import RUN_FILES, ReportInputError, load_runs
+from .load import GIB, RUN_FILES, ReportInputError, load_runs
 from .render import (UNJUDGED, VERDICT_RULE, claims_display_frame, collapsed_lines, df_to_markdown, fmt,
                      write_claims)
 from .tables import Table, all_tables
@@ -86,7 +86,7 @@ def _converted(env: dict) -> str:
     with a report made before the conversion knows why its training memory differs."""
     n = env.get("engine_rows_from_gib") or 0
     return (f", training memory of its {n} engine row(s) read from GiB (written before schema 3; earlier reports "
-            f"showed it 6.9% low)") if n else ""
+            f"showed it {100 * (1 - 1e9 / GIB):.1f}% low)") if n else ""
 
 
 def _measure_changing(env: dict) -> str:

@@ -27,10 +27,10 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
 from ..trackers import AllocRetries, EnergyTracker, energy_counter
+from ..transfer import batch_on_device
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
-from ..transfer import batch_on_device
 from .step import TrainSettings, apply_checkpointing, apply_compile, make_optimizer, synthetic_batch, train_step
 from .tensor_parallel import apply_tensor_parallel
 

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..trackers import GB  # decimal GB, as every row's `_gb` columns (schema 3; before, GiB here)
+from ..trackers import GB, nvml_index, nvml_sampler  # GB: decimal, as every row's `_gb` columns (schema 3; GiB before)
 
 
 class StepTimer:
@@ -53,9 +53,7 @@ class NvmlStepPeak:
         if device.type != "cuda":
             return
         try:
-            from ..trackers import nvml_sampler
-
-            self._reader = nvml_sampler(_nvml_index(device))
+            self._reader = nvml_sampler(nvml_index(device))
             self.baseline = self._reader.peak = self._reader.used()
         except Exception:  # no NVML here: the torch peaks remain
             self._reader = None
@@ -67,14 +65,6 @@ class NvmlStepPeak:
     def read(self) -> None:
         if self._reader is not None:
             self._reader.read()
-
-
-def _nvml_index(device: torch.device) -> int:
-    """NVML numbers all GPUs; torch numbers the visible ones (CUDA_VISIBLE_DEVICES)."""
-    try:
-        return torch.cuda._get_nvml_device_index(device)  # private but what torch.cuda.memory_usage uses
-    except Exception:
-        return device.index or 0
 
 
 def rss_peak_gb() -> float:
