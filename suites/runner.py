@@ -24,7 +24,7 @@ from .env import collect_env
 from .plan import Group, Point, plan
 from .scenarios import SCENARIOS
 from .scenarios import train as train_scenario
-from .scenarios.context import Context, failure_status, fmt_error, is_oom
+from .scenarios.context import Context, failure_status, fmt_error
 from .suite import Suite
 from .trackers import GB, MemoryTracker, energy_counter, measure_copy_bandwidth_gbps
 from .trackers import free_device_memory as _free
@@ -256,7 +256,7 @@ class Runner:
                 try:
                     rows = train_scenario.run_engine(self.ctx, g, p, args)
                 except Exception as e:  # noqa: BLE001 - one failing point never stops the sweep
-                    rows = [self._row(g, p, "oom" if is_oom(e) else "error", error=fmt_error(e))]
+                    rows = [self._row(g, p, failure_status(e), error=fmt_error(e))]
                 _free(self.device)
                 on_done()
                 yield from rows

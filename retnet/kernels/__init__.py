@@ -20,10 +20,12 @@ def triton_available() -> bool:
     return True
 
 
-from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum  # noqa: E402
+from retnet.kernels.chunk import (  # noqa: E402
+    CHUNK_KERNELS, ChunkKernelUnavailable, chunk_kernel_available, chunk_retention, key_sum,
+)
 from retnet.kernels.recurrent_step import STEP_KERNELS, recurrent_step, recurrent_step_torch  # noqa: E402
 
 __all__ = [
-    "CHUNK_KERNELS", "STEP_KERNELS", "chunk_kernel_available", "chunk_retention", "key_sum", "recurrent_step",
+    "CHUNK_KERNELS", "STEP_KERNELS", "ChunkKernelUnavailable", "chunk_kernel_available", "chunk_retention", "key_sum", "recurrent_step",
     "recurrent_step_torch", "triton_available",
 ]

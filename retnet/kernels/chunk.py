@@ -19,13 +19,15 @@ Kernels:
   fla    fla-core 0.6.0's `chunk_simple_gla` with the per-head log decay `g_gamma` (Triton, CUDA only). Not fla's
          `chunk_retention`, which hard-codes torchscale's decay 1 - 2^(-5-h). It tiles by its own 64-token chunk
          (its kernels are tuned for that; `chunk_size` is ignored), keeps its per-chunk states in the input
-         dtype and returns the final state in fp32.
+         dtype and returns the final state in fp32. Refused (ChunkKernelUnavailable) where its backward is known
+         to be wrong: see `fla_head_dim_problem`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 from typing import Callable
 
 import torch
@@ -37,6 +39,18 @@ CHUNK_KERNELS = ("torch", "fla")
 FLA_CHUNK = 64  # the tile fla's chunk kernels use by default (and are tuned for)
 FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLA_INSTALL = "pip install fla-core==0.6.0"
+# fla's backward (`chunk_bwd_kernel_dqkwg`, which gives dq and dk) is miscompiled by Triton 3.4.0 to 3.7.0 on Hopper for
+# some tilings (fla-org/flash-linear-attention#640, fixed in Triton 3.7.1; fla 0.6.0 refuses only its gated path there,
+# not the g_gamma path retention uses). Measured on the H200 with Triton 3.6.0 (results/reference/h200/
+# 2026-11-29-probes-s12): at head dim dk=32 dq and dk are wrong (RMS error 1.3 and 14 against the torch kernel) with
+# o and dv right; at dk=64 and 256 all four are right. tests/test_fla_head_dims_gpu.py checks on a GPU that every
+# refused shape is really wrong and every allowed one right.
+FLA_HOPPER_MIN_HEAD_DIM = 64
+TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed)
+
+
+class ChunkKernelUnavailable(RuntimeError):
+    """The named chunk kernel cannot run these inputs on this device and install; the message says why."""
 
 
 @functools.cache
@@ -56,8 +70,33 @@ def fla_version() -> str | None:
         return None
 
 
-def chunk_kernel_available(name: str, device: torch.device | str) -> tuple[bool, str]:
-    """Whether kernel `name` can run on `device`, and why not ("" when it can)."""
+def _triton_version() -> tuple[int, ...] | None:
+    try:
+        import triton
+    except Exception:  # noqa: BLE001 - not installed or broken: no Triton kernel runs at all
+        return None
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", triton.__version__)  # "3.6.0", "3.7.1+git1a2b3c"
+    return tuple(int(x or 0) for x in m.groups()) if m else None
+
+
+def fla_head_dim_problem(head_dim: int, device: torch.device | str) -> str:
+    """Why fla's chunk kernel must not run at query/key head dim `head_dim` on `device` ("" when it may): on a
+    Hopper GPU with a Triton of the affected range, head dims below FLA_HOPPER_MIN_HEAD_DIM (see the note above)."""
+    device = torch.device(device)
+    if device.type != "cuda" or head_dim >= FLA_HOPPER_MIN_HEAD_DIM:
+        return ""
+    version = _triton_version()
+    first, fixed = TRITON_HOPPER_BUG
+    if version is None or not first <= version < fixed or torch.cuda.get_device_capability(device)[0] != 9:
+        return ""
+    return (f"fla's chunk backward gives wrong dq, dk at head dim {head_dim} < {FLA_HOPPER_MIN_HEAD_DIM} on Hopper with "
+            f"Triton {'.'.join(map(str, version))} (a Triton bug fixed in 3.7.1, fla-org/flash-linear-attention#640; "
+            "measured on the H200): use the torch kernel")
+
+
+def chunk_kernel_available(name: str, device: torch.device | str, head_dim: int | None = None) -> tuple[bool, str]:
+    """Whether kernel `name` can run on `device` (at query/key head dim `head_dim` when given), and why not ("" when
+    it can)."""
     if name not in CHUNK_KERNELS:
         raise ValueError(f"chunk kernel {name!r}; expected one of {CHUNK_KERNELS}")
     if name == "torch":
@@ -65,7 +104,9 @@ def chunk_kernel_available(name: str, device: torch.device | str) -> tuple[bool,
     if torch.device(device).type != "cuda":
         return False, "fla's chunk kernels are Triton GPU kernels (need a CUDA device)"
     fn, reason = _fla_chunk_simple_gla()
-    return fn is not None, reason
+    if fn is not None and head_dim is not None:
+        reason = fla_head_dim_problem(head_dim, device)
+    return fn is not None and not reason, reason
 
 
 def chunk_retention(
@@ -113,9 +154,9 @@ def _chunk_fla(
     q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, scale: float,
     initial_state: Tensor | None, output_final_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    ok, reason = chunk_kernel_available("fla", q.device)
+    ok, reason = chunk_kernel_available("fla", q.device, q.shape[-1])
     if not ok:
-        raise RuntimeError(f"chunk kernel 'fla' unavailable: {reason}")
+        raise ChunkKernelUnavailable(f"chunk kernel 'fla' unavailable: {reason}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in FLA_DTYPES:
         raise ValueError(f"fla needs q, k, v of one dtype in {FLA_DTYPES}; got {q.dtype}, {k.dtype}, {v.dtype}")
     chunk_simple_gla, _ = _fla_chunk_simple_gla()

@@ -57,9 +57,12 @@ def is_oom(e: BaseException) -> bool:
 def failure_status(e: BaseException) -> str:
     """The status of a point that raised: skipped (no kernel here takes it: the reason is the row's error), oom,
     else error."""
+    from retnet.kernels import ChunkKernelUnavailable
     from retnet_bench.baselines.kernels import KernelUnavailableError
 
-    return "skipped" if isinstance(e, KernelUnavailableError) else "oom" if is_oom(e) else "error"
+    if isinstance(e, (KernelUnavailableError, ChunkKernelUnavailable)):
+        return "skipped"
+    return "oom" if is_oom(e) else "error"
 
 
 def fmt_error(e: BaseException) -> str:

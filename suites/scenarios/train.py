@@ -29,7 +29,9 @@ def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
                              checkpointing=s.checkpointing, compile=s.compile, tp=s.tp,
                              compute_dtype="bfloat16" if half else "float32",
                              seed=args.seed, nvml_sampling=bool(ctx.memory and ctx.memory.sampler))
-    point = run_point(g.world_size, g.spec.recipe(args), settings, device_type=ctx.device.type)
+    recipe = g.spec.recipe(args)
+    recipe.resolved_kernel(ctx.device, settings.torch_compute_dtype)  # a kernel refused here raises before any rank
+    point = run_point(g.world_size, recipe, settings, device_type=ctx.device.type)
     fields = point.row_fields(settings)
     # the row keeps the plan's identity (its resume key): batch is the micro-batch per rank, as the suite names it
     fields.update(batch_size=p.batch_size, kernel=g.kernel, world_size=g.world_size, device=ctx.device.type)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import retnet
-from retnet.kernels.chunk import chunk_kernel_available
+from retnet.kernels.chunk import ChunkKernelUnavailable, chunk_kernel_available
 
 from ...baselines.config import TransformerConfig
 from ...baselines.kernels import sdpa_context
@@ -54,9 +54,13 @@ class ModelRecipe:
         and the bf16 unsharded ones in another."""
         if self.family == "transformer":
             return self.kernel
+        head_dim = self.config().qk_head_dim
         if self.kernel != "auto":
+            ok, why = chunk_kernel_available(self.kernel, device, head_dim)
+            if not ok and self.kernel == "fla" and torch.device(device).type == "cuda":
+                raise ChunkKernelUnavailable(why)  # before any rank starts: the point is skipped, with the reason
             return self.kernel
-        fla_ok = compute_dtype in HALF_DTYPES and chunk_kernel_available("fla", device)[0]
+        fla_ok = compute_dtype in HALF_DTYPES and chunk_kernel_available("fla", device, head_dim)[0]
         return "fla" if fla_ok else "torch"
 
 
