@@ -93,6 +93,11 @@ class RetNetConfig:
     def v_head_dim(self) -> int:
         return self.value_dim // self.n_heads
 
+    @property
+    def head_dims(self) -> tuple[int, int]:
+        """(dk, dv) of one retention head."""
+        return self.qk_head_dim, self.v_head_dim
+
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> RetNetConfig:
         """A named preset with optional field overrides: `RetNetConfig.from_name("6.7b", n_layers=2)`."""

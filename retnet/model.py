@@ -314,7 +314,7 @@ class RetNet(nn.Module):
         if self._chunk_kernel != "auto":
             return self._chunk_kernel
         half = self.embed.weight.dtype in (torch.bfloat16, torch.float16)
-        return "fla" if half and chunk_kernel_available("fla", self.device, self.cfg.qk_head_dim)[0] else "torch"
+        return "fla" if half and chunk_kernel_available("fla", self.device, self.cfg.head_dims)[0] else "torch"
 
     @chunk_kernel.setter
     def chunk_kernel(self, name: str) -> None:

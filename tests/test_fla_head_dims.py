@@ -26,19 +26,20 @@ def hopper_with_buggy_triton(monkeypatch):
 
 
 def test_the_rule(hopper_with_buggy_triton, monkeypatch):
-    ok, why = chunk_kernel_available("fla", "cuda", 32)
+    ok, why = chunk_kernel_available("fla", "cuda", (32, 64))  # the tiny preset's heads
     assert not ok and "dq, dk" in why and "3.6.0" in why and "#640" in why
-    assert chunk_kernel_available("fla", "cuda", 64) == (True, "")
-    assert chunk_kernel_available("fla", "cuda", 256) == (True, "")
+    assert not chunk_kernel_available("fla", "cuda", (16, 32))[0]
+    for dims in [(32, 128), (64, 64), (64, 128), (256, 512)]:  # measured right on the H200
+        assert chunk_kernel_available("fla", "cuda", dims) == (True, ""), dims
     assert chunk_kernel_available("fla", "cuda") == (True, "")  # no shape given: the device and install only
-    assert chunk_kernel_available("torch", "cuda", 32) == (True, "")
+    assert chunk_kernel_available("torch", "cuda", (32, 64)) == (True, "")
     monkeypatch.setattr(chunk_mod, "_triton_version", lambda: (3, 7, 1))  # the fixed Triton
-    assert chunk_kernel_available("fla", "cuda", 32) == (True, "")
+    assert chunk_kernel_available("fla", "cuda", (32, 64)) == (True, "")
     monkeypatch.setattr(chunk_mod, "_triton_version", lambda: (3, 3, 1))  # before the bug
-    assert chunk_kernel_available("fla", "cuda", 32) == (True, "")
+    assert chunk_kernel_available("fla", "cuda", (32, 64)) == (True, "")
     monkeypatch.setattr(chunk_mod, "_triton_version", lambda: (3, 6, 0))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))  # an A100: not measured
-    assert chunk_kernel_available("fla", "cuda", 32) == (True, "")
+    assert chunk_kernel_available("fla", "cuda", (32, 64)) == (True, "")
 
 
 def test_the_triton_version_parse(monkeypatch):
@@ -56,7 +57,7 @@ def test_auto_picks_torch_and_an_explicit_fla_is_refused(hopper_with_buggy_trito
     bf16 = torch.bfloat16
     assert ModelRecipe("retnet", "tiny").resolved_kernel(torch.device("cuda"), bf16) == "torch"  # dk 32
     assert ModelRecipe("retnet", "small").resolved_kernel(torch.device("cuda"), bf16) == "fla"  # dk 64
-    with pytest.raises(ChunkKernelUnavailable, match="head dim 32"):
+    with pytest.raises(ChunkKernelUnavailable, match="dk=32, dv=64"):
         ModelRecipe("retnet", "tiny", kernel="fla").resolved_kernel(torch.device("cuda"), bf16)
     assert ModelRecipe("retnet", "small", kernel="fla").resolved_kernel(torch.device("cuda"), bf16) == "fla"
 
@@ -93,8 +94,9 @@ def test_a_refused_training_point_is_a_skipped_row_and_the_sweep_goes_on(tmp_pat
 
 # ---- GPU: the rule against the kernel -------------------------------------------------------------------------
 BF16_RMS = 2e-2  # as tests/test_retention_kernels.py: a right kernel lands at a few 1e-3 in bf16
-# the shapes tell dk (the tile BK = next power of 2 of dk) from dv apart: (32, 64) was the failing tiny preset
-SHAPES = [(16, 64), (32, 64), (32, 128), (64, 64), (128, 256)]
+# around the rule's corner (dk < 64 with dv < 128 refused): (32, 64) is the tiny preset's heads; fla tiles dk and dv
+# by their next powers of 2 (at most 128)
+SHAPES = [(16, 32), (16, 64), (32, 64), (16, 128), (32, 128), (64, 64), (128, 256)]
 
 
 def _fla_against_torch(dk: int, dv: int) -> dict:
@@ -128,7 +130,7 @@ def _fla_against_torch(dk: int, dv: int) -> dict:
 @pytest.mark.parametrize("dk,dv", SHAPES)
 def test_fla_is_refused_exactly_where_its_gradients_are_wrong(dk, dv):
     """Each shape's raw fla run in a child process (a wrong kernel may also fault, which poisons a CUDA context)."""
-    ok, why = chunk_kernel_available("fla", "cuda", dk)
+    ok, why = chunk_kernel_available("fla", "cuda", (dk, dv))
     p = subprocess.run([sys.executable, __file__, str(dk), str(dv)], capture_output=True, text=True, timeout=600)
     result = [line[7:] for line in p.stdout.splitlines() if line.startswith("ERRORS ")]
     if ok:

@@ -42,10 +42,12 @@ _FLA_INSTALL = "pip install fla-core==0.6.0"
 # fla's backward (`chunk_bwd_kernel_dqkwg`, which gives dq and dk) is miscompiled by Triton 3.4.0 to 3.7.0 on Hopper for
 # some tilings (fla-org/flash-linear-attention#640, fixed in Triton 3.7.1; fla 0.6.0 refuses only its gated path there,
 # not the g_gamma path retention uses). Measured on the H200 with Triton 3.6.0 (results/reference/h200/
-# 2026-11-29-probes-s12): at head dim dk=32 dq and dk are wrong (RMS error 1.3 and 14 against the torch kernel) with
-# o and dv right; at dk=64 and 256 all four are right. tests/test_fla_head_dims_gpu.py checks on a GPU that every
-# refused shape is really wrong and every allowed one right.
-FLA_HOPPER_MIN_HEAD_DIM = 64
+# 2026-11-29-probes-s12), fla against the torch kernel, bf16, (dk, dv): (32, 64) gives dq and dk with RMS errors 1.3
+# and 14 (o and dv right), (16, 64) is refused as wrong too; (32, 128), (64, 64), (64, 128), (128, 256) and (256, 512)
+# are right (errors ~3e-3). Both tiles small is what fails: head dims dk < 64 with dv < 128 are refused.
+# tests/test_fla_head_dims.py checks on a GPU that every refused shape of its grid is really wrong and every allowed
+# one right.
+FLA_HOPPER_MIN_DIMS = (64, 128)  # (dk, dv): refused when dk < 64 and dv < 128
 TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed)
 
 
@@ -79,24 +81,26 @@ def _triton_version() -> tuple[int, ...] | None:
     return tuple(int(x or 0) for x in m.groups()) if m else None
 
 
-def fla_head_dim_problem(head_dim: int, device: torch.device | str) -> str:
-    """Why fla's chunk kernel must not run at query/key head dim `head_dim` on `device` ("" when it may): on a
-    Hopper GPU with a Triton of the affected range, head dims below FLA_HOPPER_MIN_HEAD_DIM (see the note above)."""
+def fla_head_dim_problem(head_dim: int, value_dim: int, device: torch.device | str) -> str:
+    """Why fla's chunk kernel must not run at head dims (dk, dv) = (`head_dim`, `value_dim`) on `device` ("" when it
+    may): on a Hopper GPU with a Triton of the affected range, dk and dv both below FLA_HOPPER_MIN_DIMS (see above)."""
     device = torch.device(device)
-    if device.type != "cuda" or head_dim >= FLA_HOPPER_MIN_HEAD_DIM:
+    min_dk, min_dv = FLA_HOPPER_MIN_DIMS
+    if device.type != "cuda" or head_dim >= min_dk or value_dim >= min_dv:
         return ""
     version = _triton_version()
     first, fixed = TRITON_HOPPER_BUG
     if version is None or not first <= version < fixed or torch.cuda.get_device_capability(device)[0] != 9:
         return ""
-    return (f"fla's chunk backward gives wrong dq, dk at head dim {head_dim} < {FLA_HOPPER_MIN_HEAD_DIM} on Hopper with "
-            f"Triton {'.'.join(map(str, version))} (a Triton bug fixed in 3.7.1, fla-org/flash-linear-attention#640; "
-            "measured on the H200): use the torch kernel")
+    return (f"fla's chunk backward gives wrong dq, dk at head dims dk={head_dim}, dv={value_dim} (dk < {min_dk} with "
+            f"dv < {min_dv}) on Hopper with Triton {'.'.join(map(str, version))} (a Triton bug fixed in 3.7.1, "
+            "fla-org/flash-linear-attention#640; measured on the H200): use the torch kernel")
 
 
-def chunk_kernel_available(name: str, device: torch.device | str, head_dim: int | None = None) -> tuple[bool, str]:
-    """Whether kernel `name` can run on `device` (at query/key head dim `head_dim` when given), and why not ("" when
-    it can)."""
+def chunk_kernel_available(
+    name: str, device: torch.device | str, head_dims: tuple[int, int] | None = None
+) -> tuple[bool, str]:
+    """Whether kernel `name` can run on `device` (at head dims (dk, dv) when given), and why not ("" when it can)."""
     if name not in CHUNK_KERNELS:
         raise ValueError(f"chunk kernel {name!r}; expected one of {CHUNK_KERNELS}")
     if name == "torch":
@@ -104,8 +108,8 @@ def chunk_kernel_available(name: str, device: torch.device | str, head_dim: int 
     if torch.device(device).type != "cuda":
         return False, "fla's chunk kernels are Triton GPU kernels (need a CUDA device)"
     fn, reason = _fla_chunk_simple_gla()
-    if fn is not None and head_dim is not None:
-        reason = fla_head_dim_problem(head_dim, device)
+    if fn is not None and head_dims is not None:
+        reason = fla_head_dim_problem(*head_dims, device)
     return fn is not None and not reason, reason
 
 
@@ -154,7 +158,7 @@ def _chunk_fla(
     q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, scale: float,
     initial_state: Tensor | None, output_final_state: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    ok, reason = chunk_kernel_available("fla", q.device, q.shape[-1])
+    ok, reason = chunk_kernel_available("fla", q.device, (q.shape[-1], v.shape[-1]))
     if not ok:
         raise ChunkKernelUnavailable(f"chunk kernel 'fla' unavailable: {reason}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in FLA_DTYPES:

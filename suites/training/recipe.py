@@ -54,13 +54,13 @@ class ModelRecipe:
         and the bf16 unsharded ones in another."""
         if self.family == "transformer":
             return self.kernel
-        head_dim = self.config().qk_head_dim
+        head_dims = self.config().head_dims
         if self.kernel != "auto":
-            ok, why = chunk_kernel_available(self.kernel, device, head_dim)
+            ok, why = chunk_kernel_available(self.kernel, device, head_dims)
             if not ok and self.kernel == "fla" and torch.device(device).type == "cuda":
                 raise ChunkKernelUnavailable(why)  # before any rank starts: the point is skipped, with the reason
             return self.kernel
-        fla_ok = compute_dtype in HALF_DTYPES and chunk_kernel_available("fla", device, head_dim)[0]
+        fla_ok = compute_dtype in HALF_DTYPES and chunk_kernel_available("fla", device, head_dims)[0]
         return "fla" if fla_ok else "torch"
 
 
