@@ -28,8 +28,9 @@ def hopper_with_buggy_triton(monkeypatch):
 def test_the_rule(hopper_with_buggy_triton, monkeypatch):
     ok, why = chunk_kernel_available("fla", "cuda", (32, 64))  # the tiny preset's heads
     assert not ok and "dq, dk" in why and "3.6.0" in why and "#640" in why
-    assert not chunk_kernel_available("fla", "cuda", (16, 32))[0]
-    for dims in [(32, 128), (64, 64), (64, 128), (256, 512)]:  # measured right on the H200
+    for dims in [(16, 32), (32, 128)]:
+        assert not chunk_kernel_available("fla", "cuda", dims)[0], dims
+    for dims in [(64, 64), (64, 128), (256, 512)]:  # measured right on the H200
         assert chunk_kernel_available("fla", "cuda", dims) == (True, ""), dims
     assert chunk_kernel_available("fla", "cuda") == (True, "")  # no shape given: the device and install only
     assert chunk_kernel_available("torch", "cuda", (32, 64)) == (True, "")
@@ -57,7 +58,7 @@ def test_auto_picks_torch_and_an_explicit_fla_is_refused(hopper_with_buggy_trito
     bf16 = torch.bfloat16
     assert ModelRecipe("retnet", "tiny").resolved_kernel(torch.device("cuda"), bf16) == "torch"  # dk 32
     assert ModelRecipe("retnet", "small").resolved_kernel(torch.device("cuda"), bf16) == "fla"  # dk 64
-    with pytest.raises(ChunkKernelUnavailable, match="dk=32, dv=64"):
+    with pytest.raises(ChunkKernelUnavailable, match="dk=32 < 64"):
         ModelRecipe("retnet", "tiny", kernel="fla").resolved_kernel(torch.device("cuda"), bf16)
     assert ModelRecipe("retnet", "small", kernel="fla").resolved_kernel(torch.device("cuda"), bf16) == "fla"
 
@@ -94,9 +95,10 @@ def test_a_refused_training_point_is_a_skipped_row_and_the_sweep_goes_on(tmp_pat
 
 # ---- GPU: the rule against the kernel -------------------------------------------------------------------------
 BF16_RMS = 2e-2  # as tests/test_retention_kernels.py: a right kernel lands at a few 1e-3 in bf16
-# around the rule's corner (dk < 64 with dv < 128 refused): (32, 64) is the tiny preset's heads; fla tiles dk and dv
-# by their next powers of 2 (at most 128)
-SHAPES = [(16, 32), (16, 64), (32, 64), (16, 128), (32, 128), (64, 64), (128, 256)]
+ALLOWED = [(64, 64), (64, 128), (128, 256)]  # fla's smallest tiles that run, and one more
+REFUSED = [(16, 32), (16, 64), (32, 64), (32, 128), (16, 128)]  # (32, 64): the tiny preset's heads
+needs_fla_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and chunk_kernel_available("fla", "cuda")[0]),
+                                   reason="needs a CUDA GPU with fla-core importable")
 
 
 def _fla_against_torch(dk: int, dv: int) -> dict:
@@ -125,23 +127,36 @@ def _fla_against_torch(dk: int, dv: int) -> dict:
     return {n: rms(a, b) for n, a, b in zip(("o", "dq", "dk", "dv"), res["fla"], res["torch"])}
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and chunk_kernel_available("fla", "cuda")[0]),
-                    reason="needs a CUDA GPU with fla-core importable")
-@pytest.mark.parametrize("dk,dv", SHAPES)
-def test_fla_is_refused_exactly_where_its_gradients_are_wrong(dk, dv):
-    """Each shape's raw fla run in a child process (a wrong kernel may also fault, which poisons a CUDA context)."""
-    ok, why = chunk_kernel_available("fla", "cuda", (dk, dv))
-    p = subprocess.run([sys.executable, __file__, str(dk), str(dv)], capture_output=True, text=True, timeout=600)
-    result = [line[7:] for line in p.stdout.splitlines() if line.startswith("ERRORS ")]
-    if ok:
-        assert p.returncode == 0 and result, p.stdout[-2000:] + p.stderr[-3000:]
-        errors = json.loads(result[0])
-        assert all(e <= BF16_RMS for e in errors.values()), f"fla allowed at dk={dk}, dv={dv} but wrong: {errors}"
-    elif p.returncode == 0:  # refused: the refusal must be warranted, as a wrong gradient ...
-        errors = json.loads(result[0])
-        assert max(errors["dq"], errors["dk"]) > 10 * BF16_RMS, f"refused ({why}) but right: {errors}"
-    else:  # ... or as a fault
-        assert "illegal memory access" in p.stderr, p.stderr[-3000:]
+def _in_children(shapes: list[tuple[int, int]]) -> dict[tuple[int, int], dict | str]:
+    """Each shape's raw fla against torch, in its own process, all at once (a wrong kernel may also fault, which
+    poisons a CUDA context; each shape compiles and autotunes for minutes on a fresh machine): errors, or the fault."""
+    procs = {s: subprocess.Popen([sys.executable, __file__, *map(str, s)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for s in shapes}
+    out: dict[tuple[int, int], dict | str] = {}
+    for s, p in procs.items():
+        stdout, stderr = p.communicate(timeout=900)
+        found = [line[7:] for line in stdout.splitlines() if line.startswith("ERRORS ")]
+        out[s] = json.loads(found[0]) if p.returncode == 0 and found else f"rc {p.returncode}: {stderr[-1500:]}"
+    return out
+
+
+@needs_fla_gpu
+def test_fla_is_right_where_allowed_and_still_wrong_where_refused():
+    """Allowed shapes must be right. The fault at the refused ones follows the config fla's autotuner picks in a
+    process (one of several), so a refused shape may come out right once; the test asks that the fault is still
+    there at some refused shape (else the refusal may have outlived the bug: a new Triton or fla). On a GPU or
+    Triton the refusal does not cover, only the allowed shapes are checked."""
+    assert all(chunk_kernel_available("fla", "cuda", s)[0] for s in ALLOWED)
+    refusing = not chunk_kernel_available("fla", "cuda", REFUSED[0])[0]
+    assert all(chunk_kernel_available("fla", "cuda", s)[0] != refusing for s in REFUSED)
+    results = _in_children(ALLOWED + (REFUSED if refusing else []))
+    print(json.dumps({str(s): r for s, r in results.items()}))  # the record: -s or -rA shows it
+    for s in ALLOWED:
+        assert isinstance(results[s], dict) and max(results[s].values()) <= BF16_RMS, (s, results[s])
+    if refusing:
+        wrong = [s for s in REFUSED if isinstance(results[s], str) and "illegal memory access" in results[s]
+                 or isinstance(results[s], dict) and max(results[s]["dq"], results[s]["dk"]) > 10 * BF16_RMS]
+        assert wrong, f"fla right at every refused shape: {results}"
 
 
 if __name__ == "__main__":
