@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
+
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
@@ -187,7 +189,10 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     if tr.empty:
         return None
     # tensor-parallel, checkpointed and compiled steps on their own lines: other measurements of the same contestant
-    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr))
+    # a row that timed no optimizer step (the paper's pipeline, `optimizer = false`) says so, as its bar is dotted
+    partial = tr["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False)
+    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr) + partial.map({True: ", " + FORWARD_BACKWARD_ONLY,
+                                                                                       False: ""}))
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl_kernel", "seq_len"], keep="last")
     out = []
     for _, row in tr.iterrows():

@@ -321,10 +321,14 @@ fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
 sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) cost each side, on one machine: the
   # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes
+  # (session 12: the first pair took 242 s on a fresh machine; a pair started with less than 60 s left is not begun)
   i=0; for copy in --blocking-copy "" --blocking-copy ""; do mkdir -p "$W/sync-ab"
+    [ "$(left)" -lt 60 ] && { echo "== sync-ab: $(left) s left, stopped"; break; }
+    rm -f "$W/sync-ab/train_profile.txt"
     OUT="$W/sync-ab" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset ${PRESET:-1.3b} \
       --seq 8192 --steps 6 $copy --family retnet:fla transformer:sdpa-cudnn >> "$W/sync-ab/log" 2>&1; rc=$?
-    cp "$W/sync-ab/train_profile.txt" "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
+    [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
+      "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
     echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"; done ;;
 multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
   # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling

@@ -201,6 +201,21 @@ def test_table4_shows_allocator_retries_when_rows_have_them(tmp_path):
     assert t4.loc[("6.7b", "transformer (flash-attn)"), "allocator GiB"] == pytest.approx(110.7e9 / 2**30)
 
 
+def test_table4_says_which_rows_timed_no_optimizer_step(tmp_path):
+    """The paper's pipeline (torchscale) times forward + backward only: its bar is dotted, and its Table 4 line says
+    so, beside the engine's rows that time the whole AdamW step."""
+    from reports_fixtures import train_row
+
+    from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
+
+    rows = [train_row("1.3b", "torchscale-retnet", "torchscale", 1, 8192, 24351.0, 43.0, notes=FORWARD_BACKWARD_ONLY),
+            train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 46608.0, 41.0)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df
+    labels = list(t4.index.get_level_values("impl (kernel)"))
+    assert labels == ["retnet-chunkwise (fla)", f"torchscale-retnet (torchscale), {FORWARD_BACKWARD_ONLY}"]
+
+
 @pytest.mark.parametrize("variant, suffix", [({"checkpointing": "full"}, "checkpointed"),
                                              ({"checkpointing": "every-8"}, "checkpointed every 8th block"),
                                              ({"checkpointing": "every-2"}, "checkpointed every 2nd block"),
