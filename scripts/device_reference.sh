@@ -39,6 +39,8 @@
 #   bash scripts/device_reference.sh async-repeat  # 1 GPU alone: table4 1.3B/2.7B again, the 1.3B step profiled
 #   bash scripts/device_reference.sh fwdbwd   # 1 GPU alone: forward + backward path's no-sync test, the paper's pipeline
 #   PRESET=2.7b bash scripts/device_reference.sh sync-ab  # 1 GPU alone: the step with and without the per-step sync
+#   bash scripts/device_reference.sh fla-dims # 1 GPU: fla's chunk kernel against torch per head-dim shape and per config
+#                                             # of its dq/dk kernel (the refusal below dk 64), then the fwd+bwd GPU tests
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -59,7 +61,7 @@ NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 ALL=$(seq -s, 0 $((NGPU - 1)))
 TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
-  tests/test_peers.py tests/test_retnet_torchscale.py"
+  tests/test_peers.py tests/test_retnet_torchscale.py tests/test_fla_head_dims.py"
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 case "$1" in
 gemm-a)  # one GPU: probes first (nothing else on the GPU), then the tests of what changed
@@ -330,6 +332,11 @@ sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) c
     [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
       "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
     echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"; done ;;
+fla-dims)  # one GPU: tests/test_fla_head_dims.py (8 shapes in parallel child processes, ~3-4 min on a fresh machine:
+  # each compiles and tunes fla's kernels), its per-config errors in the log (-s), then the forward + backward tests
+  timeout $(( $(left) - 10 )) python3 -m pytest -v -s -p no:cacheprovider --timeout 500 -rfE tests/test_fla_head_dims.py \
+    tests/test_training_gpu.py > "$W/gpu_tests.log" 2>&1
+  echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
   # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_distributed.py \
@@ -342,5 +349,5 @@ multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone 
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
   echo "== profile x2 rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|multi2"; exit 2 ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|multi2"; exit 2 ;;
 esac
