@@ -61,7 +61,7 @@ NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 ALL=$(seq -s, 0 $((NGPU - 1)))
 TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
-  tests/test_peers.py tests/test_retnet_torchscale.py tests/test_fla_head_dims.py"
+  tests/test_peers.py tests/test_retnet_torchscale.py"  # tests/test_fla_head_dims.py: its own mode, fla-dims
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 case "$1" in
 gemm-a)  # one GPU: probes first (nothing else on the GPU), then the tests of what changed
@@ -323,16 +323,21 @@ fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
 sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) cost each side, on one machine: the
   # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes
-  # (session 12: the first pair took 242 s on a fresh machine; a pair started with less than 60 s left is not begun)
-  i=0; for copy in --blocking-copy "" --blocking-copy ""; do mkdir -p "$W/sync-ab"
-    [ "$(left)" -lt 60 ] && { echo "== sync-ab: $(left) s left, stopped"; break; }
+  # a pair (blocking, then non-blocking) is begun only with time for one more: 1.2x the last pair, or 250 s (session
+  # 12's first pair took 242 s on a fresh machine)
+  i=0; need=250; for copy in --blocking-copy "" --blocking-copy ""; do mkdir -p "$W/sync-ab"
+    if [ -n "$copy" ]; then
+      [ "$(left)" -lt "$need" ] && { echo "== sync-ab: $(left) s left, less than a pair needs ($need s)"; break; }
+      pair_t0=$SECONDS
+    fi
     rm -f "$W/sync-ab/train_profile.txt"
     OUT="$W/sync-ab" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset ${PRESET:-1.3b} \
       --seq 8192 --steps 6 $copy --family retnet:fla transformer:sdpa-cudnn >> "$W/sync-ab/log" 2>&1; rc=$?
     [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
       "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
-    echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"; done ;;
-fla-dims)  # one GPU: tests/test_fla_head_dims.py (8 shapes in parallel child processes, ~3-4 min on a fresh machine:
+    echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"
+    [ -z "$copy" ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
+fla-dims)  # one GPU: tests/test_fla_head_dims.py (9 shapes in parallel child processes, ~3-4 min on a fresh machine:
   # each compiles and tunes fla's kernels), its per-config errors in the log (-s), then the forward + backward tests
   timeout $(( $(left) - 10 )) python3 -m pytest -v -s -p no:cacheprovider --timeout 500 -rfE tests/test_fla_head_dims.py \
     tests/test_training_gpu.py > "$W/gpu_tests.log" 2>&1

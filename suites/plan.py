@@ -139,7 +139,7 @@ def plan(suite: Suite, device: torch.device) -> list[Group]:
                 continue
             for spec in impls_for(kind, sc):
                 phases = [ph for ph in SCENARIO_PHASES[kind] if ph in spec.phases]
-                for kernel in spec.resolve_kernels(sc.kernels, device):
+                for kernel in spec.resolve_kernels(sc.kernels, device, model):
                     for variant in variants(spec, sc, model):
                         g = Group(kind, model, spec, kernel, variant, sc)
                         if kind in DECODE_GEMM_PHASES:

@@ -379,7 +379,7 @@ def test_resume_on_the_gpu_path_adds_no_row(tmp_path, mini, monkeypatch):
     from retnet_bench.suites.contestants import spec as spec_mod
 
     real = spec_mod.load_specs()["retnet-recurrent"]
-    gpu_like = dataclasses.replace(real, kernels=("torch", "triton-cpu"), default_kernel=lambda d: "triton-cpu",
+    gpu_like = dataclasses.replace(real, kernels=("torch", "triton-cpu"), default_kernel=lambda d, preset: "triton-cpu",
                                    available=lambda k, d, t: (True, ""),
                                    build=lambda sp, a: real.build(sp, dataclasses.replace(a, kernel="torch")))
     monkeypatch.setitem(spec_mod.SPECS, "retnet-recurrent", gpu_like)

@@ -13,7 +13,7 @@ from .spec import Availability, BuildArgs, ContestantSpec, contestant
 STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _step_kernel_default(device: torch.device) -> str:
+def _step_kernel_default(device: torch.device, preset: str = "") -> str:
     from retnet.kernels import triton_available
 
     return "triton" if device.type == "cuda" and triton_available() else "torch"
@@ -34,8 +34,12 @@ def _chunk_kernel_available(kernel: str, device: torch.device, dtype: torch.dtyp
     return chunk_kernel_available(kernel, device)
 
 
-def _chunk_kernel_default(device: torch.device) -> str:
-    return "fla" if device.type == "cuda" and _chunk_kernel_available("fla", device, torch.bfloat16)[0] else "torch"
+def _chunk_kernel_default(device: torch.device, preset: str = "") -> str:
+    """fla on a GPU, unless it is refused at the preset's head dims (retnet.kernels.chunk.fla_head_dim_problem)."""
+    from retnet.kernels import chunk_kernel_available
+
+    head_dims = retnet.RetNetConfig.from_name(preset).head_dims if preset in retnet.PRESETS else None
+    return "fla" if device.type == "cuda" and chunk_kernel_available("fla", device, head_dims)[0] else "torch"
 
 
 class RetNetContestant(Contestant):

@@ -35,7 +35,8 @@ class ContestantSpec:
     description: str
     build: Callable[..., "Contestant"]          # build(spec, BuildArgs) -> Contestant
     kernels: tuple[str, ...] = ()               # kernel names it accepts by name (empty: its kernel is fixed)
-    default_kernel: Callable[[torch.device], str] | str = "torch"  # row kernel when the suite names none it accepts
+    default_kernel: Callable[[torch.device, str], str] | str = "torch"  # (device, preset) -> the row kernel when the
+    #                                                                      suite names none it accepts
     available: Callable[[str, torch.device, torch.dtype], Availability] = field(default=lambda k, d, t: (True, ""))
     variants: tuple[str, ...] = ()              # which Variant fields apply: "n_kv_heads", "state_dtype", "kv_dtype"
     install_hint: str = ""
@@ -49,14 +50,14 @@ class ContestantSpec:
         return dict(arch=self.arch, role=self.role, phases=list(self.phases), description=self.description,
                     source=self.source, pipeline=self.pipeline)
 
-    def resolve_kernels(self, requested: list[str], device: torch.device) -> list[str]:
+    def resolve_kernels(self, requested: list[str], device: torch.device, preset: str = "") -> list[str]:
         """The kernels this contestant runs for a suite's kernel list, decided once when the plan is built:
-        the requested names it accepts, else its default for this device (e.g. `triton` for the RetNet step on a
-        GPU). The plan's keys, the rows and `--resume` all use the names returned here."""
+        the requested names it accepts, else its default for this device and model preset (e.g. `triton` for the
+        RetNet step on a GPU). The plan's keys, the rows and `--resume` all use the names returned here."""
         taken = [k for k in requested if k in self.kernels]
         if taken:
             return taken
-        default = self.default_kernel(device) if callable(self.default_kernel) else self.default_kernel
+        default = self.default_kernel(device, preset) if callable(self.default_kernel) else self.default_kernel
         return [default]
 
 
