@@ -322,25 +322,34 @@ fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
 sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) cost each side, on one machine: the
-  # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes
-  # a pair (blocking, then non-blocking) is begun only with time for one more: 1.2x the last pair, or 250 s (session
-  # 12's first pair took 242 s on a fresh machine)
-  i=0; need=250; for copy in --blocking-copy "" --blocking-copy ""; do mkdir -p "$W/sync-ab"
+  # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes.
+  # A pair (blocking, then non-blocking) is begun only with time for one: 1.2x the last pair, or 250 s (session 12's
+  # first pair took 242 s on a fresh machine); a blocking run that timed out ends the mode (its pair cannot finish)
+  need=250; pair=0; mkdir -p "$W/sync-ab"
+  for copy in --blocking-copy "" --blocking-copy ""; do
+    mode=${copy:+blocking}; mode=${mode:-async}
     if [ -n "$copy" ]; then
       [ "$(left)" -lt "$need" ] && { echo "== sync-ab: $(left) s left, less than a pair needs ($need s)"; break; }
-      pair_t0=$SECONDS
+      pair=$((pair + 1)); pair_t0=$SECONDS
     fi
+    [ "$(left)" -gt 15 ] || { echo "== sync-ab: $(left) s left, stopped"; break; }
     rm -f "$W/sync-ab/train_profile.txt"
     OUT="$W/sync-ab" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset ${PRESET:-1.3b} \
       --seq 8192 --steps 6 $copy --family retnet:fla transformer:sdpa-cudnn >> "$W/sync-ab/log" 2>&1; rc=$?
     [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
-      "$W/sync-ab/train_profile_$((++i))${copy:+_blocking}.txt"
-    echo "== sync-ab ${copy:-async} rc=$rc at $((SECONDS - T0))s"
+      "$W/sync-ab/train_profile_pair${pair}_${mode}.txt"
+    echo "== sync-ab pair $pair $mode rc=$rc at $((SECONDS - T0))s"
+    [ -n "$copy" ] && [ $rc -eq 124 ] && break
     [ -z "$copy" ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
-fla-dims)  # one GPU: tests/test_fla_head_dims.py (9 shapes in parallel child processes, ~3-4 min on a fresh machine:
-  # each compiles and tunes fla's kernels), its per-config errors in the log (-s), then the forward + backward tests
-  timeout $(( $(left) - 10 )) python3 -m pytest -v -s -p no:cacheprovider --timeout 500 -rfE tests/test_fla_head_dims.py \
-    tests/test_training_gpu.py > "$W/gpu_tests.log" 2>&1
+fla-dims)  # one GPU: tests/test_fla_head_dims.py (9 shapes in parallel child processes within 400 s; each compiles and
+  # tunes fla's kernels, ~2.5 min on a fresh machine; their per-config output kept in fla-dims/ as they run), then the
+  # forward + backward GPU tests with the time left
+  mkdir -p "$W/fla-dims"
+  FLA_DIMS_RECORD="$W/fla-dims" timeout 480 python3 -m pytest -v -s -p no:cacheprovider -rfE \
+    tests/test_fla_head_dims.py > "$W/fla-dims/pytest.log" 2>&1
+  echo "== fla dims rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/fla-dims/pytest.log")"
+  timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
   # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling

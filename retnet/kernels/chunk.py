@@ -47,9 +47,11 @@ _FLA_INSTALL = "pip install fla-core==0.6.0"
 #   (16, 32), (16, 64): wrong or faulting; (16, 128): dq error 0.59;
 #   (32, 128): right on one fresh machine, dq error 0.69 on another (fla's autotuner picks one of several configs per
 #     machine; that the fault follows the config is the hypothesis tests/test_fla_head_dims.py checks by forcing each);
-#   (64, 64), (64, 128), (128, 256), (256, 512): right on every machine (errors ~3e-3).
+#   (64, 64), (128, 256): right on two machines, (64, 128) on the one that ran it, (256, 512) in every session
+#     (errors ~3e-3).
 # So head dims dk < 64 (fla tiles dk by its next power of 2: tiles of 16 and 32) are refused there for any call a
-# backward can follow; the forward (o) was right wherever its error was recorded, and a forward-only call runs.
+# backward can follow. The forward (o) was right wherever its error was recorded, so a forward-only call with an
+# explicit fla runs; `auto` asks about the backward (it cannot know) and takes torch.
 FLA_HOPPER_MIN_HEAD_DIM = 64
 TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed)
 
