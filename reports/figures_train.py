@@ -9,12 +9,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
-
 from . import paper_values as pv
 from .figure_style import (FASTEST_SETTING, FWD_BWD_LABEL, draw_oom, figure_meta, legend_outside, log2_ticks,
                            new_figure, palette, rows_of)
-from .load import training_memory, with_allocator_gib, with_engine_setting
+from .load import forward_backward_only, training_memory, with_allocator_gib, with_engine_setting
 
 
 def _skip(reason: str) -> Exception:
@@ -71,7 +69,7 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
             xs = np.arange(len(models)) + i * width
             bars = [ok[(ok["model"] == m) & (ok["label"] == lab)] for m in models]  # this contestant's rows per size
             vals = [b[col].median() for b in bars]
-            partial = any(b["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False).any() for b in bars)
+            partial = any(forward_backward_only(b).any() for b in bars)
             ax.bar(xs, vals, width, label=lab, color=pal.colour(lab), edgecolor="white", linewidth=0.5,
                    hatch="..." if partial else None)
             if partial:  # a legend entry once per figure (legend_outside drops duplicate labels)

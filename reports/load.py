@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (ENGINE_MEMORY_COLUMNS, GIB, NUMERIC_COLUMNS, ROW_COLUMNS,
-                                          TRAIN_VARIANT_DEFAULTS, RowsError, capacity_budget_gib, decode_gemm,
-                                          holds_engine_gib, read_rows, train_variant)
+from retnet_bench.suites.contract import (ENGINE_MEMORY_COLUMNS, FORWARD_BACKWARD_ONLY, GIB, NUMERIC_COLUMNS,
+                                          ROW_COLUMNS, TRAIN_VARIANT_DEFAULTS, RowsError, capacity_budget_gib,
+                                          decode_gemm, holds_engine_gib, read_rows, train_variant)
 
 from .contestants import Roster
 
@@ -245,6 +245,11 @@ def engine_setting_suffix(column: str, value: str) -> str:
         return ", checkpointed"
     n = int(str(value).removeprefix("every-"))
     return f", checkpointed every {n}{'nd' if n == 2 else 'th'} block"
+
+
+def forward_backward_only(df: pd.DataFrame) -> pd.Series:
+    """Per row, whether it timed no optimizer step (the paper's pipeline, `optimizer = false`): its notes say so."""
+    return df["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False)
 
 
 def training_variant(df: pd.DataFrame) -> pd.Series:

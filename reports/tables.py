@@ -14,8 +14,8 @@ from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (PREFILL_SUITE, contestant_labels, ok_rows, run_meta, with_allocator_gib, with_memory,
-                   training_variant, without_brief_decode)
+from .load import (PREFILL_SUITE, contestant_labels, forward_backward_only, ok_rows, run_meta, with_allocator_gib,
+                   with_memory, training_variant, without_brief_decode)
 
 
 @dataclass
@@ -190,9 +190,8 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
         return None
     # tensor-parallel, checkpointed and compiled steps on their own lines: other measurements of the same contestant
     # a row that timed no optimizer step (the paper's pipeline, `optimizer = false`) says so, as its bar is dotted
-    partial = tr["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False)
-    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr) + partial.map({True: ", " + FORWARD_BACKWARD_ONLY,
-                                                                                       False: ""}))
+    partial = forward_backward_only(tr).map({True: ", " + FORWARD_BACKWARD_ONLY, False: ""})
+    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr) + partial)
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl_kernel", "seq_len"], keep="last")
     out = []
     for _, row in tr.iterrows():

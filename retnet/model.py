@@ -17,7 +17,7 @@ from retnet.kernels.fused_step import MODEL_STEP_KERNELS, retention_step
 from retnet.kernels.gate import norm_gate
 from retnet.kernels.rotation import rotate
 from retnet.kernels.skinny_linear import check_decode_gemm, project, resolve_decode_gemm
-from retnet.kernels.chunk import CHUNK_KERNELS, chunk_kernel_available, chunk_retention, key_sum
+from retnet.kernels.chunk import CHUNK_KERNELS, auto_chunk_kernel, chunk_retention, key_sum
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
 MODES = ("parallel", "chunkwise", "recurrent")
@@ -313,8 +313,7 @@ class RetNet(nn.Module):
         """Resolved chunkwise kernel of the parallel side ("torch" | "fla"): training, chunkwise forward, prefill."""
         if self._chunk_kernel != "auto":
             return self._chunk_kernel
-        half = self.embed.weight.dtype in (torch.bfloat16, torch.float16)
-        return "fla" if half and chunk_kernel_available("fla", self.device, self.cfg.head_dims)[0] else "torch"
+        return auto_chunk_kernel(self.device, self.embed.weight.dtype, self.cfg.head_dims)
 
     @chunk_kernel.setter
     def chunk_kernel(self, name: str) -> None:

@@ -119,6 +119,13 @@ def chunk_kernel_available(
     return fn is not None and not reason, reason
 
 
+def auto_chunk_kernel(device: torch.device | str, dtype: torch.dtype, head_dims: tuple[int, int] | None) -> str:
+    """What `auto` means: fla for half-precision weights or compute on a GPU where it can also run the backward at
+    these head dims (the model's, the training engine's and a suite's default choice alike), else torch."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    return "fla" if half and chunk_kernel_available("fla", device, head_dims)[0] else "torch"
+
+
 def chunk_retention(
     q: Tensor,
     k: Tensor,

@@ -35,11 +35,11 @@ def _chunk_kernel_available(kernel: str, device: torch.device, dtype: torch.dtyp
 
 
 def _chunk_kernel_default(device: torch.device, preset: str = "") -> str:
-    """fla on a GPU, unless it is refused at the preset's head dims (retnet.kernels.chunk.fla_head_dim_problem)."""
-    from retnet.kernels import chunk_kernel_available
+    """`auto` for the suite's bf16 weights: fla on a GPU, unless refused at the preset's head dims."""
+    from retnet.kernels.chunk import auto_chunk_kernel
 
     head_dims = retnet.RetNetConfig.from_name(preset).head_dims if preset in retnet.PRESETS else None
-    return "fla" if device.type == "cuda" and chunk_kernel_available("fla", device, head_dims)[0] else "torch"
+    return auto_chunk_kernel(device, torch.bfloat16, head_dims)
 
 
 class RetNetContestant(Contestant):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import retnet
-from retnet.kernels.chunk import ChunkKernelUnavailable, chunk_kernel_available
+from retnet.kernels.chunk import ChunkKernelUnavailable, auto_chunk_kernel, chunk_kernel_available
 
 from ...baselines.config import TransformerConfig
 from ...baselines.kernels import sdpa_context
@@ -23,7 +23,6 @@ from ...baselines.rotary import rotary_tables
 from ...baselines.transformer import Transformer
 
 FAMILIES = ("retnet", "transformer")
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,7 @@ class ModelRecipe:
             if not ok and self.kernel == "fla" and torch.device(device).type == "cuda":
                 raise ChunkKernelUnavailable(why)  # before any rank starts: the point is skipped, with the reason
             return self.kernel
-        fla_ok = compute_dtype in HALF_DTYPES and chunk_kernel_available("fla", device, head_dims)[0]
-        return "fla" if fla_ok else "torch"
+        return auto_chunk_kernel(device, compute_dtype, head_dims)
 
 
 class TransformerBlockForward(nn.Module):
