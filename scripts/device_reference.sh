@@ -238,12 +238,13 @@ expandable)  # one GPU alone: the 6.7B and 1.3B steps with the caching allocator
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s" ;;
-compile)  # one GPU alone: table4 with torch.compile per block (torchtitan's `compile`) at 1.3B and 6.7B, then the
-  # plain steps of the same machine beside them, then the training engine's GPU tests
+compile)  # one GPU alone: table4 with torch.compile per block (torchtitan's `compile`) at ${MODELS:-1.3b,6.7b}, then
+  # the plain steps of the same machine beside them
   export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
-  bench 0 table4-compiled table4 --model 1.3b,6.7b --compile blocks --impl retnet-chunkwise,transformer \
+  bench 0 ${TAG:-}table4-compiled table4 --model ${MODELS:-1.3b,6.7b} --compile blocks \
+    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 ${TAG:-}table4-plain table4 --model ${MODELS:-1.3b,6.7b} --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
-  bench 0 table4-plain table4 --model 1.3b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
   rm -rf "$W/inductor" ;;
 compileprof)  # one GPU alone, after `compile`: the 1.3B step profiled compiled and plain, each model in fresh processes
   export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
@@ -322,13 +323,16 @@ fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
   bench 0 s12-table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ;;
 sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) cost each side, on one machine: the
-  # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes.
-  # A pair (blocking, then non-blocking) is begun only with time for one: 1.2x the last pair, or 250 s (session 12's
-  # first pair took 242 s on a fresh machine); a blocking run that timed out ends the mode (its pair cannot finish)
-  need=250; pair=0; mkdir -p "$W/sync-ab"
-  for copy in --blocking-copy "" --blocking-copy ""; do
+  # ${PRESET:-1.3b} step profiled with the blocking copy and without, alternating, each model in fresh processes;
+  # ORDER=async-first swaps the order within a pair. A pair is begun only with time for one: 1.2x the last pair, or
+  # 250 s (session 12's first pair took 242 s on a fresh machine); a first run that timed out ends the mode (its pair
+  # cannot finish)
+  need=250; pair=0; mkdir -p "$W/sync-ab"; first=--blocking-copy; second=""
+  [ "${ORDER:-}" = async-first ] && { first=""; second=--blocking-copy; }
+  for i in 1 2 3 4; do
+    if [ $((i % 2)) -eq 1 ]; then copy=$first; else copy=$second; fi
     mode=${copy:+blocking}; mode=${mode:-async}
-    if [ -n "$copy" ]; then
+    if [ $((i % 2)) -eq 1 ]; then
       [ "$(left)" -lt "$need" ] && { echo "== sync-ab: $(left) s left, less than a pair needs ($need s)"; break; }
       pair=$((pair + 1)); pair_t0=$SECONDS
     fi
@@ -339,15 +343,16 @@ sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) c
     [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
       "$W/sync-ab/train_profile_pair${pair}_${mode}.txt"
     echo "== sync-ab pair $pair $mode rc=$rc at $((SECONDS - T0))s"
-    [ -n "$copy" ] && [ $rc -eq 124 ] && break
-    [ -z "$copy" ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
-fla-dims)  # one GPU: tests/test_fla_head_dims.py (9 shapes in parallel child processes within 400 s; each compiles and
-  # tunes fla's kernels, ~2.5 min on a fresh machine; their per-config output kept in fla-dims/ as they run), then the
-  # forward + backward GPU tests with the time left
+    [ $((i % 2)) -eq 1 ] && [ $rc -eq 124 ] && break
+    [ $((i % 2)) -eq 0 ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
+fla-dims)  # one GPU: tests/test_fla_head_dims.py (10 shapes in parallel child processes within 400 s; each compiles
+  # fla's kernels and runs every pair of configs of its two backward kernels; their output kept in fla-dims/ as they
+  # run), then the forward + backward GPU tests if 60 s are left
   mkdir -p "$W/fla-dims"
   FLA_DIMS_RECORD="$W/fla-dims" timeout 480 python3 -m pytest -v -s -p no:cacheprovider -rfE \
     tests/test_fla_head_dims.py > "$W/fla-dims/pytest.log" 2>&1
   echo "== fla dims rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/fla-dims/pytest.log")"
+  [ "$(left)" -gt 60 ] || { echo "== gpu tests: $(left) s left, not run"; exit 0; }
   timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;

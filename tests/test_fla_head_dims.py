@@ -2,8 +2,8 @@
 the rule on a CPU (GPU kind and Triton version faked), the skipped row it gives, and on a GPU that the rule refuses
 exactly the shapes where fla's gradients are really wrong.
 
-    python tests/test_fla_head_dims.py DK DV   # one shape's fla-vs-torch errors per config of fla's dq/dk kernel
-                                               # (the GPU test's child process)
+    python tests/test_fla_head_dims.py DK DV   # one shape's fla-vs-torch errors per pair of configs of fla's two
+                                               # backward kernels (the GPU test's child process)
 """
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def hopper_with_buggy_triton(monkeypatch):
 
 def test_the_rule(hopper_with_buggy_triton, monkeypatch):
     ok, why = chunk_kernel_available("fla", "cuda", (32, 64))  # the tiny preset's heads
-    assert not ok and "dq, dk" in why and "3.6.0" in why and "#640" in why
-    for dims in [(16, 32), (32, 128)]:
+    assert not ok and "wrong dq, dk at" in why and "3.6.0" in why and "#640" in why
+    ok, why = chunk_kernel_available("fla", "cuda", (64, 32))  # dv below 64: a wrong dv
+    assert not ok and "wrong dv at" in why
+    assert "wrong dq, dk, dv at" in chunk_kernel_available("fla", "cuda", (16, 32))[1]
+    for dims in [(32, 128), (128, 32), (256, 16)]:
         assert not chunk_kernel_available("fla", "cuda", dims)[0], dims
     for dims in [(64, 64), (64, 128), (256, 512)]:  # measured right on the H200
         assert chunk_kernel_available("fla", "cuda", dims) == (True, ""), dims
@@ -66,7 +69,7 @@ def test_auto_picks_torch_and_an_explicit_fla_is_refused(hopper_with_buggy_trito
     bf16 = torch.bfloat16
     assert ModelRecipe("retnet", "tiny").resolved_kernel(torch.device("cuda"), bf16) == "torch"  # dk 32
     assert ModelRecipe("retnet", "small").resolved_kernel(torch.device("cuda"), bf16) == "fla"  # dk 64
-    with pytest.raises(ChunkKernelUnavailable, match="dk=32 < 64"):
+    with pytest.raises(ChunkKernelUnavailable, match=r"\(dk, dv\) = \(32, 64\)"):
         ModelRecipe("retnet", "tiny", kernel="fla").resolved_kernel(torch.device("cuda"), bf16)
     assert ModelRecipe("retnet", "small", kernel="fla").resolved_kernel(torch.device("cuda"), bf16) == "fla"
 
@@ -133,29 +136,35 @@ def test_a_refused_training_point_is_a_skipped_row_and_the_sweep_goes_on(tmp_pat
 
 
 # ---- GPU: the rule against the kernel -------------------------------------------------------------------------
-ALLOWED = [(64, 32), (64, 64), (64, 128), (128, 256)]  # fla's smallest allowed tiles, and one more
-REFUSED = [(16, 32), (16, 64), (32, 64), (32, 128), (16, 128)]  # (32, 64): the tiny preset's heads
+ALLOWED = [(64, 64), (64, 128), (128, 256)]  # fla's smallest allowed tiles, and two more
+REFUSED = [(16, 32), (16, 64), (32, 64), (32, 128), (16, 128), (64, 32), (128, 32)]  # (32, 64): the tiny preset's
 needs_fla_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and chunk_kernel_available("fla", "cuda")[0]),
                                    reason="needs a CUDA GPU with fla-core importable")
 
 
-def _dqkwg_tuner():
-    """fla's autotuner of `chunk_bwd_kernel_dqkwg` (the kernel that gives dq and dk), under triton.heuristics."""
+def _tuner(kernel: str):
+    """fla's autotuner of one backward kernel of chunk_o: `chunk_bwd_kernel_dqkwg` (dq, dk) or `chunk_bwd_kernel_dv`
+    (dv), under triton.heuristics."""
     from triton.runtime.autotuner import Autotuner
 
     from fla.ops.common import chunk_o
 
-    obj = chunk_o.chunk_bwd_kernel_dqkwg
+    obj = getattr(chunk_o, kernel)
     while not isinstance(obj, Autotuner):
         obj = obj.fn
     return obj
 
 
 def _fla_against_torch_per_config(dk: int, dv: int, device: str = "cuda") -> None:
-    """Prints one line per config of fla's dq/dk kernel: the RMS error ratios of fla's raw kernel (no guard) against
-    the torch kernel, o, dq, dk, dv (bf16, B 2, T 256). The autotuner picks one config per machine (a shape was right
-    on one machine and wrong on another), so each is forced in turn (with one config Triton's autotuner runs it
-    without timing)."""
+    """Prints one line per pair of configs of fla's two backward kernels (dq/dk, dv): the RMS error ratios of fla's
+    raw kernel (no guard) against the torch kernel, o, dq, dk, dv (bf16, B 2, T 256), or why that pair cannot launch
+    (a config that needs more shared memory than the GPU has: fla's autotuner never picks it). The autotuner picks
+    one config per machine (a shape was right on one machine and wrong on the next), so each is forced in turn (with
+    one config Triton's autotuner runs it without timing)."""
+    import itertools
+
+    from triton.runtime.errors import OutOfResources
+
     from retnet.retention import log_decay
 
     fla_fn, why = chunk_mod._fla_chunk_simple_gla()
@@ -177,11 +186,16 @@ def _fla_against_torch_per_config(dk: int, dv: int, device: str = "cuda") -> Non
         return (o, *(t.grad for t in x))
 
     ref = run("torch")
-    tuner = _dqkwg_tuner()
-    for cfg in list(tuner.configs):
-        tuner.configs = [cfg]
-        errors = {n: _rms_ratio(a, b) for n, a, b in zip(("o", "dq", "dk", "dv"), run("fla"), ref)}
-        print("CONFIG " + json.dumps({"warps": cfg.num_warps, "stages": cfg.num_stages, **errors}), flush=True)
+    tuners = [_tuner("chunk_bwd_kernel_dqkwg"), _tuner("chunk_bwd_kernel_dv")]
+    for pair in itertools.product(*(list(t.configs) for t in tuners)):
+        for tuner, cfg in zip(tuners, pair):
+            tuner.configs = [cfg]
+        line = {name: [cfg.num_warps, cfg.num_stages] for name, cfg in zip(("dqk_cfg", "dv_cfg"), pair)}
+        try:
+            line.update({n: _rms_ratio(a, b) for n, a, b in zip(("o", "dq", "dk", "dv"), run("fla"), ref)})
+        except OutOfResources as exc:
+            line["cannot_launch"] = str(exc)[:120]
+        print("CONFIG " + json.dumps(line), flush=True)
 
 
 def _in_children(shapes: list[tuple[int, int]], record: Path, deadline_s: float) -> dict[tuple, tuple[list, str]]:
@@ -227,8 +241,8 @@ def test_the_children_harness_records_a_failing_child(tmp_path):
 @needs_fla_gpu
 @pytest.mark.timeout(450)
 def test_fla_is_right_where_allowed_and_wrong_where_refused_under_every_config(tmp_path):
-    """Allowed shapes must be right under every config of fla's dq/dk kernel; each refused shape must be wrong
-    under at least one, or fault in any way: else the refusal has outlived the bug (a new Triton or fla). On a GPU
+    """Allowed shapes must be right under every pair of configs of fla's two backward kernels that can launch; each
+    refused shape must be wrong under at least one, or fault in any way: else the refusal has outlived the bug (a new Triton or fla). On a GPU
     or Triton the refusal does not cover, only the allowed shapes are checked. FLA_DIMS_RECORD names a folder that
     keeps the children's output (the device mode `fla-dims` sets it)."""
     assert all(chunk_kernel_available("fla", "cuda", s)[0] for s in ALLOWED)
@@ -239,12 +253,15 @@ def test_fla_is_right_where_allowed_and_wrong_where_refused_under_every_config(t
     print(json.dumps({str(s): r for s, r in results.items()}))  # the record: -s shows it
     right = lambda e: math.isfinite(e) and e <= BF16_RMS  # noqa: E731 - a NaN (garbage in dq, dk) is never right
     wrong = lambda e: not math.isfinite(e) or e > 10 * BF16_RMS  # noqa: E731
+    grads = ("o", "dq", "dk", "dv")
     for s in ALLOWED:
         configs, fault = results[s]
-        assert not fault and all(right(c[n]) for c in configs for n in ("o", "dq", "dk", "dv")), (s, results[s])
+        launched = [c for c in configs if "cannot_launch" not in c]
+        assert not fault and launched and all(right(c[n]) for c in launched for n in grads), (s, results[s])
     for s in REFUSED if refusing else []:
         configs, fault = results[s]
-        assert fault or any(wrong(c["dq"]) or wrong(c["dk"]) for c in configs), \
+        launched = [c for c in configs if "cannot_launch" not in c]
+        assert fault or any(wrong(c[n]) for c in launched for n in grads), \
             f"fla right at refused {s} under every config: {results[s]}"
 
 

@@ -39,19 +39,21 @@ CHUNK_KERNELS = ("torch", "fla")
 FLA_CHUNK = 64  # the tile fla's chunk kernels use by default (and are tuned for)
 FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLA_INSTALL = "pip install fla-core==0.6.0"
-# fla's backward (`chunk_bwd_kernel_dqkwg`, which gives dq and dk) is miscompiled by Triton 3.4.0 to 3.7.0 on Hopper for
-# some tilings (fla-org/flash-linear-attention#640, fixed in Triton 3.7.1; fla 0.6.0 refuses only its gated path there,
-# not the g_gamma path retention uses). Measured on H200s with Triton 3.6.0 (results/reference/h200/
-# 2026-11-29-probes-s12), fla against the torch kernel, bf16, (dk, dv):
-#   (32, 64): dq and dk RMS errors 1.31 and 14.2 at batch 2, 0.68 and 12.0 at batch 1 (o and dv right);
-#   (16, 32), (16, 64): wrong or faulting; (16, 128): dq error 0.59;
-#   (32, 128): right on one fresh machine, dq error 0.69 on another (fla's autotuner picks one of several configs per
-#     machine; that the fault follows the config is the hypothesis tests/test_fla_head_dims.py checks by forcing each);
-#   (64, 64), (128, 256): right on two machines, (64, 128) on the one that ran it, (256, 512) in every session
-#     (errors ~3e-3).
-# So head dims dk < 64 (fla tiles dk by its next power of 2: tiles of 16 and 32) are refused there for any call a
-# backward can follow. The forward (o) was right wherever its error was recorded, so a forward-only call with an
-# explicit fla runs; `auto` asks about the backward (it cannot know) and takes torch.
+# fla's backward is wrong on Hopper with Triton 3.4.0 to 3.7.0 at small head dims. Measured on H200s with Triton 3.6.0
+# (results/reference/h200/2026-11-29-probes-s12 and -s13), fla against the torch kernel, bf16, (dk, dv), each config
+# of the two backward kernels forced in turn (tests/test_fla_head_dims.py):
+#   dk < 64: `chunk_bwd_kernel_dqkwg` (dq, dk) is wrong under its 4-warp configs and right under its 2-warp ones:
+#     dq RMS error 0.59-0.69 at (16, 32), (16, 64), (16, 128), (32, 64), (32, 128), and dk 3.2-11.8 where dv <= 64.
+#     fla's autotuner picks one config per machine, hence a shape right on one machine and wrong on the next. This
+#     fits the Triton miscompile of fla-org/flash-linear-attention#640 (fixed in Triton 3.7.1); fla 0.6.0 works
+#     around it only in its gated path, not the g_gamma path retention uses.
+#   dv < 64: `chunk_bwd_kernel_dv` gives wrong dv at (64, 32) whatever the dq/dk config (RMS error 1.18-1.27,
+#     different between runs of one config: a race or a miscompile; no upstream report found).
+#   dk, dv >= 64: right under every config at (64, 64), (64, 128), (128, 256) (errors ~3e-3), and (256, 512), the
+#     paper's heads, in every session.
+# So head dims below 64 (fla tiles them by their next power of 2: tiles of 16 and 32) are refused there for any call a
+# backward can follow. The forward (o) was right at every shape, so a forward-only call with an explicit fla runs;
+# `auto` asks about the backward (it cannot know) and takes torch. Other GPUs and Tritons were not measured.
 FLA_HOPPER_MIN_HEAD_DIM = 64
 TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed)
 
@@ -88,18 +90,19 @@ def _triton_version() -> tuple[int, ...] | None:
 
 def fla_head_dim_problem(head_dims: tuple[int, int], device: torch.device | str) -> str:
     """Why fla's chunk kernel must not run a call a backward can follow at head dims (dk, dv) on `device` ("" when
-    it may): on a Hopper GPU with a Triton of the affected range, dk below FLA_HOPPER_MIN_HEAD_DIM (see above)."""
+    it may): on a Hopper GPU with a Triton of the affected range, dk or dv below FLA_HOPPER_MIN_HEAD_DIM (see above)."""
     device = torch.device(device)
     dk, dv = head_dims
-    if device.type != "cuda" or dk >= FLA_HOPPER_MIN_HEAD_DIM:
+    if device.type != "cuda" or min(dk, dv) >= FLA_HOPPER_MIN_HEAD_DIM:
         return ""
     version = _triton_version()
     first, fixed = TRITON_HOPPER_BUG
     if version is None or not first <= version < fixed or torch.cuda.get_device_capability(device)[0] != 9:
         return ""
-    return (f"fla's chunk backward gives wrong dq, dk at head dim dk={dk} < {FLA_HOPPER_MIN_HEAD_DIM} (dv={dv}) on "
-            f"Hopper with Triton {'.'.join(map(str, version))} (a Triton bug fixed in 3.7.1, "
-            "fla-org/flash-linear-attention#640; measured on the H200): use the torch kernel")
+    wrong = ", ".join(w for w, d in (("dq, dk", dk), ("dv", dv)) if d < FLA_HOPPER_MIN_HEAD_DIM)
+    return (f"fla's chunk backward gives wrong {wrong} at head dims (dk, dv) = ({dk}, {dv}), below "
+            f"{FLA_HOPPER_MIN_HEAD_DIM}, on Hopper with Triton {'.'.join(map(str, version))} (measured on the H200; "
+            "dq, dk: the Triton bug of fla-org/flash-linear-attention#640, fixed in 3.7.1): use the torch kernel")
 
 
 def chunk_kernel_available(
