@@ -112,8 +112,9 @@ def convert_engine_gib(rows: pd.DataFrame, schema_version: int | None) -> pd.Dat
     return rows
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Concatenate the rows of several run folders.
+def load_runs(run_dirs: list[Path], latest: bool = True) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Concatenate the rows of several run folders; with `latest`, each contestant's latest run only
+    (latest_per_point: what the figures, tables and claims read).
 
     Returns (rows, envs): rows has every schema column (numeric ones as float) plus `run_dir`; envs maps run_id to
     that run's env.json (empty dict when the run has none). The runs' `contestants` tables, merged in the order
@@ -143,7 +144,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
         frames.append(rows)
     df = pd.concat(frames, ignore_index=True) if frames else normalise_rows(pd.DataFrame())
     roster = Roster.from_runs(envs, df)
-    df, superseded = latest_per_point(df, roster)
+    df, superseded = latest_per_point(df, roster) if latest else (df, 0)
     # grouped-query attention = fewer KV heads than query heads (rows written before schema 2 have no KV heads:
     # where a model has such rows the figures fall back to "8 or fewer KV heads is grouped", right for every
     # paper-size model)

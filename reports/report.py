@@ -23,6 +23,7 @@ from .figure_style import DPI
 from .figures import HEADLINE, build_figures
 from .contestants import roster_of
 from .load import GIB, RUN_FILES, ReportInputError, load_runs
+from .repeats import training_repeats
 from .render import (UNJUDGED, VERDICT_RULE, claims_display_frame, collapsed_lines, df_to_markdown, fmt,
                      write_claims)
 from .tables import Table, all_tables
@@ -117,7 +118,8 @@ def summary_frame(claims: pd.DataFrame) -> pd.DataFrame:
 def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.DataFrame, list[Table], dict]:
     df, envs = load_runs(run_dirs)
     claims = claims_table(df, envs)
-    tables = all_tables(df, envs)
+    repeats = training_repeats(load_runs(run_dirs, latest=False)[0], envs)  # every run's rows, not the latest only
+    tables = all_tables(df, envs) + ([repeats] if repeats is not None else [])
     figures, skipped = build_figures(df, envs)
     summary = summary_frame(claims)
     blocks = [Block("h1", _title(df)), Block("h2", "Verdict summary")]

@@ -313,9 +313,10 @@ async-repeat)  # one GPU alone, another lease: table4 at 1.3B and 2.7B again wit
   mkdir -p "$W/profile-1.3b"; OUT="$W/profile-1.3b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --steps 4 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b/log" 2>&1
   echo "== profile 1.3b rc=$? at $((SECONDS - T0))s" ;;
-first-point)  # one GPU alone, a fresh lease: is a run's first training point slow on a fresh machine? table4 1.3B twice
-  bench 0 s11-first-point table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0 s11-first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
+first-point)  # one GPU alone: table4 1.3B twice, back to back (is a run's first training point slow on a fresh machine?
+  # how far apart are two runs on one machine?); run ids ${TAG:-s11-}first-point and ${TAG:-s11-}first-point-again
+  bench 0 ${TAG:-s11-}first-point table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 ${TAG:-s11-}first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ;;
 fwdbwd)  # one GPU alone: the forward + backward path's GPU tests (ids without a sync), then the paper's pipeline
   # (torchscale, 1.3B, forward + backward only) again with that path
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
