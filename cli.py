@@ -232,10 +232,12 @@ def _check_nproc(nproc: int, dev) -> None:
         raise ValueError(f"--nproc {nproc} is more than the {torch.cuda.device_count()} visible GPU(s)")
 
 
-def _report(run_dirs: list[Path], out: Optional[Path], guard_reference: bool = True) -> None:
+def _report(run_dirs: list[Path], out: Optional[Path], guard_reference: bool = True,
+            repeat_dirs: Optional[list[Path]] = None) -> None:
     from retnet_bench.reports import write_report
 
-    paths = write_report(run_dirs, out, guard_reference=guard_reference)  # checks its input before any mkdir
+    paths = write_report(run_dirs, out, guard_reference=guard_reference,
+                         repeat_dirs=repeat_dirs or [])  # checks its input before any mkdir
     main_file = paths.get("report_html") or paths.get("report_md") or next(iter(paths.values()), "")
     console.print(f"report: {main_file}", markup=False, highlight=False)
 
@@ -262,9 +264,12 @@ def _claims(run_dirs: list[Path], out: Optional[Path], guard_reference: bool = T
 @app.command()
 @one_line_errors
 def report(runs: List[Path] = typer.Argument(..., help="Run folders"),
-           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the first run)")) -> None:
+           out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the first run)"),
+           repeats_from: List[Path] = typer.Option(
+               [], "--repeats-from", help="A run that only adds lines to the run-to-run training table (repeatable)"),
+           ) -> None:
     """Write report.md, report.html, figures/ and tables/ for one or more runs."""
-    _report(runs, out)
+    _report(runs, out, repeat_dirs=repeats_from)
 
 
 @app.command()

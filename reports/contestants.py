@@ -74,6 +74,10 @@ class Roster:
         """The subject line(s) of a phase: our own candidates (role candidate, source ours) in that phase."""
         return self._select(phase, role="candidate", source=SOURCE_OURS)
 
+    def own_baselines(self, phase: str) -> list[str]:
+        """Our own baselines of a phase outside the paper's pipeline (what the subject is measured against)."""
+        return self._select(phase, role="baseline", source=SOURCE_OURS, pipeline="")
+
     def paper_pipeline(self, phase: str) -> list[str]:
         """The paper's pipeline baselines of a phase, in preference order: the official code first (the paper
         measured torchscale's code), then ours, each in table order."""

@@ -115,10 +115,15 @@ def summary_frame(claims: pd.DataFrame) -> pd.DataFrame:
     return shown[["claim", "framing", "paper", "measured", "verdict"]]
 
 
-def build_blocks(run_dirs: list[Path], out_dir: Path) -> tuple[list[Block], pd.DataFrame, list[Table], dict]:
+def build_blocks(run_dirs: list[Path], out_dir: Path, repeat_dirs: list[Path] = ()
+                 ) -> tuple[list[Block], pd.DataFrame, list[Table], dict]:
+    """`repeat_dirs`: runs that only add lines to the run-to-run table (training_repeats), never values elsewhere."""
     df, envs = load_runs(run_dirs)
     claims = claims_table(df, envs)
-    repeats = training_repeats(load_runs(run_dirs, latest=False)[0], envs)  # every run's rows, not the latest only
+    given = {Path(d).resolve() for d in run_dirs}
+    every, every_env = load_runs(list(run_dirs) + [d for d in repeat_dirs if Path(d).resolve() not in given],
+                                 latest=False)
+    repeats = training_repeats(every, every_env)  # every run's rows, not each contestant's latest only
     tables = all_tables(df, envs) + ([repeats] if repeats is not None else [])
     figures, skipped = build_figures(df, envs)
     summary = summary_frame(claims)
@@ -289,19 +294,22 @@ def check_run_folders(run_dirs: list[Path], out_dir: Path | None, what: str = "r
     return folders
 
 
-def write_report(run_dirs: list[Path], out_dir: Path | None = None, guard_reference: bool = True) -> dict[str, Path]:
+def write_report(run_dirs: list[Path], out_dir: Path | None = None, guard_reference: bool = True,
+                 repeat_dirs: list[Path] = ()) -> dict[str, Path]:
     """Write report.md, report.html, figures/*.png, tables/*.csv, claims.csv/.md into out_dir (default: the first
-    run's folder, never a committed reference run's unless guard_reference is off). Returns name -> path of
+    run's folder, never a committed reference run's unless guard_reference is off). `repeat_dirs`: more runs for the
+    run-to-run table only (the figures, Table 4 and the claims read `run_dirs`). Returns name -> path of
     everything written. Bad input (check_run_folders, checked before any folder is made) or an unwritable out_dir
     raises ReportInputError (one line; the CLI exits 2)."""
     run_dirs = check_run_folders(run_dirs, out_dir, "report", guard_reference)
+    repeat_dirs = check_run_folders(list(repeat_dirs), out_dir, "report", False) if repeat_dirs else []
     out_dir = Path(out_dir) if out_dir is not None else run_dirs[0]
     try:
         (out_dir / "figures").mkdir(parents=True, exist_ok=True)
         (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ReportInputError(f"cannot write the report to {out_dir}: {e.strerror or type(e).__name__}") from None
-    blocks, claims, tables, _ = build_blocks(run_dirs, out_dir)
+    blocks, claims, tables, _ = build_blocks(run_dirs, out_dir, repeat_dirs)
     paths = {"report_md": out_dir / "report.md", "report_html": out_dir / "report.html"}
     try:
         paths["report_md"].write_text(_md(blocks), encoding="utf-8")

@@ -38,9 +38,11 @@
 #                                             # three pieces .fa4p1-3 now: see 2026-11-29-probes-s11/README.md)
 #   bash scripts/device_reference.sh async-repeat  # 1 GPU alone: table4 1.3B/2.7B again, the 1.3B step profiled
 #   bash scripts/device_reference.sh fwdbwd   # 1 GPU alone: forward + backward path's no-sync test, the paper's pipeline
-#   PRESET=2.7b bash scripts/device_reference.sh sync-ab  # 1 GPU alone: the step with and without the per-step sync
+#   PRESET=2.7b [ORDER=async-first] bash scripts/device_reference.sh sync-ab  # 1 GPU alone: the step with and without
+#                                             # the per-step sync
 #   bash scripts/device_reference.sh fla-dims # 1 GPU: fla's chunk kernel against torch per head-dim shape and per config
-#                                             # of its dq/dk kernel (the refusal below dk 64), then the fwd+bwd GPU tests
+#                                             # pair of its two backward kernels (the refusal below 64 in dk or dv), then
+#                                             # the fwd+bwd GPU tests
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -329,7 +331,8 @@ sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) c
   # 250 s (session 12's first pair took 242 s on a fresh machine); a first run that timed out ends the mode (its pair
   # cannot finish)
   need=250; pair=0; mkdir -p "$W/sync-ab"; first=--blocking-copy; second=""
-  [ "${ORDER:-}" = async-first ] && { first=""; second=--blocking-copy; }
+  case "${ORDER:-blocking-first}" in blocking-first) ;; async-first) first=""; second=--blocking-copy ;;
+    *) echo "ORDER=$ORDER: expected blocking-first or async-first"; exit 2 ;; esac
   for i in 1 2 3 4; do
     if [ $((i % 2)) -eq 1 ]; then copy=$first; else copy=$second; fi
     mode=${copy:+blocking}; mode=${mode:-async}

@@ -219,14 +219,36 @@ def _in_children(shapes: list[tuple[int, int]], record: Path, deadline_s: float)
     finally:  # a timeout (ours or pytest's) must not leave children on the GPU
         for p in procs.values():
             p.kill()
-    results = {}
-    for s, (out, err) in files.items():
-        rc = procs[s].poll()
-        configs = [json.loads(line[7:]) for line in out.read_text().splitlines() if line.startswith("CONFIG ")]
-        fault = "" if rc == 0 and configs else f"rc {rc} ({'timeout' if rc is None or rc < 0 else 'failed'}): " \
-            + err.read_text()[-1500:]
-        results[s] = configs, fault
-    return results
+    return {s: _child_result(out, err, procs[s].poll()) for s, (out, err) in files.items()}
+
+
+def _child_result(out: Path, err: Path, rc: int | None) -> tuple[list, str]:
+    """One child's configs (its CONFIG lines) and its fault ("" when it ended well), from its output files."""
+    configs = [json.loads(line[7:]) for line in out.read_text().splitlines() if line.startswith("CONFIG ")]
+    fault = "" if rc == 0 and configs else f"rc {rc} ({'timeout' if rc is None or rc < 0 else 'failed'}): " \
+        + err.read_text()[-1500:]
+    return configs, fault
+
+
+def _judge(results: dict[tuple, tuple[list, str]], refusing: bool) -> list[str]:
+    """What contradicts the rule in a record: an allowed shape wrong under a config pair that launched, faulting, or
+    with no pair launched; a refused shape right under every pair (only where the rule refuses: `refusing`). A
+    refused shape's fault counts as evidence only if it is an illegal memory access (a timeout or an unrelated crash
+    is not)."""
+    right = lambda e: math.isfinite(e) and e <= BF16_RMS  # noqa: E731 - a NaN (garbage in dq, dk) is never right
+    wrong = lambda e: not math.isfinite(e) or e > 10 * BF16_RMS  # noqa: E731
+    grads, problems = ("o", "dq", "dk", "dv"), []
+    for s in ALLOWED:
+        configs, fault = results[s]
+        launched = [c for c in configs if "cannot_launch" not in c]
+        if fault or not launched or not all(right(c[n]) for c in launched for n in grads):
+            problems.append(f"allowed {s}: {fault[:300] or launched or 'no config pair launched'}")
+    for s in REFUSED if refusing else []:
+        configs, fault = results[s]
+        launched = [c for c in configs if "cannot_launch" not in c]
+        if "illegal memory access" not in fault and not any(wrong(c[n]) for c in launched for n in grads):
+            problems.append(f"refused {s} right under every config pair (fault: {fault[:300]!r})")
+    return problems
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU: the harness's failure path (on a GPU the child runs)")
@@ -242,27 +264,54 @@ def test_the_children_harness_records_a_failing_child(tmp_path):
 @pytest.mark.timeout(450)
 def test_fla_is_right_where_allowed_and_wrong_where_refused_under_every_config(tmp_path):
     """Allowed shapes must be right under every pair of configs of fla's two backward kernels that can launch; each
-    refused shape must be wrong under at least one, or fault in any way: else the refusal has outlived the bug (a new Triton or fla). On a GPU
-    or Triton the refusal does not cover, only the allowed shapes are checked. FLA_DIMS_RECORD names a folder that
-    keeps the children's output (the device mode `fla-dims` sets it)."""
+    refused shape must be wrong under at least one, or fault with an illegal memory access: else the refusal has
+    outlived the bug (a new Triton or fla). See _judge. On a GPU or Triton the refusal does not cover, only the allowed
+    shapes are checked. FLA_DIMS_RECORD names a folder that keeps the children's output (the device mode `fla-dims`
+    sets it). In each child the 2-warp configs run first (the autotuner's order)."""
     assert all(chunk_kernel_available("fla", "cuda", s)[0] for s in ALLOWED)
     refusing = not chunk_kernel_available("fla", "cuda", REFUSED[0])[0]
     assert all(chunk_kernel_available("fla", "cuda", s)[0] != refusing for s in REFUSED)
     record = Path(os.environ.get("FLA_DIMS_RECORD", tmp_path))
     results = _in_children(ALLOWED + (REFUSED if refusing else []), record, deadline_s=400)
     print(json.dumps({str(s): r for s, r in results.items()}))  # the record: -s shows it
-    right = lambda e: math.isfinite(e) and e <= BF16_RMS  # noqa: E731 - a NaN (garbage in dq, dk) is never right
-    wrong = lambda e: not math.isfinite(e) or e > 10 * BF16_RMS  # noqa: E731
-    grads = ("o", "dq", "dk", "dv")
-    for s in ALLOWED:
-        configs, fault = results[s]
-        launched = [c for c in configs if "cannot_launch" not in c]
-        assert not fault and launched and all(right(c[n]) for c in launched for n in grads), (s, results[s])
-    for s in REFUSED if refusing else []:
-        configs, fault = results[s]
-        launched = [c for c in configs if "cannot_launch" not in c]
-        assert fault or any(wrong(c[n]) for c in launched for n in grads), \
-            f"fla right at refused {s} under every config: {results[s]}"
+    problems = _judge(results, refusing)
+    assert not problems, "\n".join(problems)
+
+
+# The GPU test's record from the H200 (session 13, call 2): every config pair per shape. Replayed on a CPU, it keeps
+# the rule and the evidence together: a rule that allowed a shape measured wrong, or refused one measured right under
+# every pair, fails here without a GPU.
+H200_RECORD = Path(__file__).resolve().parents[1] / "results/reference/h200/2026-11-29-probes-s13/fla-dims-call2"
+
+
+def _replayed(record: Path) -> dict[tuple, tuple[list, str]]:
+    out = {}
+    for s in ALLOWED + REFUSED:
+        o, e = record / f"{s[0]}x{s[1]}.out", record / f"{s[0]}x{s[1]}.err"
+        out[s] = _child_result(o, e, 1 if e.exists() and e.read_text().strip() else 0)
+    return out
+
+
+def test_the_h200_record_agrees_with_the_rule(hopper_with_buggy_triton):
+    assert all(chunk_kernel_available("fla", "cuda", s)[0] for s in ALLOWED)
+    assert not any(chunk_kernel_available("fla", "cuda", s)[0] for s in REFUSED)
+    results = _replayed(H200_RECORD)
+    assert _judge(results, refusing=True) == []
+    assert "illegal memory access" in results[(16, 128)][1]  # the one fault, a real one
+
+
+def test_the_judge_finds_a_record_that_contradicts_the_rule(tmp_path):
+    """The same record with one allowed shape made wrong, one refused shape made right, and a timeout standing in
+    for the evidence of another: three problems."""
+    results = _replayed(H200_RECORD)
+    bad = dict(results)
+    configs, _ = results[(64, 64)]
+    bad[(64, 64)] = ([{**configs[0], "dq": 0.5}] + configs[1:], "")
+    bad[(32, 64)] = ([{**c, "dq": 0.003, "dk": 0.003} for c in results[(32, 64)][0]], "")
+    bad[(64, 32)] = ([], "rc None (timeout): ")
+    problems = _judge(bad, refusing=True)
+    assert len(problems) == 3 and "allowed (64, 64)" in problems[0], problems
+    assert any("refused (32, 64)" in p for p in problems) and any("refused (64, 32)" in p for p in problems)
 
 
 if __name__ == "__main__":

@@ -41,18 +41,19 @@ FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLA_INSTALL = "pip install fla-core==0.6.0"
 # fla's backward is wrong on Hopper with Triton 3.4.0 to 3.7.0 at small head dims. Measured on H200s with Triton 3.6.0
 # (results/reference/h200/2026-11-29-probes-s12 and -s13), fla against the torch kernel, bf16, (dk, dv), every pair
-# of configs of the two backward kernels forced in turn (tests/test_fla_head_dims.py):
+# of configs of the two backward kernels forced in turn (tests/test_fla_head_dims.py, which replays the record):
 #   dk < 64: `chunk_bwd_kernel_dqkwg` (dq, dk) is wrong under its 4-warp configs and right under its 2-warp ones:
 #     dq RMS error 0.59-1.23 at (16, 32), (16, 64), (16, 128), (32, 64), (32, 128), and dk 3.2-11.8 where dv <= 64.
-#     fla's autotuner picks one config per machine, hence a shape right on one machine and wrong on the next. This
-#     fits the Triton miscompile of fla-org/flash-linear-attention#640 (fixed in Triton 3.7.1); fla 0.6.0 works
-#     around it only in its gated path, not the g_gamma path retention uses.
 #   dv < 64: `chunk_bwd_kernel_dv` (dv) is wrong under its own 4-warp configs and right under its 2-warp ones, at
 #     (64, 32) and (128, 32): dv RMS error 1.18-1.32 (no upstream report found).
-#   One shape also faulted (an illegal memory access at (16, 128)). With 2 warps every shape was right: the
-#   autotuner, which picks by speed, is free to pick either.
-#   dk, dv >= 64: right under every config at (64, 64), (64, 128), (128, 256) (errors ~3e-3), and (256, 512), the
-#     paper's heads, in every session.
+#   The wrong values change with what ran before (the memory left behind), and (16, 128) once faulted (an
+#   illegal memory access): reads of memory the kernel should not read, as a miscompile would give. The dq/dk part
+#   may be the Triton bug of fla-org/flash-linear-attention#640 (fixed in Triton 3.7.1; fla 0.6.0 works around it only
+#   in its gated path, not the g_gamma path retention uses); that was not shown.
+#   fla's autotuner picks by speed, one config per machine, hence a shape right on one machine and wrong on the next.
+#   dk, dv >= 64: right under every config pair that can launch at (64, 64), (64, 128), (128, 256) (errors ~3e-3).
+#     (256, 512), the paper's heads, was right with the autotuner's pick (4 warps for both kernels) in every session;
+#     not forced per config.
 # So head dims below 64 (fla tiles them by their next power of 2: tiles of 16 and 32) are refused there for any call a
 # backward can follow. The forward (o) was right at every shape, so a forward-only call with an explicit fla runs;
 # `auto` asks about the backward (it cannot know) and takes torch. Other GPUs and Tritons were not measured.
@@ -104,7 +105,7 @@ def fla_head_dim_problem(head_dims: tuple[int, int], device: torch.device | str)
     wrong = ", ".join(w for w, d in (("dq, dk", dk), ("dv", dv)) if d < FLA_HOPPER_MIN_HEAD_DIM)
     return (f"fla's chunk backward gives wrong {wrong} at head dims (dk, dv) = ({dk}, {dv}), below "
             f"{FLA_HOPPER_MIN_HEAD_DIM}, on Hopper with Triton {'.'.join(map(str, version))} (measured on the H200; "
-            "dq, dk: the Triton bug of fla-org/flash-linear-attention#640, fixed in 3.7.1): use the torch kernel")
+            "likely a Triton miscompile, cf. fla-org/flash-linear-attention#640, fixed in 3.7.1): use the torch kernel")
 
 
 def chunk_kernel_available(
