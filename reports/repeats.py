@@ -61,9 +61,10 @@ def _label(r: pd.Series, side: str) -> str:
     return f"{r[f'impl_{side}']} ({', '.join([str(r[f'kernel_{side}'])] + extra)})"
 
 
-def training_repeats(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
+def training_repeats(df: pd.DataFrame, envs: dict[str, dict], main_runs: set[str] | None = None) -> Table | None:
     """The report table of `training_pairs`, with the ratio's range per point in the note. `df`: every row of the
-    runs given (not only each contestant's latest run)."""
+    runs given (not only each contestant's latest run). `main_runs`: the runs the rest of the report reads (the
+    others were given with --repeats-from); None: all of them."""
     pairs = training_pairs(df, roster_of(df, envs))
     if pairs.empty:
         return None
@@ -81,6 +82,7 @@ def training_repeats(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
             boot = envs.get(r["run_id"], {}).get("boot_id")
             stamp = r["timestamp_retnet"]
             out.append({"point": point, "pair": pair, "run": r["run_id"],
+                        "read by": "the report" if main_runs is None or r["run_id"] in main_runs else "this table",
                         "UTC": str(stamp)[:16].replace("T", " ") if isinstance(stamp, str) else "",
                         "machine (boot)": str(boot)[:8] if boot else "",
                         "RetNet tokens/s": r["tokens_per_s_retnet"],
@@ -94,5 +96,7 @@ def training_repeats(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                  run_meta(rows, envs),
                  "both sides of a line come from one run (one machine, minutes apart); p10-p90 is the spread of one "
                  "run's steps, not between runs; runs with one machine (boot) id ran on one machine without a restart "
-                 "(runs written before the id existed have none); Table 4 and the claims use each contestant's latest "
-                 "run. Range per point: " + "; ".join(ranges))
+                 "(runs written before the id existed have none); 'read by': Table 4, the figures and the claims read "
+                 "the report's runs (each contestant's latest among them), a run given with --repeats-from only this "
+                 "table; the runs should share one method (the training loop changed in session 11). Range per "
+                 "point: " + "; ".join(ranges))

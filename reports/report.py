@@ -123,7 +123,7 @@ def build_blocks(run_dirs: list[Path], out_dir: Path, repeat_dirs: list[Path] = 
     given = {Path(d).resolve() for d in run_dirs}
     every, every_env = load_runs(list(run_dirs) + [d for d in repeat_dirs if Path(d).resolve() not in given],
                                  latest=False)
-    repeats = training_repeats(every, every_env)  # every run's rows, not each contestant's latest only
+    repeats = training_repeats(every, every_env, main_runs=set(envs))  # every run's rows, not the latest only
     tables = all_tables(df, envs) + ([repeats] if repeats is not None else [])
     figures, skipped = build_figures(df, envs)
     summary = summary_frame(claims)
@@ -177,7 +177,11 @@ def build_blocks(run_dirs: list[Path], out_dir: Path, repeat_dirs: list[Path] = 
         blocks.append(Block("note", f"Figure {name} skipped: {why}"))
     blocks.append(Block("h2", "Tables"))
     blocks += [Block("table", table=t) for t in tables]
+    extra = {r: e for r, e in every_env.items() if r not in envs}
     blocks += [Block("h2", "Runs"), Block("list", items=tuple(_run_summary(envs)))]
+    if extra:
+        blocks += [Block("p", "Given with --repeats-from (lines of the run-to-run training table only):"),
+                   Block("list", items=tuple(_run_summary(extra)))]
     return blocks, claims, tables, envs
 
 

@@ -122,5 +122,26 @@ def test_runs_given_with_repeats_from_only_add_lines_to_that_table(tmp_path):
     assert "46000" in table4 and "40000" not in table4
     repeats = (out / "tables" / "training_repeats.csv").read_text()
     assert "main" in repeats and "later" in repeats and repeats.count("\n") == 3  # header + 2 lines: main once
+    assert "main,the report," in repeats and "later,this table," in repeats
+    md = (out / "report.md").read_text()
+    runs = md[md.index("## Runs"):]
+    assert runs.index("- main:") < runs.index("--repeats-from") < runs.index("- later:")
     bad = CliRunner().invoke(app, ["report", str(main), "--repeats-from", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 2 and "run folder not found" in bad.output and "Traceback" not in bad.output
+
+
+def test_two_suites_at_one_point_are_kept_apart(tmp_path):
+    """The same model, length and batch in two suites of one run: two pairs, never RetNet of one suite over the
+    Transformer of the other."""
+    def run(run_id, ret, base):
+        rows = []
+        for suite, scale in (("table4", 1.0), ("long", 2.0)):
+            rows += [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, ret * scale, 40.0, world_size=1, suite=suite),
+                     train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, base, 38.0, world_size=1, suite=suite,
+                               n_kv_heads=16)]
+        return write_run(tmp_path, rows, run_id)
+
+    df, envs = load_runs([run("a", 40000, 40000), run("b", 44000, 40000)], latest=False)
+    pairs = training_pairs(df, roster_of(df, envs))
+    assert len(pairs) == 4
+    assert sorted(pairs["ratio"].round(2)) == [1.0, 1.1, 2.0, 2.2]

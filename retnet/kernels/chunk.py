@@ -56,9 +56,11 @@ _FLA_INSTALL = "pip install fla-core==0.6.0"
 #     not forced per config.
 # So head dims below 64 (fla tiles them by their next power of 2: tiles of 16 and 32) are refused there for any call a
 # backward can follow. The forward (o) was right at every shape, so a forward-only call with an explicit fla runs;
-# `auto` asks about the backward (it cannot know) and takes torch. Other GPUs and Tritons were not measured.
+# `auto` asks about the backward (it cannot know) and takes torch. Other GPUs and Tritons were not measured: only
+# Triton 3.6.0 was; the range below is assumed from #640's (affected from 3.4.0, fixed in 3.7.1), and the GPU test
+# checks every shape as allowed on a Triton outside it (so a newer Triton that is still wrong fails that test).
 FLA_HOPPER_MIN_HEAD_DIM = 64
-TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed)
+TRITON_HOPPER_BUG = ((3, 4, 0), (3, 7, 1))  # [first affected, first fixed): assumed from #640, measured at 3.6.0
 
 
 class ChunkKernelUnavailable(RuntimeError):
@@ -103,9 +105,11 @@ def fla_head_dim_problem(head_dims: tuple[int, int], device: torch.device | str)
     if version is None or not first <= version < fixed or torch.cuda.get_device_capability(device)[0] != 9:
         return ""
     wrong = ", ".join(w for w, d in (("dq, dk", dk), ("dv", dv)) if d < FLA_HOPPER_MIN_HEAD_DIM)
+    why = "; dq, dk: likely the Triton miscompile of fla-org/flash-linear-attention#640" if dk < FLA_HOPPER_MIN_HEAD_DIM \
+        else ""
     return (f"fla's chunk backward gives wrong {wrong} at head dims (dk, dv) = ({dk}, {dv}), below "
-            f"{FLA_HOPPER_MIN_HEAD_DIM}, on Hopper with Triton {'.'.join(map(str, version))} (measured on the H200; "
-            "likely a Triton miscompile, cf. fla-org/flash-linear-attention#640, fixed in 3.7.1): use the torch kernel")
+            f"{FLA_HOPPER_MIN_HEAD_DIM}, on Hopper with Triton {'.'.join(map(str, version))} (measured on the H200 "
+            f"with Triton 3.6.0{why}): use the torch kernel")
 
 
 def chunk_kernel_available(
