@@ -19,6 +19,8 @@ _POINT = ["suite", "gpu_name", "model", "world_size", "variant", "seq_len", "bat
 # What makes a side the same contestant across runs (a Transformer's KV heads, RetNet's state precision)
 _SIDE = ["impl", "kernel", "n_kv_heads", "state_dtype"]
 _VALUES = ["tokens_per_s", "ms_p10", "ms_p90", "timestamp"]
+# One line of the table per run of: a point, and the contestant on each side
+_PAIR_KEY = _POINT + [f"{c}_retnet" for c in _SIDE] + [f"{c}_base" for c in _SIDE]
 
 
 def _side(rows: pd.DataFrame, impls: list[str]) -> pd.DataFrame:
@@ -45,9 +47,8 @@ def training_pairs(df: pd.DataFrame, roster: Roster) -> pd.DataFrame:
     if pairs.empty:
         return pairs
     pairs["ratio"] = pairs["tokens_per_s_retnet"] / pairs["tokens_per_s_base"]
-    combo = _POINT + [f"{c}_retnet" for c in _SIDE] + [f"{c}_base" for c in _SIDE]
-    runs = pairs.groupby(combo, dropna=False)["run_id"].transform("nunique")
-    return pairs[runs >= 2].sort_values(combo + ["timestamp_retnet"], na_position="first").reset_index(drop=True)
+    runs = pairs.groupby(_PAIR_KEY, dropna=False)["run_id"].transform("nunique")
+    return pairs[runs >= 2].sort_values(_PAIR_KEY + ["timestamp_retnet"], na_position="first").reset_index(drop=True)
 
 
 def _spread(p10: float, p90: float) -> str:
@@ -68,9 +69,8 @@ def training_repeats(df: pd.DataFrame, envs: dict[str, dict], main_runs: set[str
     pairs = training_pairs(df, roster_of(df, envs))
     if pairs.empty:
         return None
-    combo = _POINT + [f"{c}_retnet" for c in _SIDE] + [f"{c}_base" for c in _SIDE]
     out, ranges = [], []
-    for _, g in pairs.groupby(combo, dropna=False, sort=False):
+    for _, g in pairs.groupby(_PAIR_KEY, dropna=False, sort=False):
         first = g.iloc[0]
         world = int(first["world_size"])
         point = (f"{first['model']}{first['variant']}, {world} GPU{'s' if world > 1 else ''}, T={int(first['seq_len'])}"

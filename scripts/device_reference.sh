@@ -333,13 +333,13 @@ sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) c
   need=250; pair=0; mkdir -p "$W/sync-ab"; first=--blocking-copy; second=""
   case "${ORDER:-blocking-first}" in blocking-first) ;; async-first) first=""; second=--blocking-copy ;;
     *) echo "ORDER=$ORDER: expected blocking-first or async-first"; exit 2 ;; esac
-  for i in 1 2 3 4; do
-    if [ $((i % 2)) -eq 1 ]; then copy=$first; else copy=$second; fi
-    mode=${copy:+blocking}; mode=${mode:-async}
-    if [ $((i % 2)) -eq 1 ]; then
+  for opens in 1 0 1 0; do  # 1: the run that opens a pair
+    if [ $opens = 1 ]; then
+      copy=$first
       [ "$(left)" -lt "$need" ] && { echo "== sync-ab: $(left) s left, less than a pair needs ($need s)"; break; }
       pair=$((pair + 1)); pair_t0=$SECONDS
-    fi
+    else copy=$second; fi
+    mode=${copy:+blocking}; mode=${mode:-async}
     [ "$(left)" -gt 15 ] || { echo "== sync-ab: $(left) s left, stopped"; break; }
     rm -f "$W/sync-ab/train_profile.txt"
     OUT="$W/sync-ab" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset ${PRESET:-1.3b} \
@@ -347,8 +347,8 @@ sync-ab)  # one GPU alone: what the per-step sync (the loop before session 11) c
     [ -f "$W/sync-ab/train_profile.txt" ] && mv "$W/sync-ab/train_profile.txt" \
       "$W/sync-ab/train_profile_pair${pair}_${mode}.txt"
     echo "== sync-ab pair $pair $mode rc=$rc at $((SECONDS - T0))s"
-    [ $((i % 2)) -eq 1 ] && [ $rc -eq 124 ] && break
-    [ $((i % 2)) -eq 0 ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
+    [ $opens = 1 ] && [ $rc -eq 124 ] && break
+    [ $opens = 0 ] && need=$(( (SECONDS - pair_t0) * 6 / 5 )); done ;;
 fla-dims)  # one GPU: tests/test_fla_head_dims.py (10 shapes in parallel child processes within 400 s; each compiles
   # fla's kernels and runs every pair of configs of its two backward kernels; their output kept in fla-dims/ as they
   # run), then the forward + backward GPU tests if 60 s are left

@@ -1,6 +1,7 @@
 """The report's table of one training point in several runs: the pairs, the ratios, the range, and what is left out."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_other_gpus_kv_heads_variants_and_retries_are_kept_apart(tmp_path):
     broken = train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, 1.0, 38.0, world_size=1, n_kv_heads=16,
                        timestamp="2025-01-02T04:30:00+00:00")
     broken["tokens_per_s"] = None
-    b_rows = [__import__("json").loads(x) for x in (runs[1] / "rows.jsonl").read_text().splitlines()]
+    b_rows = [json.loads(x) for x in (runs[1] / "rows.jsonl").read_text().splitlines()]
     write_run(tmp_path, b_rows + [{**retry, "timestamp": "2025-01-02T04:10:00+00:00"}, broken], "b")
     other = [_run(tmp_path, f"g{i}", 30000, 20000, "2025-01-02T05:00:00+00:00", gpu_name="Other GPU")
              for i in range(2)]
