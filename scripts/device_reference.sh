@@ -43,6 +43,7 @@
 #   bash scripts/device_reference.sh fla-dims # 1 GPU: fla's chunk kernel against torch per head-dim shape and per config
 #                                             # pair of its two backward kernels (the refusal below 64 in dk or dv), then
 #                                             # the fwd+bwd GPU tests
+#   bash scripts/device_reference.sh fla-host # 1 GPU alone: host time of one fla call, public vs dispatch off vs inner
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -360,6 +361,10 @@ fla-dims)  # one GPU: tests/test_fla_head_dims.py (10 shapes in parallel child p
   timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
+fla-host)  # one GPU alone: the host time of one fla retention call at 1.3B's head dims, public entry point vs
+  # fla's dispatch switch off vs its inner fwd/bwd (scripts/probe_fla_host.py, each variant in a fresh process)
+  mkdir -p "$W/fla-host"; OUT="$W/fla-host" timeout $(( $(left) - 5 )) python3 scripts/probe_fla_host.py \
+    > "$W/fla-host/log" 2>&1; echo "== fla host rc=$? at $((SECONDS - T0))s"; cat "$W/fla-host/log" ;;
 multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
   # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_distributed.py \
@@ -372,5 +377,5 @@ multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone 
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
   echo "== profile x2 rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|multi2"; exit 2 ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|fla-host|multi2"; exit 2 ;;
 esac
