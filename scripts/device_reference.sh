@@ -43,7 +43,8 @@
 #   bash scripts/device_reference.sh fla-dims # 1 GPU: fla's chunk kernel against torch per head-dim shape and per config
 #                                             # pair of its two backward kernels (the refusal below 64 in dk or dv), then
 #                                             # the fwd+bwd GPU tests
-#   bash scripts/device_reference.sh fla-host # 1 GPU alone: host time of one fla call, public vs dispatch off vs inner
+#   [VARIANTS=paired] bash scripts/device_reference.sh fla-host  # 1 GPU alone: host time of one fla call, public vs
+#                                             # dispatch off vs inner, and dispatch on/off in one process
 #   bash scripts/device_reference.sh tp       # 4+ GPUs: table4 6.7B/13B with FSDP2 alone, with TP 2 and TP over all
 #   source .fa4b/install.sh && bash scripts/device_reference.sh flash4   # FlashAttention-4 installed, 4 GPUs, a lane
 #       each: fig6 static FA4 (MHA, GQA-8, FP8 KV) + long; table4-long FA4 + probes; table4 on 1 GPU + the paper's
@@ -362,8 +363,9 @@ fla-dims)  # one GPU: tests/test_fla_head_dims.py (10 shapes in parallel child p
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")" ;;
 fla-host)  # one GPU alone: the host time of one fla retention call at 1.3B's head dims, public entry point vs
-  # fla's dispatch switch off vs its inner fwd/bwd (scripts/probe_fla_host.py, each variant in a fresh process)
-  mkdir -p "$W/fla-host"; OUT="$W/fla-host" timeout $(( $(left) - 5 )) python3 scripts/probe_fla_host.py \
+  # fla's dispatch switch off vs its inner fwd/bwd, and both in one process (scripts/probe_fla_host.py, each variant in
+  # a fresh process; VARIANTS="paired" picks some)
+  mkdir -p "$W/fla-host"; OUT="$W/fla-host" timeout $(( $(left) - 5 )) python3 scripts/probe_fla_host.py ${VARIANTS:-} \
     > "$W/fla-host/log" 2>&1; echo "== fla host rc=$? at $((SECONDS - T0))s"; cat "$W/fla-host/log" ;;
 multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
   # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling

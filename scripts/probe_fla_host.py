@@ -11,8 +11,12 @@ Each variant runs in a fresh process (fla reads its dispatch switch at import):
                     the kernels are the same)
   internal          fla's chunk_simple_gla_fwd / _bwd (the functions its autograd.Function calls) from a bare
                     autograd.Function of this script, dispatch off: what fla's Python layers above its kernels cost
+  paired            one process, dispatch on at import; blocks of calls through the public entry point alternate
+                    between fla's dispatch wrappers and the functions they wrap (swapped in every loaded fla module),
+                    so the wrappers' cost is read without the 0.2-0.3 ms that separate fresh processes
 
-    OUT=/tmp/out python scripts/probe_fla_host.py          # writes $OUT/fla_host.json, prints a line per variant
+    OUT=/tmp/out python scripts/probe_fla_host.py [VARIANT ...]   # all by default; writes $OUT/fla_host.json and
+                                                                  # prints a line per variant
 """
 from __future__ import annotations
 
@@ -24,8 +28,50 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {"public": "0", "public-nodispatch": "1", "internal": "1"}
+VARIANTS = {"public": "0", "public-nodispatch": "1", "internal": "1", "paired": "0"}
+ROUNDS, BLOCK = 20, 30  # paired: 20 rounds of one block per mode, the order swapped each round
 B, T, H, DK, DV, CALLS = 1, 256, 8, 256, 512, 300
+
+
+def _dispatch_swaps() -> list[tuple[dict, str, object, object]]:
+    """(module globals, name, fla's dispatch wrapper, the function it wraps) for every wrapper bound in a loaded fla
+    module. The wrapper is fla.backends' `BackendRegistry.dispatch.<locals>.wrapper` under torch.compiler.disable;
+    the function it wraps keeps its own decorators (input_guard and the like)."""
+    swaps = []
+    for mod in [m for name, m in list(sys.modules.items()) if name.startswith("fla.") and m is not None]:
+        for name, obj in list(vars(mod).items()):
+            f = obj
+            while callable(f) and hasattr(f, "__wrapped__"):
+                code = getattr(f, "__code__", None)  # functools.wraps copied the name: read the code's own
+                if code and code.co_name == "wrapper" and code.co_filename.endswith(os.path.join("fla", "backends.py")):
+                    swaps.append((vars(mod), name, obj, f.__wrapped__))
+                    break
+                f = f.__wrapped__
+    return swaps
+
+
+def _paired(step) -> dict:
+    import torch
+
+    swaps = _dispatch_swaps()
+    times: dict[str, list[float]] = {"dispatch": [], "bypassed": []}
+    for r in range(ROUNDS):
+        for mode in (("dispatch", "bypassed") if r % 2 == 0 else ("bypassed", "dispatch")):
+            for g, name, wrapper, inner in swaps:
+                g[name] = wrapper if mode == "dispatch" else inner
+            for _ in range(3):  # settle after the swap
+                step()
+            torch.cuda.synchronize()
+            for _ in range(BLOCK):
+                t0 = time.perf_counter()
+                step()
+                times[mode].append((time.perf_counter() - t0) * 1e3)
+    for g, name, wrapper, _ in swaps:
+        g[name] = wrapper
+    med = {m: statistics.median(t) for m, t in times.items()}
+    return {"variant": "paired", "wrappers_swapped": sorted({n for _, n, _, _ in swaps}),
+            "host_ms_median_dispatch": med["dispatch"], "host_ms_median_bypassed": med["bypassed"],
+            "saved_ms_per_call": med["dispatch"] - med["bypassed"], "calls_per_mode": ROUNDS * BLOCK}
 
 
 def _one(variant: str) -> dict:
@@ -34,6 +80,7 @@ def _one(variant: str) -> dict:
     from retnet.retention import log_decay
 
     dev = torch.device("cuda")
+    torch.manual_seed(0)  # the same inputs in every variant's process, so their gradient sums compare
     q, k = (torch.randn(B, T, H, DK, device=dev, dtype=torch.bfloat16) * DK**-0.5 for _ in range(2))
     v, do = (torch.randn(B, T, H, DV, device=dev, dtype=torch.bfloat16) for _ in range(2))
     g_gamma = log_decay(H, "paper").to(dev).float()
@@ -72,6 +119,8 @@ def _one(variant: str) -> dict:
     for _ in range(20):
         step()
     torch.cuda.synchronize()
+    if variant == "paired":
+        return _paired(step)
     host = []
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -87,15 +136,20 @@ def _one(variant: str) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
-        print("RESULT " + json.dumps(_one(sys.argv[1])), flush=True)
+    if sys.argv[1:2] == ["--child"]:
+        print("RESULT " + json.dumps(_one(sys.argv[2])), flush=True)
         return
+    wanted = sys.argv[1:] or list(VARIANTS)
+    if unknown := [v for v in wanted if v not in VARIANTS]:
+        print(f"unknown variant(s) {unknown}: expected some of {list(VARIANTS)}", file=sys.stderr)
+        sys.exit(2)
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for variant, dispatch_off in VARIANTS.items():
-        env = {**os.environ, "FLA_DISABLE_BACKEND_DISPATCH": dispatch_off}
-        p = subprocess.run([sys.executable, __file__, variant], env=env, capture_output=True, text=True, timeout=240)
+    for variant in wanted:
+        env = {**os.environ, "FLA_DISABLE_BACKEND_DISPATCH": VARIANTS[variant]}
+        p = subprocess.run([sys.executable, __file__, "--child", variant], env=env, capture_output=True, text=True,
+                           timeout=240)
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
         r = json.loads(lines[-1][7:]) if lines else {"variant": variant, "error": p.stderr[-800:]}
         results.append(r)
