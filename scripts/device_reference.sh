@@ -3,8 +3,9 @@
 # cleanly by --time-limit so that every finished row comes back. Usage (repo root, on the GPU machine):
 #   bash scripts/device_reference.sh single   # 4 GPUs: table4 (1 rank), fig6 subset, capacity, long, kernels, GPU tests
 #   bash scripts/device_reference.sh fsdp     # all GPUs: table4 over 2 and 4 ranks (FSDP2), the NCCL test
-#   bash scripts/device_reference.sh multi2   # 2 GPUs (nvidia-h200-x2): 1.3B on 1 and 2 ranks, table4 over 2 ranks,
-#                                             # the 2-rank profile
+#   bash scripts/device_reference.sh multi2   # 2 GPUs (nvidia-h200-x2): 1.3B on 1 and 2 ranks, table4 over 2 ranks
+#                                             # at 2.7B and 6.7B; then on the same machine:
+#   bash scripts/device_reference.sh multi2-b # the NCCL test, 13B over 2 ranks, the 2-rank profile
 #   bash scripts/device_reference.sh multi    # 4 GPUs: 1.3B on 1, 2, 4 ranks alone, table4 over 4 ranks (13B with
 #                                             # checkpointing if it does not fit), the 4-rank profile, then lanes:
 #                                             # table4 over 2 ranks, table4-long, long at 16k/64k
@@ -367,17 +368,25 @@ fla-host)  # one GPU alone: the host time of one fla retention call at 1.3B's he
   # a fresh process; VARIANTS="paired" picks some)
   mkdir -p "$W/fla-host"; OUT="$W/fla-host" timeout $(( $(left) - 5 )) python3 scripts/probe_fla_host.py ${VARIANTS:-} \
     > "$W/fla-host/log" 2>&1; echo "== fla host rc=$? at $((SECONDS - T0))s"; cat "$W/fla-host/log" ;;
-multi2)  # nvidia-h200-x2: the NCCL tests, 1.3B on 1 and on 2 ranks, each alone (per-GPU scaling 1 -> 2), table4
-  # over 2 ranks at 2.7B-13B, then the 2-rank step profiled (exposed communication); half of issue #14's scaling
-  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_distributed.py \
+multi2)  # nvidia-h200-x2, first call: 1.3B on 1 rank and on 2, each alone (per-GPU scaling 1 -> 2), then table4 over 2
+  # ranks at 2.7B and 6.7B; half of issue #14's scaling. Then, on the same machine: multi2-b
+  bench 0 ${TAG:-}x2-table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0,1 ${TAG:-}x2-table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn
+  bench 0,1 ${TAG:-}x2-table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn ;;
+multi2-b)  # nvidia-h200-x2, after multi2: the NCCL test (two ranks train like one GPU), 13B over 2 ranks (fully
+  # checkpointed where plain is oom), then the 2-rank 1.3B step profiled (exposed communication)
+  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
-  bench 0 x2-table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0,1 x2-table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
+  bench 0,1 ${TAG:-}x2-table4-x2-13b table4 --nproc 2 --model 13b --impl retnet-chunkwise,transformer \
     --kernel fla,sdpa-cudnn
-  bench 0,1 x2-table4-x2 table4 --nproc 2 --model 2.7b,6.7b,13b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  if oom_in ${TAG:-}x2-table4-x2-13b 13b; then
+    bench 0,1 ${TAG:-}x2-table4-x2-13b-ckpt table4 --nproc 2 --model 13b --checkpointing full \
+      --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; fi
+  [ "$(left)" -gt 90 ] || { echo "== profile x2: $(left) s left, not run"; exit 0; }
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
   echo "== profile x2 rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|fla-host|multi2"; exit 2 ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|fla-host|multi2|multi2-b"; exit 2 ;;
 esac
