@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from . import paper_values as pv
 from .figure_style import (FASTEST_SETTING, FWD_BWD_LABEL, draw_oom, figure_meta, legend_outside, log2_ticks,
                            new_figure, palette, rows_of)
-from .load import forward_backward_only, training_memory, with_allocator_gib, with_engine_setting
+from .load import forward_backward_only, size_key, training_memory, with_allocator_gib, with_engine_setting
 
 
 def _skip(reason: str) -> Exception:
@@ -21,27 +21,23 @@ def _skip(reason: str) -> Exception:
     return FigureSkipped(reason)
 
 
-def _size(model: str) -> tuple:
-    """Presets in size order: '1.3b' < '2.7b' < '13b'; other names after, alphabetically."""
-    try:
-        return (0, float(model.rstrip("bB")), model)
-    except ValueError:
-        return (1, 0.0, model)
-
-
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     """Table 4 as grouped bars: training memory (the allocator peak in GiB, else device GB) and throughput (tokens/s) per size and contestant; a point
     that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
     memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a contestant's fastest engine
-    setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, a black
-    tick on the throughput bar marks it. A bar that timed only forward + backward (an official-code peer, no
+    setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, or the plain
+    step ran out of memory, a black tick on the throughput bar (or over the OOM stub) marks it. A bar that timed only forward + backward (an official-code peer, no
     optimizer step) is dotted and says so in the legend: it is not the same work as an AdamW step."""
     pal = palette(df, envs)
     ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
         raise _skip("Table 4 bars: no ok train rows")
-    # one GPU per bar: rows of several ranks (whose tokens/s are totals) belong to the scaling figure
-    ws = int(ok["world_size"].fillna(1).min())
+    # one world size for all bars (tokens/s of several ranks are totals; the scaling figure sets world sizes side by
+    # side): the one that covers the most sizes, the fewest GPUs among equals (a scaling run's 1-GPU point at one
+    # size would otherwise hide its 2-GPU points at four)
+    world = pd.concat([ok, oom])["world_size"].fillna(1).astype(int)
+    sizes = pd.concat([ok, oom]).assign(ws=world.values).groupby("ws")["model"].nunique()
+    ws = int(min(sizes.index, key=lambda w: (-sizes[w], w)))
     ok, oom = ok[ok["world_size"].fillna(1) == ws], oom[oom["world_size"].fillna(1) == ws]
     ok = ok.sort_values("batch_size").drop_duplicates(["model", "label", "seq_len"], keep="last")
     seq = int(min(ok["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
@@ -52,9 +48,10 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                         & with_engine_setting(settings)]
     plain_value = ok.groupby(["model", "label"])["tokens_per_s"].median()
     settings = settings.sort_values("tokens_per_s").drop_duplicates(["model", "label"], keep="last")
-    faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get((r.model, r.label), np.inf)
+    # a setting beats a plain step that ran slower or not at all (oom: 13B on two GPUs, checkpointed only)
+    faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get((r.model, r.label), -np.inf)
                                      for r in settings.itertuples()], index=settings.index, dtype=bool)]
-    models = sorted(set(ok["model"]) | set(oom["model"]), key=_size)
+    models = sorted(set(ok["model"]) | set(oom["model"]), key=size_key)
     labels = pal.order(set(ok["label"]) | set(oom["label"]))
     gpus = "one GPU" if ws == 1 else f"{ws} GPUs"
     fig, axes = new_figure(f"Table 4 as bars: training cost at T={seq} ({gpus}, real AdamW step where the row says "
@@ -62,7 +59,8 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            size=(12.0, 4.8))
     width = 0.8 / max(len(labels), 1)
     for ax, col, ylabel in ((axes[0], *training_memory(ok)),
-                            (axes[1], "tokens_per_s", "throughput (tokens/s)")):
+                            (axes[1], "tokens_per_s", "throughput (tokens/s)" if ws == 1 else
+                             f"throughput (tokens/s, all {ws} GPUs)")):
         drawn = pd.concat([ok[col], faster[col]]) if col == "tokens_per_s" else ok[col]
         top = float(drawn.max()) if drawn.notna().any() else 1.0
         for i, lab in enumerate(labels):
@@ -81,12 +79,14 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            label="_oom")
                     ax.text(x, 0.07 * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
                             color=pal.colour(lab))
-                if col != "tokens_per_s" or bar.empty:
+                if col != "tokens_per_s":
                     continue
                 fastest = faster.loc[(faster["model"] == m) & (faster["label"] == lab), col].max()
                 if pd.notna(fastest):
                     ax.hlines(fastest, x - width / 2, x + width / 2, colors="black", linewidth=2,
                               label=FASTEST_SETTING)
+                if bar.empty:
+                    continue
                 retries = bar["alloc_retries"].max()
                 if pd.notna(retries) and retries > 0:
                     # the step ran at the GPU's memory limit: its time includes allocator stalls
@@ -148,8 +148,9 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows = rows[multi]
     if rows.empty:
         raise _skip("Scaling: no contestant measured at two or more world sizes")
-    models = sorted(rows["model"].unique())
-    fig, axes = new_figure("Training scaling: tokens/s per GPU vs GPUs", figure_meta(rows, envs), ncols=len(models),
+    models = sorted(rows["model"].unique(), key=size_key)
+    fig, axes = new_figure("Training scaling: tokens/s per GPU vs GPUs (labels: % of the fewest GPUs' rate)",
+                           figure_meta(rows, envs), ncols=len(models),
                            size=(4.5 * len(models) + 2.6, 4.4))
     for ax, m in zip(axes, models):
         here = rows[rows["model"] == m]
@@ -159,8 +160,11 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
             ax.plot(g["world_size"], g["per_gpu"], "-o", color=pal.colour(lab), label=lab)
             ax.plot(g["world_size"], [g["per_gpu"].iloc[0]] * len(g), ":", color=pal.colour(lab), lw=1,
                     label="ideal (linear scaling: per-GPU rate kept)")
+            for ws, v in zip(g["world_size"].iloc[1:], g["per_gpu"].iloc[1:]):  # scaling efficiency, as #14 asks
+                ax.annotate(f"{v / g['per_gpu'].iloc[0]:.0%}", (ws, v), textcoords="offset points", xytext=(-8, -14),
+                            ha="right", fontsize=8, color=pal.colour(lab))
         log2_ticks(ax, here["world_size"])
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.08 * float(here["per_gpu"].max()))  # room above the ideal lines
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("GPUs (world size)")
     axes[0].set_ylabel("tokens/s per GPU")

@@ -253,6 +253,14 @@ def forward_backward_only(df: pd.DataFrame) -> pd.Series:
     return df["notes"].fillna("").str.contains(FORWARD_BACKWARD_ONLY, regex=False)
 
 
+def size_key(model: str) -> tuple:
+    """Presets in size order: '1.3b' < '2.7b' < '13b'; other names after, alphabetically."""
+    try:
+        return (0, float(model.rstrip("bB")), model)
+    except ValueError:
+        return (1, 0.0, model)
+
+
 def training_variant(df: pd.DataFrame) -> pd.Series:
     """Per row, what makes a training step another measurement than the plain one-step-per-replica the figures
     draw: ", TP x2" (tensor parallel), an engine setting's suffix (engine_setting_suffix), or "" (plain, and every

@@ -127,7 +127,8 @@ UNCONFIRMED: tuple[str, ...] = (
     "At equal batch the throughput and latency ratios are the same number (tokens/s = batch / step time), so "
     "Fig. 1's 8.4x throughput and 15.6x latency cannot both come from one batch size at 8k; the paper does not say "
     "which conditions each bar used.",
-    "Table 4 throughput is words/s over 8 GPUs with tensor parallelism for 6.7B; our runs are on one GPU, so only "
-    "the ratios, not the absolute numbers, are comparable.",
+    "Table 4 throughput is words/s over 8 GPUs with tensor parallelism for 6.7B; our rows use one to four GPUs "
+    "(each Table 4 line and claim says how many; tensor parallelism only where a line says TP), so only the ratios, "
+    "not the absolute numbers, are comparable.",
     "Table 4's 13B row is transcribed inconsistently across sources and is omitted.",
 )

@@ -14,8 +14,8 @@ from retnet_bench.suites.contract import FORWARD_BACKWARD_ONLY
 from . import paper_values as pv
 from .claims import TRAIN_BASELINE_KERNELS
 from .contestants import Roster, roster_of
-from .load import (PREFILL_SUITE, contestant_labels, forward_backward_only, ok_rows, run_meta, with_allocator_gib,
-                   with_memory, training_variant, without_brief_decode)
+from .load import (PREFILL_SUITE, contestant_labels, forward_backward_only, ok_rows, run_meta, size_key,
+                   training_variant, with_allocator_gib, with_memory, without_brief_decode)
 
 
 @dataclass
@@ -94,7 +94,7 @@ def decode_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     not the brief decode checks of the `prefill` suite). A quantity no row has (J/token off a GPU) gets no table."""
     dec = _labelled(ok_rows(without_brief_decode(df), "decode"))
     tables = []
-    for model in sorted(dec["model"].dropna().unique()):
+    for model in sorted(dec["model"].dropna().unique(), key=size_key):
         rows = dec[dec["model"] == model]
         meta = run_meta(rows, envs)
         for value, unit, name in (("tokens_per_s", "tokens/s", "tokens_per_s"), ("ms_per_token", "ms/token",
@@ -115,7 +115,7 @@ def ratio_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     roster = roster_of(df, envs)
     dec = _labelled(ok_rows(without_brief_decode(df), "decode"))
     tables = []
-    for model in sorted(dec["model"].dropna().unique()):
+    for model in sorted(dec["model"].dropna().unique(), key=size_key):
         rows = dec[dec["model"] == model]
         m = _retnet_beside_baselines(rows, roster, ["tokens_per_s", "mem_gb"])
         if m is None:
@@ -191,7 +191,10 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     # tensor-parallel, checkpointed and compiled steps on their own lines: other measurements of the same contestant
     # a row that timed no optimizer step (the paper's pipeline, `optimizer = false`) says so, as its bar is dotted
     partial = forward_backward_only(tr).map({True: ", " + FORWARD_BACKWARD_ONLY, False: ""})
-    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr) + partial)
+    # and a point over several GPUs (FSDP2) is another measurement too: its line says how many
+    gpus = tr["world_size"].fillna(1).astype(int)
+    tr = tr.assign(impl_kernel=tr["impl_kernel"] + training_variant(tr) + partial
+                   + gpus.map(lambda n: f", {n} GPUs" if n > 1 else ""), gpus=gpus)
     tr = tr.sort_values("batch_size").drop_duplicates(["model", "impl_kernel", "seq_len"], keep="last")
     out = []
     for _, row in tr.iterrows():
@@ -200,14 +203,20 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
-                    "tokens/s": row["tokens_per_s"], "J/token": row["joules_per_token"],
+                    "tokens/s": row["tokens_per_s"], "tokens/s per GPU": row["tokens_per_s"] / row["gpus"],
+                    "J/token": row["joules_per_token"],
                     "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
-    frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"]).sort_index()
+    out.sort(key=lambda r: (size_key(r["size"]), r["impl (kernel)"]))
+    frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"])
     # rows from before a column, or (J/token) from runs without an energy counter: nothing to say
     frame = frame.drop(columns=[c for c in ("alloc retries", "J/token") if frame[c].isna().all()])
+    several = bool((tr["gpus"] > 1).any())
+    if not several:  # one GPU throughout: per GPU is the same number
+        frame = frame.drop(columns="tokens/s per GPU")
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
-                 "device GB: " + _sources(tr) + ("; J/token: GPU energy of the timed steps (NVML's counter), all "
+                 ("tokens/s: all GPUs of a row; memory: per GPU (the largest rank); " if several else "")
+                 + "device GB: " + _sources(tr) + ("; J/token: GPU energy of the timed steps (NVML's counter), all "
                  "GPUs, per token of all ranks" if "J/token" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
                  "GB are GiB, as the allocator column; absolute numbers not comparable: 8 GPUs, TP)")
 

@@ -43,6 +43,9 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
 MEASURE_CHANGING_ENV: tuple[str, ...] = (
     "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING", "CUDA_LAUNCH_BLOCKING",
     "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
+    # fla's backend switches: dispatch off saves 0.2 ms of host time per layer's retention forward + backward at
+    # 1.3B's head dims on the H200 (results/reference/h200/2026-11-29-probes-s14); the others pick other kernels
+    "FLA_DISABLE_BACKEND_DISPATCH", "FLA_TILELANG", "FLA_GLUON", "FLA_INTRACARD_CP",
 )
 
 

@@ -134,6 +134,15 @@ def test_a_different_allocator_setting_is_an_env_mismatch(tmp_path):
     assert compare_runs(old, head).warnings == []
 
 
+def test_fla_dispatch_switch_is_an_env_mismatch(tmp_path):
+    """fla's dispatch switch changes a training step's host time (the same kernels): runs with and without it are
+    not compared unless allowed."""
+    base = write_run(tmp_path / "base", [decode_row()], runtime_env={})
+    head = write_run(tmp_path / "head", [decode_row()], runtime_env={"FLA_DISABLE_BACKEND_DISPATCH": "1"})
+    with pytest.raises(CompareInputError, match="different FLA_DISABLE_BACKEND_DISPATCH"):
+        compare_runs(base, head)
+
+
 def test_bad_input_raises_input_error(tmp_path):
     good = write_run(tmp_path / "good", [decode_row()])
     with pytest.raises(CompareInputError, match="not found"):
