@@ -6,6 +6,8 @@
 #   bash scripts/device_reference.sh multi2   # 2 GPUs (nvidia-h200-x2): 1.3B on 1 and 2 ranks, table4 over 2 ranks
 #                                             # at 2.7B and 6.7B; then on the same machine:
 #   bash scripts/device_reference.sh multi2-b # the NCCL test, 13B over 2 ranks, the 2-rank profile
+#   bash scripts/device_reference.sh x2-host  # 2 GPUs: 1.3B over 2 ranks again, with fla's dispatch off, profiled
+#                                             # with every rank's host side
 #   bash scripts/device_reference.sh multi    # 4 GPUs: 1.3B on 1, 2, 4 ranks alone, table4 over 4 ranks (13B with
 #                                             # checkpointing if it does not fit), the 4-rank profile, then lanes:
 #                                             # table4 over 2 ranks, table4-long, long at 16k/64k
@@ -388,5 +390,17 @@ multi2-b)  # nvidia-h200-x2, after multi2: the NCCL test (two ranks train like o
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
   echo "== profile x2 rc=$? at $((SECONDS - T0))s" ;;
-*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|fla-host|multi2|multi2-b"; exit 2 ;;
+x2-host)  # nvidia-h200-x2 alone: why RetNet's per-GPU rate falls 13% from 1 to 2 GPUs at 1.3B (session 14: rank 1's
+  # GPU idled 30 ms a step, rank 0 waited in all-gathers): 1.3B over 2 ranks again, RetNet again with fla's dispatch
+  # wrappers off (0.2 ms of host time per layer and step), then the 2-rank step profiled with the host side (--host:
+  # every rank's costliest host ops)
+  bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
+    --kernel fla,sdpa-cudnn
+  FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
+    --impl retnet-chunkwise --kernel fla
+  [ "$(left)" -gt 90 ] || { echo "== profile x2 host: $(left) s left, not run"; exit 0; }
+  mkdir -p "$W/profile-x2-host"; OUT="$W/profile-x2-host" timeout $(( $(left) - 5 )) python3 \
+    scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla transformer:sdpa-cudnn \
+    > "$W/profile-x2-host/log" 2>&1; echo "== profile x2 host rc=$? at $((SECONDS - T0))s" ;;
+*) echo "usage: $0 gemm-a|decode-energy|train-energy|capacity-again|repeat-2.7b|gemm-b|single|fsdp|multi|flash4|clean|hostcheck|gputests|onegpu-a|onegpu-b|gap67|gap67b|tp|census|expandable|compile|compileprof|ckptpart-a|ckptpart-b|verdict-a|verdict-b|lease-variance|async-a|async-b|async-repeat|first-point|fwdbwd|sync-ab|fla-dims|fla-host|multi2|multi2-b|x2-host"; exit 2 ;;
 esac

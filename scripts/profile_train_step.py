@@ -325,8 +325,15 @@ def _spawned(world: int, spec: dict, cpu: bool) -> dict:
     first = next((r for r in ranks if "error" in r), ranks[0])
     if world == 1:
         return first
-    return {**first, "ranks": [{k: r.get(k) for k in ("rank", "step_ms", "gpu_busy_ms", "comm_ms", "exposed_comm_ms",
-                                                       "error")} for r in ranks]}
+    return {**first, "ranks": [rank_summary(r) for r in ranks]}
+
+
+def rank_summary(r: dict) -> dict:
+    """One rank's line of a several-rank profile: its step, GPU busy and idle time, communication (all and exposed)
+    and, with --host, its five costliest host ops. A rank whose GPU idles while its peer waits in collectives is
+    the slow one (2026-11-29-probes-s14: RetNet's rank 1 idled 30 ms per step, rank 0 waited 28 ms)."""
+    return {**{k: r.get(k) for k in ("rank", "step_ms", "gpu_busy_ms", "comm_ms", "exposed_comm_ms", "error")},
+            "gpu_idle_ms": (r.get("idle") or {}).get("idle_ms"), "host_ops": (r.get("host_ops") or [])[:5]}
 
 
 def main() -> None:
@@ -394,8 +401,11 @@ def main() -> None:
                          f"beside it) {r['exposed_comm_ms']} ms per step (rank {r.get('rank', 0)} of "
                          f"{r.get('world_size', 1)})")
         for rk in r.get("ranks", []):
-            lines.append(f"   rank {rk['rank']}: step {rk['step_ms']} ms, exposed communication {rk['exposed_comm_ms']} ms"
+            lines.append(f"   rank {rk['rank']}: step {rk['step_ms']} ms, GPU busy {rk['gpu_busy_ms']} / idle "
+                         f"{rk.get('gpu_idle_ms')} ms, communication {rk['comm_ms']} ms, exposed {rk['exposed_comm_ms']} ms"
                          + (f", {rk['error']}" if rk.get("error") else ""))
+            for k in rk.get("host_ops", []):
+                lines.append(f"     host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:90]}")
         for cat, ms in r.get("categories", {}).items():
             lines.append(f"   {cat:18s} {ms:8.2f} ms")
         for k in r.get("top", [])[:15]:

@@ -326,6 +326,20 @@ def test_exposed_communication_is_the_part_no_compute_kernel_overlaps():
     assert mod.overlap_ms(spans, steps=2)["exposed_comm_ms"] == 1.25
 
 
+def test_a_rank_s_profile_line_has_its_idle_gpu_and_costliest_host_ops():
+    """--nproc N profiles list every rank: the slow rank is the one whose GPU idles (its host is behind), so each
+    rank's idle time and, with --host, its five costliest host ops are kept; a rank that failed keeps its error."""
+    mod = _profile_script()
+    ops = [dict(name=f"op{i}", self_cpu_ms=10.0 - i, calls_per_step=1) for i in range(8)]
+    r = dict(rank=1, step_ms=210.6, gpu_busy_ms=180.5, comm_ms=40.7, exposed_comm_ms=8.5,
+             idle=dict(idle_ms=30.1, idle_long_gaps_ms=2.0), host_ops=ops, categories={"gemm": 93.0})
+    got = mod.rank_summary(r)
+    assert got["gpu_idle_ms"] == 30.1 and [o["name"] for o in got["host_ops"]] == ["op0", "op1", "op2", "op3", "op4"]
+    assert got["error"] is None and "categories" not in got
+    failed = mod.rank_summary(dict(rank=0, error="OutOfMemoryError: x"))
+    assert failed["error"] == "OutOfMemoryError: x" and failed["gpu_idle_ms"] is None and failed["host_ops"] == []
+
+
 def test_alloc_retries_count_this_points_retries_and_the_summary_takes_the_max(monkeypatch):
     """torch's num_alloc_retries is cumulative per process: a point reports its own increase; null on the CPU."""
     from retnet_bench.suites.trackers import AllocRetries
