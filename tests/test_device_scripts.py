@@ -1,0 +1,95 @@
+"""scripts/device_reference.sh on a CPU: its modes run against stub `python3` and `retnet-bench` commands that only
+record how they were called, so what a device call would launch is checked before a GPU minute is spent on it."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = ROOT / "scripts" / "device_reference.sh"
+MODE_FILES = sorted((ROOT / "scripts").glob("device_modes_*.sh"))
+
+# python3: the GPU count for the script's device_count query, success for pip and the setup report, else a record;
+# retnet-bench: a record with the two variables that decide what a point measures, and a finished run's last line
+PYTHON3 = """#!/bin/bash
+case "$*" in
+  *device_count*) echo "${SIM_NGPU:-4}";;
+  *"-m pip"*) exit 0;;
+  -) cat > /dev/null;;
+  *) echo "python3 $*" >> "$SIM_CALLS";;
+esac
+"""
+RETNET_BENCH = """#!/bin/bash
+echo "retnet-bench $* CVD=$CUDA_VISIBLE_DEVICES FLA=${FLA_DISABLE_BACKEND_DISPATCH:-}" >> "$SIM_CALLS"
+echo "table4: 2 rows in /x (complete; this run: 2 ok)"
+"""
+
+
+def _run(mode: str, tmp_path: Path, ngpu: int = 4) -> tuple[subprocess.CompletedProcess, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("python3", PYTHON3), ("retnet-bench", RETNET_BENCH)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path), "BUDGET": "400",
+           "SIM_CALLS": str(calls), "SIM_NGPU": str(ngpu)}
+    p = subprocess.run(["bash", str(SCRIPT), mode], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return p, calls.read_text().splitlines() if calls.exists() else []
+
+
+def _modes() -> list[str]:
+    return [m for f in MODE_FILES for m in re.findall(r"^mode_([a-z0-9.-]+)\(\) \{$", f.read_text(), re.M)]
+
+
+def test_an_unknown_mode_lists_the_modes_and_exits_2_before_installing_anything(tmp_path):
+    p, calls = _run("no-such-mode", tmp_path)
+    assert p.returncode == 2 and calls == []  # not even the pip install of the setup
+    listed = p.stdout.split("one of: ")[1].split()
+    assert sorted(listed) == sorted(_modes()) and {"multi4-a", "multi4-b", "x2-host", "fla-dims"} <= set(listed)
+    assert not list(tmp_path.glob("reference_*.tgz"))
+
+
+def test_every_mode_says_what_it_runs_above_it():
+    for f in MODE_FILES:
+        lines = f.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if m := re.match(r"^mode_([a-z0-9.-]+)\(\) \{$", line):
+                above = i - 1
+                while lines[above].startswith("# ") and not lines[above].startswith(f"# {m.group(1)}: "):
+                    above -= 1
+                assert lines[above].startswith(f"# {m.group(1)}: "), f"{f.name}: mode_{m.group(1)} has no comment"
+
+
+def test_the_four_gpu_scaling_mode_runs_1_2_and_4_ranks_each_alone_then_packs(tmp_path):
+    p, calls = _run("multi4-a", tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    bench = [c for c in calls if c.startswith("retnet-bench run table4")]
+    ranks = [int(m.group(1)) if (m := re.search(r"--nproc (\d+)", c)) else 1 for c in bench]
+    gpus = [re.search(r"CVD=(\S+)", c).group(1) for c in bench]
+    assert ranks == [1, 2, 4, 4] and gpus == ["0", "0,1", "0,1,2,3", "0,1,2,3"]
+    assert all("--time-limit" in c and "--no-report" in c for c in bench)
+    assert (tmp_path / "reference_multi4-a.tgz").exists()  # the trap packs what the mode wrote
+
+
+def test_the_host_mode_runs_retnet_again_with_fla_dispatch_off_only(tmp_path):
+    p, calls = _run("x2-host", tmp_path, ngpu=2)
+    assert p.returncode == 0, p.stdout + p.stderr
+    bench = [c for c in calls if c.startswith("retnet-bench")]
+    assert [c.endswith("FLA=1") for c in bench] == [False, True]
+    assert "--impl retnet-chunkwise --kernel fla" in bench[1]
+    assert any("profile_train_step.py" in c and "--host" in c and "--nproc 2" in c for c in calls)
+
+
+@pytest.mark.parametrize("mode", ["multi4-b", "multi2-b"])
+def test_a_13b_mode_checkpoints_only_after_an_oom_row(mode, tmp_path):
+    """No run folder is written by the stub, so no oom row: the checkpointed 13B run must not start."""
+    p, calls = _run(mode, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    thirteen = [c for c in calls if "--model 13b" in c]
+    assert len(thirteen) == 1 and "--checkpointing" not in thirteen[0]
