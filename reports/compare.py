@@ -42,8 +42,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from retnet_bench.suites.contract import (MEASURE_CHANGING_ENV, TRAIN_VARIANT_DEFAULTS, RowsError, comparable_schemas,
-                                         decode_gemm, read_rows, train_variant)
+from retnet_bench.suites.contract import (TRAIN_VARIANT_DEFAULTS, RowsError, comparable_schemas,
+                                         decode_gemm, measure_changing, read_rows, train_variant)
 
 from .load import capacity_budget_column, convert_engine_gib, read_env_json
 
@@ -335,9 +335,9 @@ def _runtime_env_differences(base_env: dict, head_env: dict) -> list[str]:
     A run written before env.json recorded `runtime_env` is not judged."""
     if "runtime_env" not in base_env or "runtime_env" not in head_env:
         return []
-    base, head = base_env["runtime_env"] or {}, head_env["runtime_env"] or {}
+    base, head = (measure_changing(e["runtime_env"] or {}) for e in (base_env, head_env))
     return [f"different {name}: base {base.get(name, '(unset)')!r}, head {head.get(name, '(unset)')!r}"
-            for name in MEASURE_CHANGING_ENV if base.get(name) != head.get(name)]
+            for name in dict.fromkeys([*base, *head]) if base.get(name) != head.get(name)]
 
 
 def _reason(row: pd.Series) -> str:

@@ -181,7 +181,7 @@ def draw_oom(ax, xs, label: str, pal: Palette, text: str = "OOM") -> None:
 
 
 # the legend entry of a tick that marks a contestant's fastest engine setting where it beats the plain bar
-FASTEST_SETTING = "fastest engine setting, where faster than the plain step or that was OOM (Table 4 names it)"
+FASTEST_SETTING = "fastest engine setting, where faster than the plain step or where that was OOM (Table 4 names it)"
 FWD_BWD_LABEL = f"dotted: {FORWARD_BACKWARD_ONLY}"  # the legend entry of a bar that timed no optimizer step
 
 

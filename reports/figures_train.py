@@ -22,22 +22,24 @@ def _skip(reason: str) -> Exception:
 
 
 def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Table 4 as grouped bars: training memory (the allocator peak in GiB, else device GB) and throughput (tokens/s) per size and contestant; a point
-    that ran out of memory is a hatched stub labelled OOM, not a missing bar; a throughput bar whose step ran at the
-    memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a contestant's fastest engine
-    setting (checkpointing, compile: the step the strongest framing's claim takes) beats its plain step, or the plain
-    step ran out of memory, a black tick on the throughput bar (or over the OOM stub) marks it. A bar that timed only forward + backward (an official-code peer, no
-    optimizer step) is dotted and says so in the legend: it is not the same work as an AdamW step."""
+    """Table 4 as grouped bars: training memory (the allocator peak in GiB, else device GB) and throughput (tokens/s)
+    per size and contestant; a point that ran out of memory is a hatched stub labelled OOM, not a missing bar; a
+    throughput bar whose step ran at the memory limit (cudaMalloc retries) says how many. Bars are plain steps; where a
+    contestant's fastest engine setting (checkpointing, compile: the step the strongest framing's claim takes) beats
+    its plain step, or the plain step ran out of memory, a black tick on the throughput bar (or over the OOM stub)
+    marks it. A bar that timed only forward + backward (an official-code peer, no optimizer step) is dotted and says
+    so in the legend: it is not the same work as an AdamW step."""
     pal = palette(df, envs)
     ok, oom = with_allocator_gib(rows_of(df, "train")), rows_of(df, "train", ("oom",))
     if ok.empty:
         raise _skip("Table 4 bars: no ok train rows")
     # one world size for all bars (tokens/s of several ranks are totals; the scaling figure sets world sizes side by
-    # side): the one that covers the most sizes, the fewest GPUs among equals (a scaling run's 1-GPU point at one
-    # size would otherwise hide its 2-GPU points at four)
-    world = pd.concat([ok, oom])["world_size"].fillna(1).astype(int)
-    sizes = pd.concat([ok, oom]).assign(ws=world.values).groupby("ws")["model"].nunique()
-    ws = int(min(sizes.index, key=lambda w: (-sizes[w], w)))
+    # side): among those with a bar, the one that covers the most sizes (oom stubs count), the fewest GPUs among
+    # equals (a scaling run's 1-GPU point at one size would otherwise hide its 2-GPU points at four)
+    both = pd.concat([ok, oom])
+    sizes_per_world_size = both.groupby(both["world_size"].fillna(1).astype(int))["model"].nunique()
+    with_bar = set(ok["world_size"].fillna(1).astype(int))
+    ws = int(min(with_bar, key=lambda w: (-sizes_per_world_size[w], w)))
     ok, oom = ok[ok["world_size"].fillna(1) == ws], oom[oom["world_size"].fillna(1) == ws]
     ok = ok.sort_values("batch_size").drop_duplicates(["model", "label", "seq_len"], keep="last")
     seq = int(min(ok["seq_len"].unique(), key=lambda t: abs(np.log2(t / pv.PAPER_TRAIN_SEQ_LEN))))
@@ -47,10 +49,13 @@ def fig_table4(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                         & (settings["tensor_parallel"].fillna(1) == 1)
                         & with_engine_setting(settings)]
     plain_value = ok.groupby(["model", "label"])["tokens_per_s"].median()
+    plain_oom = set(zip(oom["model"], oom["label"]))
     settings = settings.sort_values("tokens_per_s").drop_duplicates(["model", "label"], keep="last")
-    # a setting beats a plain step that ran slower or not at all (oom: 13B on two GPUs, checkpointed only)
-    faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get((r.model, r.label), -np.inf)
-                                     for r in settings.itertuples()], index=settings.index, dtype=bool)]
+    # a setting beats a plain step that ran slower, or that ran out of memory (13B on two GPUs: checkpointed only);
+    # with no plain row at all there is no bar or stub to mark
+    faster = settings.loc[pd.Series([r.tokens_per_s > plain_value.get(
+        (r.model, r.label), -np.inf if (r.model, r.label) in plain_oom else np.inf) for r in settings.itertuples()],
+        index=settings.index, dtype=bool)]
     models = sorted(set(ok["model"]) | set(oom["model"]), key=size_key)
     labels = pal.order(set(ok["label"]) | set(oom["label"]))
     gpus = "one GPU" if ws == 1 else f"{ws} GPUs"

@@ -143,7 +143,7 @@ def prefill_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     pre, source = (timed, "the prefill suite (warmed, median of repeats)") if not timed.empty else (
         pre, "the prefill before each decode point (one pass, not warmed)")
     tables = []
-    for model in sorted(pre["model"].dropna().unique()):
+    for model in sorted(pre["model"].dropna().unique(), key=size_key):
         rows = pre[pre["model"] == model]
         meta = run_meta(rows, envs)
         tables.append(Table(f"prefill_tokens_per_s_{model}", f"Prefill tokens/s, {model} (rows: batch; columns: "
@@ -203,19 +203,21 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
-                    "tokens/s": row["tokens_per_s"], "tokens/s per GPU": row["tokens_per_s"] / row["gpus"],
+                    "tokens/s": row["tokens_per_s"],
+                    "tokens/s per GPU": (row["tokens_per_s_per_gpu"] if pd.notna(row.get("tokens_per_s_per_gpu"))
+                                         else row["tokens_per_s"] / row["gpus"]),
                     "J/token": row["joules_per_token"],
                     "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
-    out.sort(key=lambda r: (size_key(r["size"]), r["impl (kernel)"]))
+    out.sort(key=lambda r: (size_key(r["size"]), r["impl (kernel)"], r["seq_len"]))
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"])
     # rows from before a column, or (J/token) from runs without an energy counter: nothing to say
     frame = frame.drop(columns=[c for c in ("alloc retries", "J/token") if frame[c].isna().all()])
-    several = bool((tr["gpus"] > 1).any())
-    if not several:  # one GPU throughout: per GPU is the same number
+    multi_gpu = bool((tr["gpus"] > 1).any())
+    if not multi_gpu:  # one GPU throughout: per GPU is the same number
         frame = frame.drop(columns="tokens/s per GPU")
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
-                 ("tokens/s: all GPUs of a row; memory: per GPU (the largest rank); " if several else "")
+                 ("tokens/s: all GPUs of a row; memory: per GPU (the largest rank); " if multi_gpu else "")
                  + "device GB: " + _sources(tr) + ("; J/token: GPU energy of the timed steps (NVML's counter), all "
                  "GPUs, per token of all ranks" if "J/token" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
                  "GB are GiB, as the allocator column; absolute numbers not comparable: 8 GPUs, TP)")
@@ -244,7 +246,7 @@ def op_tables(df: pd.DataFrame, envs: dict[str, dict]) -> list[Table]:
     at the model's head shapes (the `kernels` suite), so a kernel engineer sees each kernel beside the others."""
     ops = _labelled(ok_rows(df[df["phase"].isin(list(OP_PHASES))], None)) if len(df) else df
     tables = []
-    for model in sorted(ops["model"].dropna().unique()) if len(ops) else []:
+    for model in sorted(ops["model"].dropna().unique(), key=size_key) if len(ops) else []:
         for phase, words in OP_PHASES.items():
             rows = ops[(ops["model"] == model) & (ops["phase"] == phase)]
             if rows["ms_median"].notna().sum() == 0:

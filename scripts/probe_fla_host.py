@@ -55,23 +55,31 @@ def _paired(step) -> dict:
 
     swaps = _dispatch_swaps()
     times: dict[str, list[float]] = {"dispatch": [], "bypassed": []}
+    saved_per_round = []  # each round's median difference: the spread of the saving, not only its median
     for r in range(ROUNDS):
+        block_median = {}
         for mode in (("dispatch", "bypassed") if r % 2 == 0 else ("bypassed", "dispatch")):
             for g, name, wrapper, inner in swaps:
                 g[name] = wrapper if mode == "dispatch" else inner
             for _ in range(3):  # settle after the swap
                 step()
             torch.cuda.synchronize()
+            block = []
             for _ in range(BLOCK):
                 t0 = time.perf_counter()
                 step()
-                times[mode].append((time.perf_counter() - t0) * 1e3)
+                block.append((time.perf_counter() - t0) * 1e3)
+            times[mode] += block
+            block_median[mode] = statistics.median(block)
+        saved_per_round.append(block_median["dispatch"] - block_median["bypassed"])
     for g, name, wrapper, _ in swaps:
         g[name] = wrapper
     med = {m: statistics.median(t) for m, t in times.items()}
+    rounds = sorted(saved_per_round)
     return {"variant": "paired", "wrappers_swapped": sorted({n for _, n, _, _ in swaps}),
             "host_ms_median_dispatch": med["dispatch"], "host_ms_median_bypassed": med["bypassed"],
-            "saved_ms_per_call": med["dispatch"] - med["bypassed"], "calls_per_mode": ROUNDS * BLOCK}
+            "saved_ms_per_call": med["dispatch"] - med["bypassed"], "calls_per_mode": ROUNDS * BLOCK,
+            "saved_ms_per_round_min_median_max": [rounds[0], statistics.median(rounds), rounds[-1]]}
 
 
 def _one(variant: str) -> dict:
@@ -154,7 +162,7 @@ def main() -> None:
         r = json.loads(lines[-1][7:]) if lines else {"variant": variant, "error": p.stderr[-800:]}
         results.append(r)
         print(json.dumps(r), flush=True)
-    (out / "fla_host.json").write_text(json.dumps(results, indent=1))
+        (out / "fla_host.json").write_text(json.dumps(results, indent=1))  # after each: a timeout keeps the rest
 
 
 if __name__ == "__main__":

@@ -278,8 +278,8 @@ def profile_one(family: str, kernel: str, preset: str, seq: int, steps: int, dev
         avg = sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)[:20]
         host_ops = [dict(name=a.key[:120], self_cpu_ms=round(a.self_cpu_time_total / 1e3 / steps, 3),
                          calls_per_step=a.count // steps) for a in avg]
-    return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset, seq_len=seq,
-                step_ms=round(plain_ms, 2), step_ms_median=round(statistics.median(step_ms), 2),
+    return dict(family=family, kernel=recipe.resolved_kernel(device, compute), device=str(device), preset=preset,
+                seq_len=seq, step_ms=round(plain_ms, 2), step_ms_median=round(statistics.median(step_ms), 2),
                 step_ms_each=[round(t, 1) for t in step_ms],
                 alloc_retries=allocator.get("num_alloc_retries"),  # cudaMalloc retries (each a device sync)
                 allocator=allocator, allocator_profiled=allocator_profiled, memory=peak,
@@ -329,9 +329,10 @@ def _spawned(world: int, spec: dict, cpu: bool) -> dict:
 
 
 def rank_summary(r: dict) -> dict:
-    """One rank's line of a several-rank profile: its step, GPU busy and idle time, communication (all and exposed)
-    and, with --host, its five costliest host ops. A rank whose GPU idles while its peer waits in collectives is
-    the slow one (2026-11-29-probes-s14: RetNet's rank 1 idled 30 ms per step, rank 0 waited 28 ms)."""
+    """One rank's line of a several-rank profile: its step, GPU busy time, GPU idle time (the gaps between its
+    kernels in the profiled steps), communication (all and exposed) and, with --host, its five costliest host ops.
+    A rank whose GPU idles while its peer's communication is exposed is the slow one. Session 14 had only busy
+    time per rank: RetNet's rank 1 was busy 180.5 ms of a 210.6 ms step (2026-11-29-probes-s14)."""
     return {**{k: r.get(k) for k in ("rank", "step_ms", "gpu_busy_ms", "comm_ms", "exposed_comm_ms", "error")},
             "gpu_idle_ms": (r.get("idle") or {}).get("idle_ms"), "host_ops": (r.get("host_ops") or [])[:5]}
 
@@ -402,10 +403,10 @@ def main() -> None:
                          f"{r.get('world_size', 1)})")
         for rk in r.get("ranks", []):
             lines.append(f"   rank {rk['rank']}: step {rk['step_ms']} ms, GPU busy {rk['gpu_busy_ms']} / idle "
-                         f"{rk.get('gpu_idle_ms')} ms, communication {rk['comm_ms']} ms, exposed {rk['exposed_comm_ms']} ms"
-                         + (f", {rk['error']}" if rk.get("error") else ""))
-            for k in rk.get("host_ops", []):
-                lines.append(f"     host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:90]}")
+                         f"{rk.get('gpu_idle_ms')} ms, communication {rk['comm_ms']} ms, exposed "
+                         f"{rk['exposed_comm_ms']} ms" + (f", {rk['error']}" if rk.get("error") else ""))
+            lines += [f"     host {k['self_cpu_ms']:8.3f} ms self CPU  x{k['calls_per_step']:<5d} {k['name'][:90]}"
+                      for k in rk.get("host_ops", [])]
         for cat, ms in r.get("categories", {}).items():
             lines.append(f"   {cat:18s} {ms:8.2f} ms")
         for k in r.get("top", [])[:15]:

@@ -43,10 +43,12 @@ NUMERIC_COLUMNS: tuple[str, ...] = (
 MEASURE_CHANGING_ENV: tuple[str, ...] = (
     "PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_NO_CUDA_MEMORY_CACHING", "CUDA_LAUNCH_BLOCKING",
     "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG",
-    # fla's backend switches: dispatch off saves 0.2 ms of host time per layer's retention forward + backward at
-    # 1.3B's head dims on the H200 (results/reference/h200/2026-11-29-probes-s14); the others pick other kernels
-    "FLA_DISABLE_BACKEND_DISPATCH", "FLA_TILELANG", "FLA_GLUON", "FLA_INTRACARD_CP",
 )
+# and every variable with these prefixes. fla (fla-core 0.6.0) reads a dozen FLA_* switches: backends that take its
+# calls (FLA_TILELANG, FLA_GLUON, FLA_INTRACARD_CP), fast math in its kernels (FLA_USE_FAST_OPS), TMA, its autotune
+# cache, its dispatch (FLA_DISABLE_BACKEND_DISPATCH: fla's dispatch wrappers cost 0.2 ms of host time per layer's
+# retention forward + backward at 1.3B's head dims on the H200, results/reference/h200/2026-11-29-probes-s14)
+MEASURE_CHANGING_PREFIXES: tuple[str, ...] = ("FLA_",)
 
 
 def set_among(variables: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
@@ -55,8 +57,9 @@ def set_among(variables: Mapping[str, str], names: Iterable[str]) -> dict[str, s
 
 
 def measure_changing(variables: Mapping[str, str]) -> dict[str, str]:
-    """The MEASURE_CHANGING_ENV entries of `variables`."""
-    return set_among(variables, MEASURE_CHANGING_ENV)
+    """The MEASURE_CHANGING_ENV entries of `variables`, then those with a MEASURE_CHANGING_PREFIXES prefix, sorted."""
+    return {**set_among(variables, MEASURE_CHANGING_ENV),
+            **{k: variables[k] for k in sorted(variables) if k.startswith(MEASURE_CHANGING_PREFIXES)}}
 
 # What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
 # (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .contract import MEASURE_CHANGING_ENV, SCHEMA_VERSION, set_among
+from .contract import SCHEMA_VERSION, measure_changing, set_among
 
 _PACKAGES = {
     "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",
@@ -21,14 +21,13 @@ _PACKAGES = {
 }
 
 
-# Recorded when set, beside the variables that change what a run measures (the contract's MEASURE_CHANGING_ENV).
-RUNTIME_ENV = MEASURE_CHANGING_ENV + ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "NCCL_NVLS_ENABLE",
-                                      "TORCH_SYMM_MEM_DISABLE_MULTICAST")
+# Recorded when set, after the variables that change what a run measures (the contract's measure_changing).
+RUNTIME_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST")
 
 
 def runtime_env() -> dict[str, str]:
-    """The RUNTIME_ENV variables that are set, with their values."""
-    return set_among(os.environ, RUNTIME_ENV)
+    """The measure-changing and RUNTIME_ENV variables that are set, with their values."""
+    return {**measure_changing(os.environ), **set_among(os.environ, RUNTIME_ENV)}
 
 
 def _version(dist: str) -> str | None:

@@ -134,13 +134,28 @@ def test_a_different_allocator_setting_is_an_env_mismatch(tmp_path):
     assert compare_runs(old, head).warnings == []
 
 
-def test_fla_dispatch_switch_is_an_env_mismatch(tmp_path):
-    """fla's dispatch switch changes a training step's host time (the same kernels): runs with and without it are
-    not compared unless allowed."""
-    base = write_run(tmp_path / "base", [decode_row()], runtime_env={})
+def test_any_fla_switch_is_an_env_mismatch(tmp_path):
+    """fla's switches change what a step measures (its dispatch the host time, FLA_USE_FAST_OPS its kernels' math):
+    runs that differ in any FLA_* variable are not compared unless allowed; other variables still do not count."""
+    base = write_run(tmp_path / "base", [decode_row()], runtime_env={"OMP_NUM_THREADS": "8"})
     head = write_run(tmp_path / "head", [decode_row()], runtime_env={"FLA_DISABLE_BACKEND_DISPATCH": "1"})
-    with pytest.raises(CompareInputError, match="different FLA_DISABLE_BACKEND_DISPATCH"):
+    with pytest.raises(CompareInputError, match="different FLA_DISABLE_BACKEND_DISPATCH: base '\\(unset\\)'"):
         compare_runs(base, head)
+    fast = write_run(tmp_path / "fast", [decode_row()], runtime_env={"FLA_DISABLE_BACKEND_DISPATCH": "1",
+                                                                      "FLA_USE_FAST_OPS": "1"})
+    problems = compare_runs(head, fast, allow_mismatch=True).warnings
+    assert problems == ["different FLA_USE_FAST_OPS: base '(unset)', head '1'"]
+
+
+def test_runtime_env_records_fla_switches_and_the_named_variables(monkeypatch):
+    from retnet_bench.suites.env import runtime_env
+
+    monkeypatch.setenv("FLA_USE_FAST_OPS", "1")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.setenv("NOT_FLA_X", "1")
+    got = runtime_env()
+    assert got["FLA_USE_FAST_OPS"] == "1" and got["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "NOT_FLA_X" not in got
 
 
 def test_bad_input_raises_input_error(tmp_path):

@@ -29,7 +29,8 @@ echo "table4: 2 rows in /x (complete; this run: 2 ok)"
 """
 
 
-def _run(mode: str, tmp_path: Path, ngpu: int = 4) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _run(mode: str, tmp_path: Path, ngpu: int = 4, extra_env: dict | None = None
+         ) -> tuple[subprocess.CompletedProcess, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name, text in (("python3", PYTHON3), ("retnet-bench", RETNET_BENCH)):
@@ -38,7 +39,7 @@ def _run(mode: str, tmp_path: Path, ngpu: int = 4) -> tuple[subprocess.Completed
     calls = tmp_path / "calls"
     calls.unlink(missing_ok=True)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path), "BUDGET": "400",
-           "SIM_CALLS": str(calls), "SIM_NGPU": str(ngpu)}
+           "SIM_CALLS": str(calls), "SIM_NGPU": str(ngpu), **(extra_env or {})}
     p = subprocess.run(["bash", str(SCRIPT), mode], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     return p, calls.read_text().splitlines() if calls.exists() else []
 
@@ -93,3 +94,14 @@ def test_a_13b_mode_checkpoints_only_after_an_oom_row(mode, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     thirteen = [c for c in calls if "--model 13b" in c]
     assert len(thirteen) == 1 and "--checkpointing" not in thirteen[0]
+
+
+def test_a_mode_that_runs_out_of_time_still_packs_what_it_wrote(tmp_path):
+    """A mode that stops early calls exit inside its function; the trap must still pack $W (it once read the
+    function's empty $1 under set -u and packed nothing). A suite is not begun with under 45 s left."""
+    p, _ = _run("x2-host", tmp_path, ngpu=2, extra_env={"BUDGET": "60"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "profile x2 host: " in p.stdout and "not run" in p.stdout  # the mode's own exit 0
+    assert (tmp_path / "reference_x2-host.tgz").exists()
+    p, calls = _run("multi4-a", tmp_path, extra_env={"BUDGET": "40"})
+    assert [c for c in calls if c.startswith("retnet-bench")] == [] and p.stdout.count("not run") == 4

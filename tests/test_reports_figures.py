@@ -386,27 +386,3 @@ def test_table4_bars_mark_a_faster_engine_setting_and_no_slower_one(tmp_path):
     retries = [t for t in fig.axes[1].texts if t.get_text() == "24 alloc\nretries"]
     assert retries[0].get_position()[1] == pytest.approx(10700.0)  # above the tick, not through it
 
-
-def test_table4_bars_take_the_world_size_that_covers_the_most_sizes(tmp_path):
-    """A scaling run's report holds 1.3B on one GPU and every size on two: the bars show the two-GPU points (their
-    tokens/s the total of both, as the axis says), not the lone one-GPU size; an oom point counts as covered."""
-    from retnet_bench.reports.figure_style import FASTEST_SETTING
-
-    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0),
-            train_row("1.3b", "transformer", "flash-attn", 1, 8192, 43000.0, 30.0)]
-    rows += [train_row(m, impl, k, 1, 8192, tps, 40.0, world_size=2, tokens_per_s_per_gpu=tps / 2)
-             for m, tps in (("1.3b", 78000.0), ("2.7b", 46000.0))
-             for impl, k in (("retnet-chunkwise", "fla"), ("transformer", "flash-attn"))]
-    rows += [dict(train_row("13b", "retnet-chunkwise", "fla", 1, 8192, 1.0, None, world_size=2), status="oom",
-                  error="OOM", tokens_per_s=None, ms_median=None),
-             train_row("13b", "retnet-chunkwise", "fla", 1, 8192, 9600.0, 120.0, world_size=2, checkpointing="full")]
-    df, envs = load_runs([write_run(tmp_path, rows)])
-    fig = F.build_figures(df, envs)[0]["table4_training_bars"]
-    assert "2 GPUs" in fig._suptitle.get_text()
-    # the plain 13B step was oom: its checkpointed step is the tick over the OOM stub
-    ticks = [c for c in fig.axes[1].collections if c.get_label() == FASTEST_SETTING]
-    assert [t.get_segments()[0][0][1] for t in ticks] == [pytest.approx(9600.0)]
-    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["1.3b", "2.7b", "13b"]
-    assert fig.axes[1].get_ylabel() == "throughput (tokens/s, all 2 GPUs)"
-    assert sorted(round(p.get_height()) for p in fig.axes[1].patches if p.get_height() > 9000) == [
-        46000, 46000, 78000, 78000]

@@ -275,28 +275,6 @@ def test_tensor_parallel_training_rows_are_labelled_and_named_in_claims(tmp_path
     assert row["measured_value"] == pytest.approx(1.2) and "RetNet tensor parallel x2" in row["conditions"]
 
 
-def test_one_point_on_one_and_on_two_gpus_is_two_table4_lines(tmp_path):
-    """A report of a scaling run holds the same contestant at several world sizes: each is its own Table 4 line
-    (one used to replace the other), with tokens/s of all GPUs and per GPU; one GPU throughout has no per-GPU column.
-    Sizes run in size order (13b after 2.7b, not after 1.3b)."""
-    from reports_fixtures import train_row
-
-    one = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0)]
-    two = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 78000.0, 26.0, world_size=2,
-                     tokens_per_s_per_gpu=39000.0),
-           train_row("13b", "retnet-chunkwise", "fla", 1, 8192, 9600.0, 102.0, world_size=2,
-                     tokens_per_s_per_gpu=4800.0)]
-    runs = [write_run(tmp_path, one, run_id="x1"), write_run(tmp_path, two, run_id="x2")]
-    t4 = {t.name: t for t in all_tables(*load_runs(runs))}["table4_training"]
-    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), ["tokens/s", "tokens/s per GPU"]].tolist() == [44000.0] * 2
-    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla), 2 GPUs"), ["tokens/s", "tokens/s per GPU"]].tolist() == [
-        78000.0, 39000.0]
-    assert "memory: per GPU" in t4.note
-    assert list(t4.df.index.get_level_values("size")) == ["1.3b", "1.3b", "13b"]  # sizes in size order
-    alone = {t.name: t for t in all_tables(*load_runs(runs[:1]))}["table4_training"]
-    assert "tokens/s per GPU" not in alone.df and "per GPU" not in alone.note
-
-
 def test_joules_per_token_shows_beside_tokens_per_s_and_only_where_measured(tmp_path):
     """Decode, prefill and Table 4 show J/token when rows carry it; runs without an energy counter (all None) get no
     J/token table or column, and a point without a reading gets no number (left out of a pivot, a dash in Table 4)."""

@@ -1,0 +1,86 @@
+"""Reports of runs over several GPUs (FSDP2): a scaling run holds one contestant at several world sizes, whose
+tokens/s are totals; Table 4, its bars and the scaling figure must keep them apart and say per GPU."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reports_fixtures import train_row, write_run  # noqa: E402
+
+from retnet_bench.reports import figures as F  # noqa: E402
+from retnet_bench.reports import load_runs  # noqa: E402
+from retnet_bench.reports.figure_style import FASTEST_SETTING  # noqa: E402
+from retnet_bench.reports.tables import all_tables  # noqa: E402
+
+
+def _oom(model: str, impl: str, kernel: str, **extra) -> dict:
+    return dict(train_row(model, impl, kernel, 1, 8192, 1.0, None, **extra), status="oom", error="OOM",
+                tokens_per_s=None, ms_median=None)
+
+
+def test_one_point_on_one_and_on_two_gpus_is_two_table4_lines(tmp_path):
+    """A report of a scaling run holds the same contestant at several world sizes: each is its own Table 4 line
+    (one used to replace the other), with tokens/s of all GPUs and per GPU; one GPU throughout has no per-GPU column.
+    Sizes run in size order (13b after 2.7b, not before)."""
+    one = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0)]
+    two = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 78000.0, 26.0, world_size=2,
+                     tokens_per_s_per_gpu=39000.0),
+           train_row("13b", "retnet-chunkwise", "fla", 1, 8192, 9600.0, 102.0, world_size=2,
+                     tokens_per_s_per_gpu=4800.0),
+           train_row("2.7b", "retnet-chunkwise", "fla", 1, 8192, 46000.0, 41.0, world_size=2,
+                     tokens_per_s_per_gpu=23500.0)]  # per GPU as the row says (its ranks' own), not total / 2
+    runs = [write_run(tmp_path, one, run_id="x1"), write_run(tmp_path, two, run_id="x2")]
+    t4 = {t.name: t for t in all_tables(*load_runs(runs))}["table4_training"]
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), ["tokens/s", "tokens/s per GPU"]].tolist() == [44000.0] * 2
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla), 2 GPUs"), ["tokens/s", "tokens/s per GPU"]].tolist() == [
+        78000.0, 39000.0]
+    assert "memory: per GPU" in t4.note
+    assert list(t4.df.index.get_level_values("size")) == ["1.3b", "1.3b", "2.7b", "13b"]  # not "13b" < "2.7b"
+    assert t4.df.loc[("2.7b", "retnet-chunkwise (fla), 2 GPUs"), "tokens/s per GPU"] == 23500.0
+    alone = {t.name: t for t in all_tables(*load_runs(runs[:1]))}["table4_training"]
+    assert "tokens/s per GPU" not in alone.df and "per GPU" not in alone.note
+
+
+def test_table4_bars_take_the_world_size_that_covers_the_most_sizes(tmp_path):
+    """A scaling run's report holds 1.3B on one GPU and every size on two: the bars show the two-GPU points (their
+    tokens/s the total of both, as the axis says), not the lone one-GPU size; an oom point counts as covered."""
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0),
+            train_row("1.3b", "transformer", "flash-attn", 1, 8192, 43000.0, 30.0)]
+    rows += [train_row(m, impl, k, 1, 8192, tps, 40.0, world_size=2, tokens_per_s_per_gpu=tps / 2)
+             for m, tps in (("1.3b", 78000.0), ("2.7b", 46000.0))
+             for impl, k in (("retnet-chunkwise", "fla"), ("transformer", "flash-attn"))]
+    rows += [_oom("13b", "retnet-chunkwise", "fla", world_size=2),
+             train_row("13b", "retnet-chunkwise", "fla", 1, 8192, 9600.0, 120.0, world_size=2, checkpointing="full")]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    fig = F.build_figures(df, envs)[0]["table4_training_bars"]
+    assert "2 GPUs" in fig._suptitle.get_text()
+    # the plain 13B step was oom: its checkpointed step is the tick over the OOM stub
+    ticks = [c for c in fig.axes[1].collections if c.get_label() == FASTEST_SETTING]
+    assert [t.get_segments()[0][0][1] for t in ticks] == [pytest.approx(9600.0)]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["1.3b", "2.7b", "13b"]
+    assert fig.axes[1].get_ylabel() == "throughput (tokens/s, all 2 GPUs)"
+    assert sorted(round(p.get_height()) for p in fig.axes[1].patches if p.get_height() > 9000) == [
+        46000, 46000, 78000, 78000]
+
+
+def test_an_oom_only_world_size_does_not_take_the_bars(tmp_path):
+    """Two GPUs 'cover' more sizes than one here, but only with oom rows: the bars stay on the GPU count that has a
+    bar (the figure once raised on an empty frame and the whole report with it)."""
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0),
+            _oom("6.7b", "retnet-chunkwise", "fla", world_size=2), _oom("13b", "retnet-chunkwise", "fla", world_size=2)]
+    fig = F.build_figures(*load_runs([write_run(tmp_path, rows)]))[0]["table4_training_bars"]
+    assert "one GPU" in fig._suptitle.get_text()
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["1.3b"]
+
+
+def test_a_setting_without_any_plain_row_gets_no_tick(tmp_path):
+    """A checkpointed step is ticked over its plain bar or its plain OOM stub; with neither (2.7B measured only
+    checkpointed, beside the Transformer's plain bar) there is nothing under the tick, so none is drawn."""
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 44000.0, 32.0),
+            train_row("2.7b", "transformer", "flash-attn", 1, 8192, 23000.0, 40.0),
+            train_row("2.7b", "retnet-chunkwise", "fla", 1, 8192, 20000.0, 40.0, checkpointing="full")]
+    fig = F.build_figures(*load_runs([write_run(tmp_path, rows)]))[0]["table4_training_bars"]
+    assert [c for c in fig.axes[1].collections if c.get_label() == FASTEST_SETTING] == []
