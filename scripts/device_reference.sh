@@ -2,7 +2,10 @@
 # The reference runs on a GPU machine, one mode per call (the device's calls last 10 minutes at most): each suite is
 # stopped cleanly by --time-limit, so every finished row comes back, packed into $OUT/reference_<mode>.tgz.
 # Usage, from the repo root on the GPU machine:
-#   [BUDGET=seconds] [TAG=run-id prefix] bash scripts/device_reference.sh MODE
+#   RETNET_BENCH_GIT_SHA=<commit> RETNET_BENCH_GIT_DIRTY=0 [BUDGET=seconds] [TAG=run-id prefix] \
+#     bash scripts/device_reference.sh MODE
+# with the commit written out as a literal where the tree was committed: the device's .git is the session's first
+# checkout, so a `$(git rev-parse HEAD)` evaluated there names that (session 14's runs say c5f9d5b for a2abd56).
 # Each mode is a function, with what it runs and why written above it: scripts/device_modes_one_gpu.sh (one GPU) and
 # scripts/device_modes_multi_gpu.sh (2 to 8 GPUs: FSDP2, tensor parallelism, scaling). Modes that need
 # FlashAttention-4 say so (`source .fa4b/install.sh && bash scripts/device_reference.sh MODE`). An unknown mode gets
