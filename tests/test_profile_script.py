@@ -3,14 +3,18 @@ categories, exposed communication, idle gaps, one rank's line of a several-rank 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
+SCRIPTS = Path(__file__).parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # as when run: the script imports profile_timeline from its own folder
+
 
 def _profile_script():
     """scripts/profile_train_step.py as a module (a script, not part of the package)."""
-    path = Path(__file__).parent.parent / "scripts" / "profile_train_step.py"
+    path = SCRIPTS / "profile_train_step.py"
     spec = importlib.util.spec_from_file_location("profile_train_step", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
