@@ -272,8 +272,7 @@ def _retnet_only_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
 def _train_scale(r: pd.Series, b: pd.Series) -> str:
     """Per-GPU and total tokens/s and memory per GPU of both sides, and the world size against the paper's."""
     def side(x: pd.Series) -> str:
-        ws = int(x["world_size"]) if pd.notna(x["world_size"]) else 1
-        per_gpu = x["tokens_per_s_per_gpu"] if pd.notna(x["tokens_per_s_per_gpu"]) else x["tokens_per_s"] / ws
+        per_gpu = x["tokens_per_s_per_gpu"]  # filled for every training row by the loader (load.normalise_rows)
         mem = "—" if pd.isna(x["mem_alloc_gib"]) else f"{x['mem_alloc_gib']:.1f} GiB"
         dev = "—" if pd.isna(x["mem_gb"]) else f"{x['mem_gb']:.1f} GB"
         return f"{per_gpu:,.0f} tok/s per GPU, {x['tokens_per_s']:,.0f} total, {mem} allocated / {dev} device per GPU"

@@ -146,9 +146,7 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     rows = rows_of(df, "train")
     if rows.empty or not (rows["world_size"].fillna(1) > 1).any():
         raise _skip("Scaling: no training rows with world_size > 1 (run table4 on several GPUs)")
-    rows = rows.assign(world_size=rows["world_size"].fillna(1),
-                       per_gpu=rows["tokens_per_s_per_gpu"].fillna(rows["tokens_per_s"] / rows["world_size"]
-                                                                   .fillna(1)))
+    rows = rows.assign(world_size=rows["world_size"].fillna(1), per_gpu=rows["tokens_per_s_per_gpu"])
     multi = rows.groupby(["model", "label"])["world_size"].transform("nunique") > 1
     rows = rows[multi]
     if rows.empty:

@@ -80,9 +80,10 @@ def capacity_budget_column(df: pd.DataFrame) -> pd.Series:
 
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Every contract column present, numeric columns as floats (None -> NaN), `role` filled from `arch` where an
-    old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU), `decode_gemm`
-    "torch" for a decode or capacity row without it (contract.decode_gemm: every such row ran F.linear), the capacity
-    budget in GiB (an older row's GB converted)."""
+    old row lacks it, `world_size` 1 where absent (every run before multi-GPU training was one GPU), a training row's
+    `tokens_per_s_per_gpu` where absent (its tokens/s over its world size: forward + backward peers and older rows),
+    `decode_gemm` "torch" for a decode or capacity row without it (contract.decode_gemm: every such row ran F.linear),
+    the capacity budget in GiB (an older row's GB converted)."""
     df = df.copy()
     for col in ROW_COLUMNS:
         if col not in df.columns:
@@ -92,6 +93,9 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     derived = df["arch"].map(ROLE_OF_ARCH)
     df["role"] = df["role"].astype(object).where(df["role"].notna(), derived)
     df["world_size"] = df["world_size"].fillna(1.0)
+    train = df["phase"] == "train"
+    df.loc[train, "tokens_per_s_per_gpu"] = df.loc[train, "tokens_per_s_per_gpu"].fillna(
+        df.loc[train, "tokens_per_s"] / df.loc[train, "world_size"])
     df["capacity_budget_gib"] = capacity_budget_column(df)
     df["decode_gemm"] = pd.Series([decode_gemm(p, v) for p, v in zip(df["phase"], df["decode_gemm"])],
                                   index=df.index, dtype=object)

@@ -204,8 +204,7 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),
                     "tokens/s": row["tokens_per_s"],
-                    "tokens/s per GPU": (row["tokens_per_s_per_gpu"] if pd.notna(row.get("tokens_per_s_per_gpu"))
-                                         else row["tokens_per_s"] / row["gpus"]),
+                    "tokens/s per GPU": row["tokens_per_s_per_gpu"],
                     "J/token": row["joules_per_token"],
                     "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
