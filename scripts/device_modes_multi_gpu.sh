@@ -19,7 +19,7 @@ mode_single() {
 mode_fsdp() {
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
-  bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0,1 table4-x2 table4 --nproc 2 --model 1.3b,2.7b,6.7b,13b "${FLA_VS_CUDNN[@]}"
   ( bench 0 long long --seq 8192,32768,131072 ) &
   ( CUDA_VISIBLE_DEVICES=1 timeout $(( $(left) - 10 )) python3 -m pytest -v -p no:cacheprovider -n 8 --timeout 200 -rfE \
       --durations=15 tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py \
@@ -34,17 +34,16 @@ mode_multi() {
   timeout 120 python3 -m pytest -q -p no:cacheprovider --timeout 100 -rfE tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$?: $(tail -1 "$W/nccl_tests.log")"
   # scaling 1 -> 2 -> N at 1.3B on this machine, each alone on its GPUs (other lanes load the host)
-  bench 0 table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0,1 table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench $ALL table4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0 table4-x1-scaling table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 table4-x2-scaling table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench $ALL table4-x$NGPU table4 --nproc $NGPU --model 1.3b,2.7b,6.7b,13b "${FLA_VS_CUDNN[@]}"
   mkdir -p "$W/profile-x$NGPU"  # where the per-GPU scaling goes: exposed communication per step (issue #14)
   OUT="$W/profile-x$NGPU" timeout 240 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc $NGPU \
     --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x$NGPU/log" 2>&1; echo "== profile x$NGPU rc=$?"
   if oom_in table4-x$NGPU 13b; then
     bench $ALL table4-x$NGPU-13b-ckpt table4 --model 13b --checkpointing full --nproc $NGPU \
-      --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; fi
-  ( bench 0,1 table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn ) &
+      "${FLA_VS_CUDNN[@]}"; fi
+  ( bench 0,1 table4-x2 table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}" ) &
   ( bench 2 table4-long table4-long --kernel fla,sdpa-cudnn ) &
   ( bench 3 long-16k-64k long --seq 16384,65536 --kernel sdpa-cudnn ) &
   wait
@@ -61,8 +60,7 @@ mode_flash4() {
     echo "== gqa probe rc=$? at $((SECONDS - T0))s"
     OUT=$W timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 \
       > "$W/train_profile.log" 2>&1; echo "== train profile rc=$? at $((SECONDS - T0))s" ) &
-  ( bench 2 table4-x1 table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer \
-      --kernel fla,sdpa-cudnn,flash-attn-4
+  ( bench 2 table4-x1 table4 --model 1.3b,2.7b,6.7b "${FLA_VS_CUDNN[@]}",flash-attn-4
     bench 2 fig6-recheck fig6 --impl retnet-recurrent --batch 1,16 --seq 8192
     bench 2 table4-paper table4 --impl torchscale-retnet,torchscale-transformer --model 1.3b ) &
   ( CUDA_VISIBLE_DEVICES=3 timeout $(( $(left) - 10 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 200 \
@@ -75,10 +73,9 @@ mode_flash4() {
 # tp: all GPUs (4 or 8): table4 with tensor parallelism inside FSDP2 (the paper's setting for 6.7B and 13B), TP 2 and
 # TP over all ranks, beside the plain FSDP2 rows of the same machine
 mode_tp() {
-  bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b "${FLA_VS_CUDNN[@]}"
   for tp in 2 $NGPU; do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp --model 6.7b,13b \
-    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; done
+    "${FLA_VS_CUDNN[@]}"; done
   mkdir -p "$W/profile-tp2"; OUT="$W/profile-tp2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --nproc $NGPU --tp 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-tp2/log" \
     2>&1; echo "== profile tp2 rc=$?"
@@ -87,11 +84,9 @@ mode_tp() {
 # multi2: nvidia-h200-x2, first call: 1.3B on 1 rank and on 2, each alone (per-GPU scaling 1 -> 2), then table4 over 2
 # ranks at 2.7B and 6.7B; half of issue #14's scaling. Then, on the same machine: multi2-b
 mode_multi2() {
-  bench 0 ${TAG:-}x2-table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0,1 ${TAG:-}x2-table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
-  bench 0,1 ${TAG:-}x2-table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0 ${TAG:-}x2-table4-x1-scaling table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-scaling table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2 table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # multi2-b: nvidia-h200-x2, after multi2: the NCCL test (two ranks train like one GPU), 13B over 2 ranks (fully
@@ -99,11 +94,10 @@ mode_multi2() {
 mode_multi2-b() {
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
-  bench 0,1 ${TAG:-}x2-table4-x2-13b table4 --nproc 2 --model 13b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0,1 ${TAG:-}x2-table4-x2-13b table4 --nproc 2 --model 13b "${FLA_VS_CUDNN[@]}"
   if oom_in ${TAG:-}x2-table4-x2-13b 13b; then
     bench 0,1 ${TAG:-}x2-table4-x2-13b-ckpt table4 --nproc 2 --model 13b --checkpointing full \
-      --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; fi
+      "${FLA_VS_CUDNN[@]}"; fi
   [ "$(left)" -gt 90 ] || { echo "== profile x2: $(left) s left, not run"; exit 0; }
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
@@ -113,13 +107,10 @@ mode_multi2-b() {
 # multi4-a: nvidia-h200-x4, first call (~450 s on a fresh machine, from session 14's 2-GPU timings): 1.3B on 1, 2
 # and 4 ranks, each alone (per-GPU scaling 1 -> 2 -> 4, issue #14's >= 90% target), then 2.7B and 6.7B over 4
 mode_multi4-a() {
-  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
-  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
-  bench $ALL ${TAG:-}x4-table4-x4 table4 --nproc $NGPU --model 2.7b,6.7b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench $ALL ${TAG:-}x4-table4-x4 table4 --nproc $NGPU --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # multi4-b: nvidia-h200-x4, after multi4-a: the NCCL test, 13B over 4 ranks (fully checkpointed where plain is oom),
@@ -128,17 +119,15 @@ mode_multi4-a() {
 mode_multi4-b() {
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
     > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
-  bench $ALL ${TAG:-}x4-table4-x4-13b table4 --nproc $NGPU --model 13b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench $ALL ${TAG:-}x4-table4-x4-13b table4 --nproc $NGPU --model 13b "${FLA_VS_CUDNN[@]}"
   if oom_in ${TAG:-}x4-table4-x4-13b 13b; then
     bench $ALL ${TAG:-}x4-table4-x4-13b-ckpt table4 --nproc $NGPU --model 13b --checkpointing full \
-      --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn; fi
+      "${FLA_VS_CUDNN[@]}"; fi
   mkdir -p "$W/profile-x4"; OUT="$W/profile-x4" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc $NGPU --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x4/log" 2>&1
   echo "== profile x4 rc=$? at $((SECONDS - T0))s"
-  bench 0,1 ${TAG:-}x4-table4-x2 table4 --nproc 2 --model 2.7b,6.7b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
-  bench 0 ${TAG:-}x4-table4-x1 table4 --model 2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0,1 ${TAG:-}x4-table4-x2 table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}x4-table4-x1 table4 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # x2-host: nvidia-h200-x2 alone: why RetNet's per-GPU rate falls 13% from 1 to 2 GPUs at 1.3B (session 14: rank 1's
@@ -146,8 +135,7 @@ mode_multi4-b() {
 # wrappers off (0.2 ms of host time per layer and step), then the 2-rank step profiled with the host side (--host:
 # every rank's costliest host ops)
 mode_x2-host() {
-  bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
   FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
     --impl retnet-chunkwise --kernel fla
   [ "$(left)" -gt 90 ] || { echo "== profile x2 host: $(left) s left, not run"; exit 0; }

@@ -31,7 +31,7 @@ mode_decode-energy() {
 
 # train-energy: one GPU alone: table4 1.3B-6.7B, RetNet (fla) and the Transformer (cuDNN), 10 steps: windows >= 1 s
 mode_train-energy() {
-  bench 0 s10-table4-energy table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 s10-table4-energy table4 --model 1.3b,2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # capacity-again: one GPU alone: the 80 GiB capacity search again with the peaks restarted after each probe's first
@@ -47,7 +47,7 @@ mode_capacity-again() {
 
 # repeat-2.7b: one GPU alone: table4 2.7B again (RetNet 23,600 -> 22,530 tok/s between two leases), then GPU tests
 mode_repeat-2.7b() {
-  bench 0 s10-table4-2.7b-repeat table4 --model 2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 s10-table4-2.7b-repeat table4 --model 2.7b "${FLA_VS_CUDNN[@]}"
   timeout $(( $(left) - 5 )) python3 -m pytest -q -p no:cacheprovider -n 8 --timeout 150 -rfE --durations=5 \
     tests/test_runner_gpu.py tests/test_skinny_linear.py tests/test_energy.py -k "not 8192 and not 24576" \
     > "$W/gpu_tests.log" 2>&1
@@ -65,7 +65,7 @@ mode_gemm-b() {
 
 # clean: one GPU, nothing else running: training and prefill numbers free of other lanes' host load, the host profile
 mode_clean() {
-  bench 0 table4-clean table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-clean table4 --model 1.3b,2.7b,6.7b "${FLA_VS_CUDNN[@]}"
   OUT=$W timeout 150 python3 scripts/profile_train_step.py --preset 1.3b --seq 8192 --host \
     --family retnet:fla transformer:sdpa-cudnn > "$W/train_profile.log" 2>&1; echo "== train profile rc=$?"
   bench 0 prefill prefill --kernel sdpa-cudnn
@@ -76,7 +76,7 @@ mode_clean() {
 
 # hostcheck: one GPU: is the runner's RetNet training step slowed by the ranks' NVML thread or by too short a warm-up?
 mode_hostcheck() {
-  bench 0 t4-nonvml table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn --no-nvml
+  bench 0 t4-nonvml table4 --model 1.3b "${FLA_VS_CUDNN[@]}" --no-nvml
   sed -e '/^warmup = /d' -e 's/^steps = .*$/steps = 5\nwarmup = 3/' suites/definitions/table4.toml > "$W/table4-warm3.toml"
   bench 0 t4-warm3 "$W/table4-warm3.toml" --model 1.3b --impl retnet-chunkwise --kernel fla
   bench 0 t4-default table4 --model 1.3b --impl retnet-chunkwise --kernel fla
@@ -96,7 +96,7 @@ mode_gputests() {
 # #12 verdict rows with the fixed NVML reader for fla and cuDNN, and fla's chunk-size probe (training memory)
 mode_onegpu-a() {
   OUT=$W timeout 120 python3 scripts/probe_fla_chunk.py > "$W/fla_chunk.log" 2>&1; echo "== fla chunk probe rc=$?"
-  bench 0 table4-1gpu table4 --model 1.3b,6.7b,2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-1gpu table4 --model 1.3b,6.7b,2.7b "${FLA_VS_CUDNN[@]}"
   bench 0 prefill prefill --kernel sdpa-cudnn
 }
 
@@ -115,7 +115,7 @@ mode_gap67() {
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout 240 python3 scripts/profile_train_step.py --preset 6.7b \
     --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s"
-  bench 0 table4-6.7b table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-6.7b table4 --model 6.7b "${FLA_VS_CUDNN[@]}"
   mkdir -p "$W/census"; OUT="$W/census" timeout $(( $(left) - 5 )) python3 scripts/profile_train_memory.py \
     --preset 6.7b --seq 8192 --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$?"
 }
@@ -125,8 +125,7 @@ mode_gap67() {
 mode_gap67b() {
   mkdir -p "$W/census"; OUT="$W/census" timeout 200 python3 scripts/profile_train_memory.py --preset 6.7b --seq 8192 \
     --family retnet:fla transformer:sdpa-cudnn > "$W/census/log" 2>&1; echo "== census rc=$? at $((SECONDS - T0))s"
-  bench 0 table4-6.7b-ckpt table4 --model 6.7b --checkpointing full --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0 table4-6.7b-ckpt table4 --model 6.7b --checkpointing full "${FLA_VS_CUDNN[@]}"
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family transformer:sdpa-cudnn retnet:fla > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s"
@@ -148,7 +147,7 @@ mode_census() {
 # run_train.sh sets PYTORCH_ALLOC_CONF=expandable_segments:True), then the 6.7B profile with its allocator counters
 mode_expandable() {
   export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-  bench 0 table4-exp table4 --model 6.7b,1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-exp table4 --model 6.7b,1.3b "${FLA_VS_CUDNN[@]}"
   mkdir -p "$W/profile-6.7b"; OUT="$W/profile-6.7b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-6.7b/log" 2>&1
   echo "== profile 6.7b rc=$? at $((SECONDS - T0))s"
@@ -159,9 +158,8 @@ mode_expandable() {
 mode_compile() {
   export TORCHINDUCTOR_CACHE_DIR="$W/inductor"
   bench 0 ${TAG:-}table4-compiled table4 --model ${MODELS:-1.3b,6.7b} --compile blocks \
-    --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0 ${TAG:-}table4-plain table4 --model ${MODELS:-1.3b,6.7b} --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+    "${FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}table4-plain table4 --model ${MODELS:-1.3b,6.7b} "${FLA_VS_CUDNN[@]}"
   rm -rf "$W/inductor"
 }
 
@@ -178,10 +176,9 @@ mode_compileprof() {
 # ckptpart-a: one GPU alone: 6.7B with every N-th block checkpointed (torchtitan's selective per-layer option), both
 # sides on one lease, plain first; the first half of FlashAttention-4's install travels beside this call
 mode_ckptpart-a() {
-  bench 0 table4-6.7b-plain table4 --model 6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-6.7b-plain table4 --model 6.7b "${FLA_VS_CUDNN[@]}"
   for v in every-8 every-4 full; do
-    bench 0 table4-6.7b-$v table4 --model 6.7b --checkpointing $v --impl retnet-chunkwise,transformer \
-      --kernel fla,sdpa-cudnn; done
+    bench 0 table4-6.7b-$v table4 --model 6.7b --checkpointing $v "${FLA_VS_CUDNN[@]}"; done
 }
 
 # ckptpart-b: the same machine right after, FlashAttention-4 installed: its 6.7B rows plain and every-8, both sides
@@ -202,7 +199,7 @@ mode_ckptpart-b() {
 # verdict-a: one GPU alone: table4 at 1.3B and 2.7B with 3 + 10 steps (the one-GPU verdict rows of session 5 had
 # 1 + 3), fla and SDPA cuDNN; the first half of FlashAttention-4's install travels beside this call
 mode_verdict-a() {
-  bench 0 table4-1gpu-steps10 table4 --model 1.3b,2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 table4-1gpu-steps10 table4 --model 1.3b,2.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # verdict-b: the same machine right after, FlashAttention-4 installed: its rows at 1.3B and 2.7B, then every GPU test
@@ -237,9 +234,8 @@ mode_async-a() {
   timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1
   echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
-  bench 0 s11-table4 table4 --model 1.3b,2.7b,6.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0 s11-table4-6.7b-every-8 table4 --model 6.7b --checkpointing every-8 --impl retnet-chunkwise,transformer \
-    --kernel fla,sdpa-cudnn
+  bench 0 s11-table4 table4 --model 1.3b,2.7b,6.7b "${FLA_VS_CUDNN[@]}"
+  bench 0 s11-table4-6.7b-every-8 table4 --model 6.7b --checkpointing every-8 "${FLA_VS_CUDNN[@]}"
 }
 
 # async-b: the same machine right after, FlashAttention-4 installed: its table4 rows with the same loop
@@ -253,7 +249,7 @@ mode_async-b() {
 # async-repeat: one GPU alone, another lease: table4 at 1.3B and 2.7B again with the asynchronous loop (does RetNet
 # still move more than the Transformer between leases?), then the 1.3B step profiled (the GPU's idle time now)
 mode_async-repeat() {
-  bench 0 s11-table4-repeat table4 --model 1.3b,2.7b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 s11-table4-repeat table4 --model 1.3b,2.7b "${FLA_VS_CUDNN[@]}"
   mkdir -p "$W/profile-1.3b"; OUT="$W/profile-1.3b" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --steps 4 --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-1.3b/log" 2>&1
   echo "== profile 1.3b rc=$? at $((SECONDS - T0))s"
@@ -262,8 +258,8 @@ mode_async-repeat() {
 # first-point: one GPU alone: table4 1.3B twice, back to back (is a run's first training point slow on a fresh machine?
 # how far apart are two runs on one machine?); run ids ${TAG:-s11-}first-point and ${TAG:-s11-}first-point-again
 mode_first-point() {
-  bench 0 ${TAG:-s11-}first-point table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
-  bench 0 ${TAG:-s11-}first-point-again table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn
+  bench 0 ${TAG:-s11-}first-point table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-s11-}first-point-again table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
 }
 
 # fwdbwd: one GPU alone: the forward + backward path's GPU tests (ids without a sync), then the paper's pipeline

@@ -38,5 +38,7 @@ ALL=$(seq -s, 0 $((NGPU - 1)))
 TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_retnet_kernel_gpu.py
   tests/test_retnet_step_fused.py tests/test_baselines_kernels.py tests/test_baselines_gqa.py tests/test_runner_gpu.py
   tests/test_peers.py tests/test_retnet_torchscale.py"  # tests/test_fla_head_dims.py: its own mode, fla-dims
+FLA_VS_CUDNN=(--impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn)  # each side's fastest kernel that needs
+# no install of its own (FlashAttention-4 does: the modes that use it say so)
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 "mode_$MODE"
