@@ -81,6 +81,16 @@ mode_tp() {
     2>&1; echo "== profile tp2 rc=$?"
 }
 
+# (a helper of the modes below, not a mode) the NCCL test (ranks train like one GPU), then 13B on GPUS over NPROC
+# ranks as run RUN, and again fully checkpointed as RUN-ckpt where the plain step was oom
+nccl_test_then_13b() { local run=$1 gpus=$2 nproc=$3
+  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
+    > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
+  bench $gpus $run table4 --nproc $nproc --model 13b "${FLA_VS_CUDNN[@]}"
+  if oom_in $run 13b; then
+    bench $gpus $run-ckpt table4 --nproc $nproc --model 13b --checkpointing full "${FLA_VS_CUDNN[@]}"; fi
+}
+
 # multi2: nvidia-h200-x2, first call: 1.3B on 1 rank and on 2, each alone (per-GPU scaling 1 -> 2), then table4 over 2
 # ranks at 2.7B and 6.7B; half of issue #14's scaling. Then, on the same machine: multi2-b
 mode_multi2() {
@@ -92,12 +102,7 @@ mode_multi2() {
 # multi2-b: nvidia-h200-x2, after multi2: the NCCL test (two ranks train like one GPU), 13B over 2 ranks (fully
 # checkpointed where plain is oom), then the 2-rank 1.3B step profiled (exposed communication)
 mode_multi2-b() {
-  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
-    > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
-  bench 0,1 ${TAG:-}x2-table4-x2-13b table4 --nproc 2 --model 13b "${FLA_VS_CUDNN[@]}"
-  if oom_in ${TAG:-}x2-table4-x2-13b 13b; then
-    bench 0,1 ${TAG:-}x2-table4-x2-13b-ckpt table4 --nproc 2 --model 13b --checkpointing full \
-      "${FLA_VS_CUDNN[@]}"; fi
+  nccl_test_then_13b ${TAG:-}x2-table4-x2-13b 0,1 2
   [ "$(left)" -gt 90 ] || { echo "== profile x2: $(left) s left, not run"; exit 0; }
   mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
@@ -117,23 +122,21 @@ mode_multi4-a() {
 # the 4-rank 1.3B step profiled with every rank's host side, then 2.7B and 6.7B on 1 and 2 ranks (the rest of
 # issue #14's 1 / 2 / 4 sweep) as time allows
 mode_multi4-b() {
-  timeout 300 python3 -m pytest -q -p no:cacheprovider --timeout 280 -rfE -k nccl tests/test_training_distributed.py \
-    > "$W/nccl_tests.log" 2>&1; echo "== nccl tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/nccl_tests.log")"
-  bench $ALL ${TAG:-}x4-table4-x4-13b table4 --nproc $NGPU --model 13b "${FLA_VS_CUDNN[@]}"
-  if oom_in ${TAG:-}x4-table4-x4-13b 13b; then
-    bench $ALL ${TAG:-}x4-table4-x4-13b-ckpt table4 --nproc $NGPU --model 13b --checkpointing full \
-      "${FLA_VS_CUDNN[@]}"; fi
-  mkdir -p "$W/profile-x4"; OUT="$W/profile-x4" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
-    --preset 1.3b --seq 8192 --nproc $NGPU --host --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x4/log" 2>&1
-  echo "== profile x4 rc=$? at $((SECONDS - T0))s"
+  nccl_test_then_13b ${TAG:-}x4-table4-x4-13b $ALL $NGPU
+  if [ "$(left)" -gt 90 ]; then  # a profile cut short writes nothing; the runs after it may still fit
+    mkdir -p "$W/profile-x4"; OUT="$W/profile-x4" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+      --preset 1.3b --seq 8192 --nproc $NGPU --host --family retnet:fla transformer:sdpa-cudnn \
+      > "$W/profile-x4/log" 2>&1
+    echo "== profile x4 rc=$? at $((SECONDS - T0))s"
+  else echo "== profile x4: $(left) s left, not run"; fi
   bench 0,1 ${TAG:-}x4-table4-x2 table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
   bench 0 ${TAG:-}x4-table4-x1 table4 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
 # x2-host: nvidia-h200-x2 alone: why RetNet's per-GPU rate falls 13% from 1 to 2 GPUs at 1.3B (session 14: rank 1's
-# GPU idled 30 ms a step, rank 0 waited in all-gathers): 1.3B over 2 ranks again, RetNet again with fla's dispatch
-# wrappers off (0.2 ms of host time per layer and step), then the 2-rank step profiled with the host side (--host:
-# every rank's costliest host ops)
+# GPU idled about 30 ms a step, rank 0 had 28 ms of exposed communication): 1.3B over 2 ranks again, RetNet again
+# with fla's dispatch wrappers off (0.2 ms of host time per layer and step), then the 2-rank step profiled with the
+# host side (--host: every rank's costliest host ops)
 mode_x2-host() {
   bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
   FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
