@@ -91,6 +91,21 @@ nccl_test_then_13b() { local run=$1 gpus=$2 nproc=$3
     bench $gpus $run-ckpt table4 --nproc $nproc --model 13b --checkpointing full "${FLA_VS_CUDNN[@]}"; fi
 }
 
+# collectives N: how fast N ranks exchange FSDP2's messages (scripts/probe_collectives.py: all-gather and
+# reduce-scatter at every preset's block size, the link NCCL used, and each preset's milliseconds of collectives per
+# step), with NCCL's own choice of protocol, then with NCCL_PROTO=Simple: in session 14's 2-rank profile, NCCL ran
+# FSDP2's ~100 MB all-gathers as ring LL kernels (its low-latency protocol), 4.9 GB in 75 ms on rank 0, waits included
+# (65 GB/s), where NVLink (NV18) carries several times that
+collectives() { local nproc=$1 proto dir
+  for proto in default Simple; do
+    dir="$W/collectives-x$nproc-$proto"; mkdir -p "$dir"
+    ( [ $proto = default ] || export NCCL_PROTO=$proto
+      OUT="$dir" timeout 150 python3 -m torch.distributed.run --standalone --nproc-per-node $nproc \
+        scripts/probe_collectives.py > "$dir/log" 2>&1 )
+    echo "== collectives x$nproc $proto rc=$? at $((SECONDS - T0))s: $(grep -a " 1.3b:" "$dir/collectives.txt" 2>/dev/null)"
+  done
+}
+
 # multi2: nvidia-h200-x2, first call: 1.3B on 1 rank and on 2, each alone (per-GPU scaling 1 -> 2), then table4 over 2
 # ranks at 2.7B and 6.7B; half of issue #14's scaling. Then, on the same machine: multi2-b
 mode_multi2() {
@@ -122,6 +137,7 @@ mode_multi4-a() {
 # the 4-rank 1.3B step profiled with every rank's host side, then 2.7B and 6.7B on 1 and 2 ranks (the rest of
 # issue #14's 1 / 2 / 4 sweep) as time allows
 mode_multi4-b() {
+  collectives $NGPU
   nccl_test_then_13b ${TAG:-}x4-table4-x4-13b $ALL $NGPU
   if [ "$(left)" -gt 90 ]; then  # a profile cut short writes nothing; the runs after it may still fit
     mkdir -p "$W/profile-x4"; OUT="$W/profile-x4" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
@@ -134,15 +150,19 @@ mode_multi4-b() {
 }
 
 # x2-host: nvidia-h200-x2 alone: why RetNet's per-GPU rate falls 13% from 1 to 2 GPUs at 1.3B (session 14: rank 1's
-# GPU idled about 30 ms a step, rank 0 had 28 ms of exposed communication): 1.3B over 2 ranks again, RetNet again
-# with fla's dispatch wrappers off (0.2 ms of host time per layer and step), then the 2-rank step profiled with the
-# host side (--host: every rank's costliest host ops)
+# GPU idled about 30 ms a step, rank 0 had 28 ms of exposed communication): the link's rate at FSDP2's message sizes
+# (collectives), 1.3B over 2 ranks again, again with NCCL_PROTO=Simple should the probe find it faster, then the
+# 2-rank step profiled with the host side (--host: every rank's costliest host ops), then RetNet with fla's dispatch
+# wrappers off (0.2 ms of host time per layer and step)
 mode_x2-host() {
+  collectives 2
   bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  NCCL_PROTO=Simple bench 0,1 ${TAG:-}x2-table4-x2-simple table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  if [ "$(left)" -gt 90 ]; then
+    mkdir -p "$W/profile-x2-host"; OUT="$W/profile-x2-host" timeout $(( $(left) - 5 )) python3 \
+      scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla \
+      transformer:sdpa-cudnn > "$W/profile-x2-host/log" 2>&1; echo "== profile x2 host rc=$? at $((SECONDS - T0))s"
+  else echo "== profile x2 host: $(left) s left, not run"; fi
   FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
     --impl retnet-chunkwise --kernel fla
-  [ "$(left)" -gt 90 ] || { echo "== profile x2 host: $(left) s left, not run"; exit 0; }
-  mkdir -p "$W/profile-x2-host"; OUT="$W/profile-x2-host" timeout $(( $(left) - 5 )) python3 \
-    scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla transformer:sdpa-cudnn \
-    > "$W/profile-x2-host/log" 2>&1; echo "== profile x2 host rc=$? at $((SECONDS - T0))s"
 }

@@ -22,12 +22,17 @@ _PACKAGES = {
 
 
 # Recorded when set, after the variables that change what a run measures (the contract's measure_changing).
-RUNTIME_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST")
+RUNTIME_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TORCH_SYMM_MEM_DISABLE_MULTICAST", "NVSHMEM_DISABLE_NVLS")
+# and every NCCL_* variable: they choose how multi-GPU rows' collectives run (protocol, algorithm, transport), so a
+# reader needs them; they are not measure-changing for `compare`, since one-GPU runs, where NCCL does nothing, would
+# then refuse each other over NCCL_NVLS_ENABLE=0 (set on the lent multi-GPU machines, and by device_reference.sh)
+RUNTIME_ENV_PREFIXES = ("NCCL_",)
 
 
 def runtime_env() -> dict[str, str]:
-    """The measure-changing and RUNTIME_ENV variables that are set, with their values."""
-    return {**measure_changing(os.environ), **set_among(os.environ, RUNTIME_ENV)}
+    """The measure-changing, RUNTIME_ENV and RUNTIME_ENV_PREFIXES variables that are set, with their values."""
+    return {**measure_changing(os.environ), **set_among(os.environ, RUNTIME_ENV),
+            **{k: os.environ[k] for k in sorted(os.environ) if k.startswith(RUNTIME_ENV_PREFIXES)}}
 
 
 def _version(dist: str) -> str | None:

@@ -158,6 +158,20 @@ def test_runtime_env_records_fla_switches_and_the_named_variables(monkeypatch):
     assert "NOT_FLA_X" not in got
 
 
+def test_nccl_variables_are_recorded_but_two_runs_differing_in_them_still_compare(tmp_path, monkeypatch):
+    """NCCL_* choose how multi-GPU rows' collectives run, so env.json keeps them; one-GPU runs, where NCCL does
+    nothing, must still compare when one was made with NCCL_NVLS_ENABLE=0 set and the other without."""
+    from retnet_bench.suites.env import runtime_env
+
+    monkeypatch.setenv("NCCL_PROTO", "Simple")
+    monkeypatch.setenv("NVSHMEM_DISABLE_NVLS", "1")
+    got = runtime_env()
+    assert got["NCCL_PROTO"] == "Simple" and got["NVSHMEM_DISABLE_NVLS"] == "1"
+    base = write_run(tmp_path / "base", [decode_row()], runtime_env={"NCCL_NVLS_ENABLE": "0"})
+    head = write_run(tmp_path / "head", [decode_row()], runtime_env={})
+    assert compare_runs(base, head).warnings == []
+
+
 def test_bad_input_raises_input_error(tmp_path):
     good = write_run(tmp_path / "good", [decode_row()])
     with pytest.raises(CompareInputError, match="not found"):

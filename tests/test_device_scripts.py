@@ -14,17 +14,17 @@ SCRIPT = ROOT / "scripts" / "device_reference.sh"
 MODE_FILES = sorted((ROOT / "scripts").glob("device_modes_*.sh"))
 
 # python3: the GPU count for the script's device_count query, success for pip and the setup report, else a record;
-# retnet-bench: a record with the two variables that decide what a point measures, and a finished run's last line
+# retnet-bench: a record with the variables that decide what a point measures, and a finished run's last line
 PYTHON3 = """#!/bin/bash
 case "$*" in
   *device_count*) echo "${SIM_NGPU:-4}";;
   *"-m pip"*) exit 0;;
   -) cat > /dev/null;;
-  *) echo "python3 $*" >> "$SIM_CALLS";;
+  *) echo "python3 $* PROTO=${NCCL_PROTO:-}" >> "$SIM_CALLS";;
 esac
 """
 RETNET_BENCH = """#!/bin/bash
-echo "retnet-bench $* CVD=$CUDA_VISIBLE_DEVICES FLA=${FLA_DISABLE_BACKEND_DISPATCH:-}" >> "$SIM_CALLS"
+echo "retnet-bench $* CVD=$CUDA_VISIBLE_DEVICES PROTO=${NCCL_PROTO:-} FLA=${FLA_DISABLE_BACKEND_DISPATCH:-}" >> "$SIM_CALLS"
 echo "table4: 2 rows in /x (complete; this run: 2 ok)"
 """
 
@@ -78,13 +78,19 @@ def test_the_four_gpu_scaling_mode_runs_1_2_and_4_ranks_each_alone_then_packs(tm
     assert (tmp_path / "reference_multi4-a.tgz").exists()  # the trap packs what the mode wrote
 
 
-def test_the_host_mode_runs_retnet_again_with_fla_dispatch_off_only(tmp_path):
+def test_the_host_mode_probes_the_link_then_runs_both_protocols_and_retnet_with_fla_dispatch_off(tmp_path):
     p, calls = _run("x2-host", tmp_path, ngpu=2)
     assert p.returncode == 0, p.stdout + p.stderr
+    probes = [c for c in calls if "probe_collectives.py" in c]
+    assert [c.endswith("PROTO=") for c in probes] == [True, False] and probes[1].endswith("PROTO=Simple")
+    assert all("--nproc-per-node 2" in c for c in probes)
     bench = [c for c in calls if c.startswith("retnet-bench")]
-    assert [c.endswith("FLA=1") for c in bench] == [False, True]
-    assert "--impl retnet-chunkwise --kernel fla" in bench[1]
+    assert [("PROTO=Simple" in c, c.endswith("FLA=1")) for c in bench] == [(False, False), (True, False),
+                                                                            (False, True)]
+    assert "--impl retnet-chunkwise --kernel fla" in bench[2]
     assert any("profile_train_step.py" in c and "--host" in c and "--nproc 2" in c for c in calls)
+    # NCCL_PROTO is set for its own probe and run only: what follows them is back on NCCL's choice
+    assert calls.index(probes[1]) < calls.index(bench[0])
 
 
 @pytest.mark.parametrize("mode", ["multi4-b", "multi2-b"])

@@ -16,8 +16,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-# What the lent multi-GPU machines need (KINDS.md there): NVLink SHARP / multicast off.
-NCCL_ENV_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
+# What the lent multi-GPU machines need (KINDS.md there): NVLink SHARP / multicast off in NCCL, PyTorch and NVSHMEM.
+NCCL_ENV_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def set_nccl_env() -> None:
@@ -80,6 +80,17 @@ def shard_model(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype) ->
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=False)
     return model
+
+
+def collective_bytes_per_step(model: nn.Module, param_bytes: int = 2, reduce_bytes: int = 4) -> dict[str, int]:
+    """Bytes one optimizer step (one micro-batch) puts through FSDP2's collectives under `shard_model`'s sharding,
+    as nccl-tests' sizes S (an all-gather's output, a reduce-scatter's input), before FSDP2's padding to a multiple
+    of the ranks: every block is all-gathered twice (forward, and again for backward: it resharded after forward),
+    the root's own parameters (embedding, final norm, head) once (it stays gathered from forward to backward), and
+    every gradient is reduce-scattered once. `model` sharded or not (a DTensor's numel is the whole tensor's)."""
+    blocks = sum(p.numel() for block in model.layers for p in block.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    return {"all_gather": (2 * blocks + (total - blocks)) * param_bytes, "reduce_scatter": total * reduce_bytes}
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

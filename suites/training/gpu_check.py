@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .fsdp import NCCL_ENV_DEFAULTS
 from .recipe import ModelRecipe
 from .result import TrainPointResult, run_point
 from .step import TrainSettings
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if n_gpus else None
     report = {"env": {"torch": torch.__version__, "gpu": gpu, "n_gpus": n_gpus, "device": args.device,
-                      "host": platform.node(), "nccl_env": {k: os.environ.get(k) for k in
-                                                            ("NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST")}},
+                      "host": platform.node(), "nccl_env": {k: os.environ.get(k) for k in NCCL_ENV_DEFAULTS}},
               "settings": dataclasses.asdict(settings), "points": [], "scaling": {}}
     path = out_dir / f"train_check_{args.preset}.json"
     print(f"{report['env']}  world sizes {world_sizes}  settings {report['settings']}", flush=True)
