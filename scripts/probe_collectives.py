@@ -37,7 +37,10 @@ def bus_bandwidth(size_bytes: int, seconds: float, world_size: int) -> tuple[flo
 
 
 def step_comm_ms(step_bytes: dict[str, int], busbw_gbs: dict[str, float], world_size: int) -> float:
-    """Milliseconds of collectives per step at the given bus bandwidths: t = S (N - 1) / N / busbw, summed."""
+    """Milliseconds of collectives per step at the given bus bandwidths: t = S (N - 1) / N / busbw, summed (0 on one
+    rank: nothing crosses a link, and busbw is 0 too)."""
+    if world_size == 1:
+        return 0.0
     share = (world_size - 1) / world_size
     return sum(step_bytes[op] * share / (busbw_gbs[op] * 1e9) * 1e3 for op in step_bytes)
 

@@ -35,6 +35,7 @@ def test_step_communication_time_from_bytes_and_bus_bandwidth():
     busbw = {"all_gather": 50.0, "reduce_scatter": 100.0}
     assert step(step_bytes, busbw, 2) == pytest.approx(120.0)
     assert step(step_bytes, busbw, 4) == pytest.approx(180.0)
+    assert step(step_bytes, {"all_gather": 0.0, "reduce_scatter": 0.0}, 1) == 0.0
 
 
 def test_transports_are_read_from_nccl_info_lines():
