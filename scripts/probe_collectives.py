@@ -1,8 +1,8 @@
 """How fast the GPUs of one machine exchange FSDP2's messages, and what that makes a training step's communication
 (multi-GPU diagnostic for issue #14's "what bounds the scaling"; not part of the suites).
 
-FSDP2 (suites/training/fsdp.py, `shard_model`) all-gathers each block's parameters in bf16 before its forward and again before its
-backward, and reduce-scatters its gradients in fp32. This script times exactly those two collectives at those
+FSDP2 (suites/training/fsdp.py, `shard_model`) all-gathers each block's parameters in bf16 before its forward and (all
+but the last block) again before its backward, and reduce-scatters its gradients in fp32. This script times exactly those two collectives at those
 message sizes (and a sweep around them) through torch.distributed, with CUDA events, on every rank:
 
     python3 -m torch.distributed.run --standalone --nproc-per-node N scripts/probe_collectives.py \
@@ -187,8 +187,8 @@ def render(summary: dict) -> str:
     for m in summary["measured"]:
         lines.append(f"   {m['op']:<15}{m['size_bytes'] / 1e6:>10.2f}{m['ms']:>10.3f}{m['algbw_gbs']:>12.1f}"
                      f"{m['busbw_gbs']:>12.1f}")
-    lines.append("   FSDP2 per optimizer step and rank (block all-gathered in forward and backward, root once, "
-                 "gradients reduce-scattered in fp32), at the block's measured rate:")
+    lines.append("   FSDP2 per optimizer step and rank (blocks all-gathered for forward and again for backward, the last "
+                 "block and the root once, gradients reduce-scattered in fp32), at the block's measured rate:")
     for preset, s in summary["fsdp_step"].items():
         gb = {op: b / 1e9 for op, b in s["step_bytes"].items()}
         lines.append(f"   {preset:>5}: all-gather {gb['all_gather']:.2f} GB, reduce-scatter {gb['reduce_scatter']:.2f} GB"
