@@ -70,12 +70,14 @@ mode_flash4() {
   wait
 }
 
-# tp: all GPUs (4 or 8): table4 with tensor parallelism inside FSDP2 (the paper's setting for 6.7B and 13B), TP 2 and
-# TP over all ranks, beside the plain FSDP2 rows of the same machine
-mode_tp() {
+# tp: all GPUs (2, 4 or 8): table4 with tensor parallelism inside FSDP2 (the paper's setting for 6.7B and 13B), TP 2
+# and TP over all ranks (one run where they are the same), beside the plain FSDP2 rows of the same machine, then a
+# TP-2 profile as time allows
+mode_tp() { local tp
   bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b "${FLA_VS_CUDNN[@]}"
-  for tp in 2 $NGPU; do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp --model 6.7b,13b \
-    "${FLA_VS_CUDNN[@]}"; done
+  for tp in $(printf '%s\n' 2 $NGPU | sort -nu); do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp \
+    --model 6.7b,13b "${FLA_VS_CUDNN[@]}"; done
+  [ "$(left)" -gt 90 ] || { echo "== profile tp2: $(left) s left, not run"; return 0; }
   mkdir -p "$W/profile-tp2"; OUT="$W/profile-tp2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
     --preset 6.7b --seq 8192 --nproc $NGPU --tp 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-tp2/log" \
     2>&1; echo "== profile tp2 rc=$?"

@@ -111,3 +111,12 @@ def test_a_mode_that_runs_out_of_time_still_packs_what_it_wrote(tmp_path):
     assert (tmp_path / "reference_x2-host.tgz").exists()
     p, calls = _run("multi4-a", tmp_path, extra_env={"BUDGET": "40"})
     assert [c for c in calls if c.startswith("retnet-bench")] == [] and p.stdout.count("not run") == 4
+
+
+@pytest.mark.parametrize("ngpu, degrees", [(2, ["2"]), (4, ["2", "4"]), (8, ["2", "8"])])
+def test_the_tp_mode_runs_each_tensor_parallel_degree_once(tmp_path, ngpu, degrees):
+    """TP 2 and TP over all ranks: on two GPUs they are one run, not the same run twice."""
+    p, calls = _run("tp", tmp_path, ngpu=ngpu)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tp_runs = [re.search(r"--tp (\d+)", c).group(1) for c in calls if c.startswith("retnet-bench") and "--tp" in c]
+    assert tp_runs == degrees
