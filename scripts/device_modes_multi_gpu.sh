@@ -73,7 +73,8 @@ mode_flash4() {
 # tp: all GPUs (2, 4 or 8): table4 with tensor parallelism inside FSDP2 (the paper's setting for 6.7B and 13B), TP 2
 # and TP over all ranks (one run where they are the same), beside the plain FSDP2 rows of the same machine, then a
 # TP-2 profile as time allows
-mode_tp() { local tp
+mode_tp() {
+  local tp
   bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b "${FLA_VS_CUDNN[@]}"
   for tp in $(printf '%s\n' 2 $NGPU | sort -nu); do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp \
     --model 6.7b,13b "${FLA_VS_CUDNN[@]}"; done
