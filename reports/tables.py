@@ -179,6 +179,11 @@ def _paper_flavour(impl: str, kernel: str, roster: Roster) -> str | None:
     return None
 
 
+def _pct(part: float | None, whole: float | None) -> float | None:
+    ok = part is not None and whole and not (pd.isna(part) or pd.isna(whole))
+    return 100.0 * part / whole if ok else None
+
+
 def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     """Training in the shape of the paper's Table 4: memory GB and tokens/s per size and impl, paper beside ours.
 
@@ -206,19 +211,27 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                     "tokens/s": row["tokens_per_s"],
                     "tokens/s per GPU": row["tokens_per_s_per_gpu"],
                     "J/token": row["joules_per_token"],
+                    "GPU compute % of step": _pct(row.get("gpu_compute_ms"), row["ms_median"]),
+                    "exposed comm ms": row.get("exposed_comm_ms"),
                     "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
     out.sort(key=lambda r: (size_key(r["size"]), r["impl (kernel)"], r["seq_len"]))
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"])
     # rows from before a column, or (J/token) from runs without an energy counter: nothing to say
-    frame = frame.drop(columns=[c for c in ("alloc retries", "J/token") if frame[c].isna().all()])
+    frame = frame.drop(columns=[c for c in ("alloc retries", "J/token", "GPU compute % of step", "exposed comm ms")
+                                if frame[c].isna().all()])
     multi_gpu = bool((tr["gpus"] > 1).any())
-    if not multi_gpu:  # one GPU throughout: per GPU is the same number
-        frame = frame.drop(columns="tokens/s per GPU")
+    if not multi_gpu:  # one GPU throughout: per GPU is the same number, and nothing is communicated
+        frame = frame.drop(columns=[c for c in ("tokens/s per GPU", "exposed comm ms") if c in frame])
     return Table("table4_training", "Training cost in the shape of the paper's Table 4", frame, run_meta(tr, envs),
                  ("tokens/s: all GPUs of a row; memory: per GPU (the largest rank); " if multi_gpu else "")
                  + "device GB: " + _sources(tr) + ("; J/token: GPU energy of the timed steps (NVML's counter), all "
-                 "GPUs, per token of all ranks" if "J/token" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
+                 "GPUs, per token of all ranks" if "J/token" in frame else "")
+                 + ("; GPU compute % of step: the busiest GPU's kernels (NCCL's excluded) in one profiled step after "
+                    "the timed ones, over the median step; below 100% the GPU waited for the host or a collective"
+                    if "GPU compute % of step" in frame else "")
+                 + ("; exposed comm ms: NCCL kernels with no compute beside them in that step, the largest rank"
+                    if "exposed comm ms" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
                  "GB are GiB, as the allocator column; absolute numbers not comparable: 8 GPUs, TP)")
 
 

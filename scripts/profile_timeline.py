@@ -8,6 +8,9 @@ import bisect
 import re
 from collections import defaultdict
 
+# the interval arithmetic is the training engine's own (its rows' gpu_compute_ms and exposed_comm_ms come from it)
+from retnet_bench.suites.training.gpu_time import intersection as _intersection, length as _length, union as _union
+
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (
     # FSDP2's reduce-scatter copy-in (torch._chunk_cat) and all-gather copy-out: before "chunk", which is fla's
@@ -28,34 +31,6 @@ def category(name: str) -> str:
         if re.search(pattern, low):
             return label
     return "other"
-
-
-def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for a, b in sorted(intervals):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
-        else:
-            merged.append([a, b])
-    return [(a, b) for a, b in merged]
-
-
-def _length(intervals: list[tuple[float, float]]) -> float:
-    return sum(b - a for a, b in intervals)
-
-
-def _intersection(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> float:
-    """Total length covered by both unions (each sorted and disjoint)."""
-    i = j = 0
-    total = 0.0
-    while i < len(x) and j < len(y):
-        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
-        total += max(0.0, hi - lo)
-        if x[i][1] < y[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
 
 
 def overlap_ms(kernels: list[tuple[str, float, float]], steps: int) -> dict[str, float]:

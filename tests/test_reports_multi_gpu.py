@@ -84,3 +84,23 @@ def test_a_setting_without_any_plain_row_gets_no_tick(tmp_path):
             train_row("2.7b", "retnet-chunkwise", "fla", 1, 8192, 20000.0, 40.0, checkpointing="full")]
     fig = F.build_figures(*load_runs([write_run(tmp_path, rows)]))[0]["table4_training_bars"]
     assert [c for c in fig.axes[1].collections if c.get_label() == FASTEST_SETTING] == []
+
+
+def test_table4_says_how_much_of_a_step_the_gpu_computed_and_what_communication_stood_alone(tmp_path):
+    """gpu_compute_ms over the median step as a percentage (below 100: the GPU waited for the host or a collective);
+    exposed communication only where a row ran on several GPUs; rows from before the columns show neither."""
+    # 8192 tokens at 40960 tok/s: a 200 ms step
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 40960.0, 32.0, gpu_compute_ms=180.0,
+                      exposed_comm_ms=0.0),
+            train_row("1.3b", "retnet-chunkwise", "fla", 2, 8192, 81920.0, 26.0, world_size=2,  # one sequence a GPU
+                      tokens_per_s_per_gpu=40960.0, gpu_compute_ms=170.0, exposed_comm_ms=25.0)]
+    t4 = {t.name: t for t in all_tables(*load_runs([write_run(tmp_path, rows, run_id="a")]))}["table4_training"]
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), "GPU compute % of step"] == pytest.approx(90.0)
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla), 2 GPUs"), ["GPU compute % of step", "exposed comm ms"]
+                     ].tolist() == pytest.approx([85.0, 25.0])
+    assert "waited for the host or a collective" in t4.note and "exposed comm ms" in t4.note
+    one_gpu = {t.name: t for t in all_tables(*load_runs([write_run(tmp_path / "b", rows[:1], run_id="b")]))}
+    assert "exposed comm ms" not in one_gpu["table4_training"].df
+    old = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 40960.0, 32.0)]
+    before = {t.name: t for t in all_tables(*load_runs([write_run(tmp_path / "c", old, run_id="c")]))}
+    assert "GPU compute % of step" not in before["table4_training"].df and "waited" not in before["table4_training"].note

@@ -61,6 +61,9 @@ def test_two_nccl_ranks_train_like_one_gpu():
     one = run_point(1, recipe, dataclasses.replace(settings, grad_accum=2), "cuda")
     assert two.status == "ok" and one.status == "ok", (two.error, one.error)
     assert two.mem_torch_peak_gb > 0 and two.gpu_name and two.alloc_retries == 0  # a tiny model: no pressure
+    # each rank's profiled step saw NCCL's kernels (FSDP2's all-gathers and reduce-scatters); one GPU saw none
+    assert all(r.gpu_comm_ms > 0 and r.gpu_compute_ms > 0 for r in two.ranks) and two.exposed_comm_ms is not None
+    assert one.ranks[0].gpu_comm_ms == 0.0
     # bf16 compute: GPU kernels need not be bitwise reproducible across processes; 1e-3 relative is bf16 noise
     torch.testing.assert_close(two.losses, one.losses, rtol=1e-3, atol=0)
 

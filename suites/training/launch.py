@@ -29,6 +29,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from ..trackers import AllocRetries, EnergyTracker, energy_counter
 from ..transfer import batch_on_device
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
+from .gpu_time import profile_step
 from .measure import GB, NvmlStepPeak, StepTimer, rss_peak_gb, torch_peaks_gb
 from .recipe import ModelRecipe, build_model, matmul_params, model_forward
 from .step import TrainSettings, apply_checkpointing, apply_compile, make_optimizer, synthetic_batch, train_step
@@ -67,6 +68,10 @@ class RankResult:
     energy_j: float | None = None
     energy_wall_s: float | None = None
     energy_gpu: int | None = None
+    # one extra, untimed step profiled on the device (gpu_time.py): its compute, NCCL kernels and their exposed part
+    gpu_compute_ms: float | None = None
+    gpu_comm_ms: float | None = None
+    exposed_comm_ms: float | None = None
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -142,6 +147,16 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         if energy.joules is not None:
             res.energy_j, res.energy_wall_s = energy.joules, energy.wall_s
             res.energy_gpu = energy.counter.index
+        # one more step, after the timed ones and not among the losses, profiled on the device: what a step's GPU time
+        # was (compute, communication, exposed), against which the timed steps' median shows the waiting
+        if device.type == "cuda":
+            step = settings.warmup_steps + settings.steps
+            batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)
+            gpu = profile_step(lambda: train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size),
+                                                  optimizer, batch), device)
+            if gpu is not None:
+                res.gpu_compute_ms, res.gpu_comm_ms, res.exposed_comm_ms = (
+                    gpu["gpu_compute_ms"], gpu["gpu_comm_ms"], gpu["exposed_comm_ms"])
         res.losses = all_reduce_mean(torch.stack(losses)).tolist()
         res.status = "ok"
     except Exception as exc:  # the point fails, the sweep goes on

@@ -37,6 +37,8 @@ class TrainPointResult:
     energy_j: float | None = None  # timed steps, all GPUs (`rank_energy`)
     joules_per_token: float | None = None  # over all ranks' tokens of the timed steps
     avg_power_w: float | None = None  # all GPUs together, over the timed window
+    gpu_compute_ms: float | None = None  # max over ranks: the busiest GPU's compute in one (profiled) step
+    exposed_comm_ms: float | None = None  # max over ranks: NCCL kernels with no compute beside them, same step
     n_params: int | None = None
     gpu_name: str | None = None
     device: str | None = None
@@ -63,7 +65,8 @@ class TrainPointResult:
             mem_torch_peak_gb=self.mem_torch_peak_gb, mem_torch_reserved_gb=self.mem_torch_reserved_gb,
             alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb, energy_j=self.energy_j,
             joules_per_token=self.joules_per_token, avg_power_w=self.avg_power_w,
-            flops_per_token=self.flops_per_token, n_params=self.n_params,
+            flops_per_token=self.flops_per_token, gpu_compute_ms=self.gpu_compute_ms,
+            exposed_comm_ms=self.exposed_comm_ms, n_params=self.n_params,
             device=self.device, gpu_name=self.gpu_name, notes=notes,
         )
 
@@ -133,6 +136,8 @@ def summarize(ranks: list[RankResult], recipe: ModelRecipe, settings: TrainSetti
     energy = rank_energy(ranks, out.tokens_per_step * out.n_repeats)
     out.energy_j, out.joules_per_token, out.avg_power_w = (energy["energy_j"], energy["joules_per_token"],
                                                            energy["avg_power_w"])
+    out.gpu_compute_ms = _max(r.gpu_compute_ms for r in ranks)
+    out.exposed_comm_ms = _max(r.exposed_comm_ms for r in ranks)
     out.losses = first.losses
     return out
 
