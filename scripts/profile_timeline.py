@@ -9,7 +9,7 @@ import re
 from collections import defaultdict
 
 # the interval arithmetic is the training engine's own (its rows' gpu_compute_ms and exposed_comm_ms come from it)
-from retnet_bench.suites.training.gpu_time import intersection as _intersection, length as _length, union as _union
+from retnet_bench.suites.training.gpu_time import gpu_time_ms, length as _length, union as _union
 
 # first match wins; the names are those of fla-core 0.6 (Triton), FlashAttention-4 (CuTe DSL), cuDNN, cuBLAS
 CATEGORIES = (
@@ -35,12 +35,10 @@ def category(name: str) -> str:
 
 def overlap_ms(kernels: list[tuple[str, float, float]], steps: int) -> dict[str, float]:
     """GPU busy time, communication time and exposed communication (no compute kernel running), ms per step, from
-    (category, start_us, end_us) per kernel."""
-    comm = _union([(a, b) for c, a, b in kernels if c == "communication"])
-    compute = _union([(a, b) for c, a, b in kernels if c != "communication"])
-    busy = _union([(a, b) for _, a, b in kernels])
-    return dict(gpu_busy_ms=round(_length(busy) / 1e3 / steps, 2), comm_ms=round(_length(comm) / 1e3 / steps, 2),
-                exposed_comm_ms=round((_length(comm) - _intersection(comm, compute)) / 1e3 / steps, 2))
+    (category, start_us, end_us) per kernel: the engine's `gpu_time_ms` with communication told by category."""
+    t = gpu_time_ms(kernels, is_comm=lambda c: c == "communication")
+    return dict(gpu_busy_ms=round((t["gpu_compute_ms"] + t["exposed_comm_ms"]) / steps, 2),
+                comm_ms=round(t["gpu_comm_ms"] / steps, 2), exposed_comm_ms=round(t["exposed_comm_ms"] / steps, 2))
 
 
 def idle_gaps(kernels: list[tuple[str, float, float]], host: list[tuple[str, float, float]], steps: int,

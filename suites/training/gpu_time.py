@@ -48,12 +48,14 @@ def is_communication(name: str) -> bool:
     return name.lower().startswith(COMMUNICATION_PREFIXES)
 
 
-def gpu_time_ms(spans: list[tuple[str, float, float]]) -> dict[str, float]:
+def gpu_time_ms(spans: list[tuple[str, float, float]],
+                is_comm: Callable[[str], bool] = is_communication) -> dict[str, float]:
     """From (name, start_us, end_us) of every device activity of one step: compute (the union of all but
     communication kernels), communication (the union of NCCL's kernels, waiting for a peer included: a collective's
-    kernel runs from when this GPU reaches it) and its exposed part (no compute running beside it), in ms."""
-    comm = union([(a, b) for n, a, b in spans if is_communication(n)])
-    compute = union([(a, b) for n, a, b in spans if not is_communication(n)])
+    kernel runs from when this GPU reaches it) and its exposed part (no compute running beside it), in ms. The GPU
+    was busy for compute + exposed. `is_comm` tells communication by a span's label (a kernel name by default)."""
+    comm = union([(a, b) for n, a, b in spans if is_comm(n)])
+    compute = union([(a, b) for n, a, b in spans if not is_comm(n)])
     return dict(gpu_compute_ms=length(compute) / 1e3, gpu_comm_ms=length(comm) / 1e3,
                 exposed_comm_ms=(length(comm) - intersection(comm, compute)) / 1e3)
 
