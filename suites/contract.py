@@ -57,10 +57,14 @@ def set_among(variables: Mapping[str, str], names: Iterable[str]) -> dict[str, s
     return {name: variables[name] for name in names if name in variables}
 
 
+def with_prefix(variables: Mapping[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    """The entries of `variables` whose name starts with one of `prefixes`, sorted by name."""
+    return {k: variables[k] for k in sorted(variables) if k.startswith(prefixes)}
+
+
 def measure_changing(variables: Mapping[str, str]) -> dict[str, str]:
     """The MEASURE_CHANGING_ENV entries of `variables`, then those with a MEASURE_CHANGING_PREFIXES prefix, sorted."""
-    return {**set_among(variables, MEASURE_CHANGING_ENV),
-            **{k: variables[k] for k in sorted(variables) if k.startswith(MEASURE_CHANGING_PREFIXES)}}
+    return {**set_among(variables, MEASURE_CHANGING_ENV), **with_prefix(variables, MEASURE_CHANGING_PREFIXES)}
 
 # What a contestant is in a comparison (declared by its spec, carried by every row): reports pick the subject
 # (a linear-time architecture under test) and its baselines (KV-cache Transformers) by role, never by arch name.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .contract import SCHEMA_VERSION, measure_changing, set_among
+from .contract import SCHEMA_VERSION, measure_changing, set_among, with_prefix
 
 _PACKAGES = {
     "torch": "torch", "transformers": "transformers", "flash_attn": "flash-attn", "flash_attn_4": "flash-attn-4",
@@ -32,7 +32,7 @@ RUNTIME_ENV_PREFIXES = ("NCCL_",)
 def runtime_env() -> dict[str, str]:
     """The measure-changing, RUNTIME_ENV and RUNTIME_ENV_PREFIXES variables that are set, with their values."""
     return {**measure_changing(os.environ), **set_among(os.environ, RUNTIME_ENV),
-            **{k: os.environ[k] for k in sorted(os.environ) if k.startswith(RUNTIME_ENV_PREFIXES)}}
+            **with_prefix(os.environ, RUNTIME_ENV_PREFIXES)}
 
 
 def _version(dist: str) -> str | None:

@@ -132,13 +132,14 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         retries = AllocRetries(device)
         _inject_fault(rank)
         timer, losses = StepTimer(device), []
+        forward = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
         for step in range(settings.warmup_steps + settings.steps):
             # (A, B, T + 1); no host sync inside the loop: the host may run steps ahead of the GPU, as in training
             batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)
             if step == settings.warmup_steps:  # right before the first timed step; it synchronises (warm-up is out)
                 energy.start(device)
             timer.start()
-            losses.append(train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), optimizer, batch))
+            losses.append(train_step(forward, optimizer, batch))
             timer.stop()
             if nvml is not None:  # outside the timed region: a polling thread would slow the step it measures
                 nvml.read()
@@ -152,8 +153,7 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
         if device.type == "cuda":
             step = settings.warmup_steps + settings.steps
             batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)
-            gpu = profile_step(lambda: train_step(lambda ids: model_forward(model, recipe, ids, settings.chunk_size),
-                                                  optimizer, batch), device)
+            gpu = profile_step(lambda: train_step(forward, optimizer, batch), device)
             if gpu is not None:
                 res.gpu_compute_ms, res.gpu_comm_ms, res.exposed_comm_ms = (
                     gpu["gpu_compute_ms"], gpu["gpu_comm_ms"], gpu["exposed_comm_ms"])
