@@ -78,10 +78,7 @@ mode_tp() {
   bench $ALL table4-x$NGPU-fsdp table4 --nproc $NGPU --model 6.7b,13b "${FLA_VS_CUDNN[@]}"
   for tp in $(printf '%s\n' 2 $NGPU | sort -nu); do bench $ALL table4-x$NGPU-tp$tp table4 --nproc $NGPU --tp $tp \
     --model 6.7b,13b "${FLA_VS_CUDNN[@]}"; done
-  [ "$(left)" -gt 90 ] || { echo "== profile tp2: $(left) s left, not run"; return 0; }
-  mkdir -p "$W/profile-tp2"; OUT="$W/profile-tp2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
-    --preset 6.7b --seq 8192 --nproc $NGPU --tp 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-tp2/log" \
-    2>&1; echo "== profile tp2 rc=$?"
+  profile tp2 --preset 6.7b --seq 8192 --nproc $NGPU --tp 2 --family retnet:fla transformer:sdpa-cudnn
 }
 
 # (a helper of the modes below, not a mode) the NCCL test (ranks train like one GPU), then 13B on GPUS over NPROC
@@ -121,10 +118,7 @@ mode_multi2() {
 # checkpointed where plain is oom), then the 2-rank 1.3B step profiled (exposed communication)
 mode_multi2-b() {
   nccl_test_then_13b ${TAG:-}x2-table4-x2-13b 0,1 2
-  [ "$(left)" -gt 90 ] || { echo "== profile x2: $(left) s left, not run"; exit 0; }
-  mkdir -p "$W/profile-x2"; OUT="$W/profile-x2" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
-    --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn > "$W/profile-x2/log" 2>&1
-  echo "== profile x2 rc=$? at $((SECONDS - T0))s"
+  profile x2 --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn
 }
 
 # multi4-a: nvidia-h200-x4, first call (~450 s on a fresh machine, from session 14's 2-GPU timings): 1.3B on 1, 2
@@ -142,12 +136,7 @@ mode_multi4-a() {
 mode_multi4-b() {
   collectives $NGPU
   nccl_test_then_13b ${TAG:-}x4-table4-x4-13b $ALL $NGPU
-  if [ "$(left)" -gt 90 ]; then  # a profile cut short writes nothing; the runs after it may still fit
-    mkdir -p "$W/profile-x4"; OUT="$W/profile-x4" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
-      --preset 1.3b --seq 8192 --nproc $NGPU --host --family retnet:fla transformer:sdpa-cudnn \
-      > "$W/profile-x4/log" 2>&1
-    echo "== profile x4 rc=$? at $((SECONDS - T0))s"
-  else echo "== profile x4: $(left) s left, not run"; fi
+  profile x4 --preset 1.3b --seq 8192 --nproc $NGPU --host --family retnet:fla transformer:sdpa-cudnn
   bench 0,1 ${TAG:-}x4-table4-x2 table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
   bench 0 ${TAG:-}x4-table4-x1 table4 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
@@ -161,11 +150,7 @@ mode_x2-host() {
   collectives 2
   bench 0,1 ${TAG:-}x2-table4-x2-scaling-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
   NCCL_PROTO=Simple bench 0,1 ${TAG:-}x2-table4-x2-simple table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
-  if [ "$(left)" -gt 90 ]; then
-    mkdir -p "$W/profile-x2-host"; OUT="$W/profile-x2-host" timeout $(( $(left) - 5 )) python3 \
-      scripts/profile_train_step.py --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla \
-      transformer:sdpa-cudnn > "$W/profile-x2-host/log" 2>&1; echo "== profile x2 host rc=$? at $((SECONDS - T0))s"
-  else echo "== profile x2 host: $(left) s left, not run"; fi
+  profile x2-host --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla transformer:sdpa-cudnn
   FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
     --impl retnet-chunkwise --kernel fla
 }

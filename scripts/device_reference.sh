@@ -40,5 +40,11 @@ TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_r
   tests/test_peers.py tests/test_retnet_torchscale.py"  # tests/test_fla_head_dims.py: its own mode, fla-dims
 FLA_VS_CUDNN=(--impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn)  # each side's fastest kernel that needs
 # no install of its own (FlashAttention-4 does: the modes that use it say so)
+# profile NAME ARGS...: scripts/profile_train_step.py ARGS into $W/profile-NAME with the time left, unless 90 s or less
+# remain (a profile cut short writes nothing; what a mode runs after it may still fit)
+profile() { local name=$1; shift
+  [ "$(left)" -gt 90 ] || { echo "== profile ${name//-/ }: $(left) s left, not run"; return 0; }
+  mkdir -p "$W/profile-$name"; OUT="$W/profile-$name" timeout $(( $(left) - 5 )) python3 scripts/profile_train_step.py \
+    "$@" > "$W/profile-$name/log" 2>&1; echo "== profile ${name//-/ } rc=$? at $((SECONDS - T0))s"; }
 oom_in() { grep -q "\"model\": \"$2\".*\"status\": \"oom\"" "$R/$1/rows.jsonl" 2>/dev/null; }
 "mode_$MODE"

@@ -23,8 +23,16 @@ import json
 import os
 import re
 import statistics
+import time
 import warnings
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from retnet_bench.suites.training.fsdp import (collective_bytes_per_step, init_distributed, rank_device,
+                                               shutdown_distributed)
+from retnet_bench.suites.training.recipe import ModelRecipe, build_model
 
 OUT = Path(os.environ.get("OUT", "."))
 BF16_BYTES, FP32_BYTES = 2, 4
@@ -59,11 +67,6 @@ def preset_sizes(presets: list[str]) -> dict[str, dict]:
     """Per preset: a block's parameter count and the bytes of one step's collectives (`collective_bytes_per_step`),
     from models built on the meta device. RetNet and the Transformer have the same counts at every preset this
     project has; the larger of the two is used should they ever differ."""
-    import torch
-
-    from retnet_bench.suites.training.fsdp import collective_bytes_per_step
-    from retnet_bench.suites.training.recipe import ModelRecipe, build_model
-
     sizes = {}
     for preset in presets:
         counts = []
@@ -80,11 +83,6 @@ def time_collective(op: str, size_bytes: int, iters: int, device, world_size: in
     """Seconds per call of `op` ("all_gather" in bf16, "reduce_scatter" in fp32) with S about size_bytes (rounded
     down to a multiple of N elements, as FSDP2 pads its shards), each call timed alone (events around it on a GPU,
     the wall clock on a CPU), after two untimed calls; and S as run."""
-    import time
-
-    import torch
-    import torch.distributed as dist
-
     dtype = torch.bfloat16 if op == "all_gather" else torch.float32
     n = size_bytes // (dtype.itemsize * world_size) * world_size
     big = torch.ones(n, dtype=dtype, device=device)
@@ -126,13 +124,9 @@ def main() -> None:
         os.environ.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,GRAPH",
                           NCCL_DEBUG_FILE=str(OUT / "nccl.%h.%p.log"))
 
-    import torch
-    import torch.distributed as dist
-
     # torch 2.13 renames the two collectives (all_gather_single, reduce_scatter_single); the device's 2.11 has only
     # these names, which are also the ones FSDP2 calls
     warnings.filterwarnings("ignore", message=".*is deprecated. Please use `torch.distributed", category=FutureWarning)
-    from retnet_bench.suites.training.fsdp import init_distributed, rank_device, shutdown_distributed
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = rank_device(args.device, int(os.environ["LOCAL_RANK"]))
@@ -163,8 +157,6 @@ def main() -> None:
 
 
 def summarise(measured: list[dict], sizes: dict[str, dict[str, int]], world_size: int, device) -> dict:
-    import torch
-
     logs = "".join(p.read_text(errors="replace") for p in sorted(OUT.glob("nccl.*.log")))
     by_size = {(m["op"], m["asked_bytes"]): m for m in measured}
     steps = {}
