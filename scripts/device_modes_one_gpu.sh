@@ -319,3 +319,13 @@ mode_fla-host() {
   mkdir -p "$W/fla-host"; OUT="$W/fla-host" timeout $(( $(left) - 5 )) python3 scripts/probe_fla_host.py ${VARIANTS:-} \
     > "$W/fla-host/log" 2>&1; echo "== fla host rc=$? at $((SECONDS - T0))s"; cat "$W/fla-host/log"
 }
+
+# host-floor: one GPU alone: how long the host takes to issue one training step, per side. At T=256 a 1.3B or 2.7B
+# step has little GPU work (the optimizer, short GEMMs; the rows' gpu_compute_ms say how little), so its time is the
+# host's: what a rank cannot go below however fast its GPU. Then the same contestants at T=8192 on this lease, and
+# the 1.3B step at T=256 profiled with the host's ops (which host calls each side's step is made of)
+mode_host-floor() {
+  bench 0 ${TAG:-}table4-host-floor table4 --model 1.3b,2.7b --seq 256 "${FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}table4-8k table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  profile host-1.3b-256 --preset 1.3b --seq 256 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn
+}

@@ -120,3 +120,13 @@ def test_the_tp_mode_runs_each_tensor_parallel_degree_once(tmp_path, ngpu, degre
     assert p.returncode == 0, p.stdout + p.stderr
     tp_runs = [re.search(r"--tp (\d+)", c).group(1) for c in calls if c.startswith("retnet-bench") and "--tp" in c]
     assert tp_runs == degrees
+
+
+def test_the_host_floor_mode_times_short_steps_then_8k_on_one_gpu_then_profiles_the_short_step(tmp_path):
+    """T=256 first (the host's issue time per step), the same contestants at 8k on the same lease, then the profile."""
+    p, calls = _run("host-floor", tmp_path, ngpu=1)
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = [c for c in calls if c.startswith("retnet-bench")]
+    assert len(runs) == 2 and "--seq 256" in runs[0] and "--seq" not in runs[1]
+    assert all("--kernel fla,sdpa-cudnn" in c and "CVD=0" in c for c in runs)
+    assert any("profile_train_step.py" in c and "--seq 256" in c and "--host" in c for c in calls)
