@@ -329,3 +329,13 @@ mode_host-floor() {
   bench 0 ${TAG:-}table4-8k table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
   profile host-1.3b-256 --preset 1.3b --seq 256 --steps 3 --host --family retnet:fla transformer:sdpa-cudnn
 }
+
+# nvml-ab: one GPU alone, after host-floor: the suite's T=256 steps (host-bound) took 1.4x the profile script's at
+# 1.3B on both sides. The suite's loop differs from the script's in its NVML reads between steps (and the energy
+# counter, on the same switch): 1.3B at T=256 with them, without (--no-nvml), PAIRS times, then the script's steps
+mode_nvml-ab() {
+  for i in $(seq 1 "${PAIRS:-2}"); do
+    bench 0 ${TAG:-}table4-256-nvml-$i table4 --model 1.3b --seq 256 "${FLA_VS_CUDNN[@]}"
+    bench 0 ${TAG:-}table4-256-no-nvml-$i table4 --model 1.3b --seq 256 --no-nvml "${FLA_VS_CUDNN[@]}"; done
+  profile 1.3b-256 --preset 1.3b --seq 256 --steps 10 --family retnet:fla transformer:sdpa-cudnn
+}

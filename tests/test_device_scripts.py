@@ -130,3 +130,12 @@ def test_the_host_floor_mode_times_short_steps_then_8k_on_one_gpu_then_profiles_
     assert len(runs) == 2 and "--seq 256" in runs[0] and "--seq" not in runs[1]
     assert all("--kernel fla,sdpa-cudnn" in c and "CVD=0" in c for c in runs)
     assert any("profile_train_step.py" in c and "--seq 256" in c and "--host" in c for c in calls)
+
+
+def test_the_nvml_mode_alternates_runs_with_and_without_nvml_then_profiles(tmp_path):
+    p, calls = _run("nvml-ab", tmp_path, ngpu=1)
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = [c for c in calls if c.startswith("retnet-bench")]
+    assert ["--no-nvml" in c for c in runs] == [False, True, False, True]
+    assert all("--seq 256" in c and "--model 1.3b" in c for c in runs)
+    assert any("profile_train_step.py" in c and "--steps 10" in c for c in calls)
