@@ -19,7 +19,7 @@ _CHOICES = {
     "ffn": ("gelu", "glu"),
     "ffn_activation": ("gelu", "swish"),
     "step_kernel": ("auto", "torch", "triton"),
-    "chunk_kernel": ("auto", "torch", "fla"),
+    "chunk_kernel": ("auto", "torch", "fla", "fla-graphs"),
     "decode_gemm": ("auto", "torch", "triton"),
 }
 
@@ -65,7 +65,7 @@ class RetNetConfig:
     state_dtype: torch.dtype = torch.float32
     step_kernel: str = "auto"  # "auto" -> "triton" on CUDA when triton imports, else "torch"
     # parallel side (training, chunkwise forward, prefill): "auto" -> "fla" on CUDA with bf16/fp16 weights when
-    # fla-core imports, else "torch" (retnet.kernels.chunk)
+    # fla-core imports, else "torch"; "fla-graphs": fla replayed from CUDA graphs in training (retnet.kernels.chunk)
     chunk_kernel: str = "auto"
     # the decode step's projections: "auto" -> "triton" (retnet.kernels.skinny_linear) on CUDA with bf16/fp16
     # weights when triton imports, else "torch" (F.linear: cuBLAS on a GPU)

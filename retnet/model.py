@@ -18,6 +18,7 @@ from retnet.kernels.gate import norm_gate
 from retnet.kernels.rotation import rotate
 from retnet.kernels.skinny_linear import check_decode_gemm, project, resolve_decode_gemm
 from retnet.kernels.chunk import CHUNK_KERNELS, auto_chunk_kernel, chunk_retention, key_sum
+from retnet.kernels.chunk_graphs import RetentionGraphs
 from retnet.retention import chunkwise_retention, log_decay, parallel_retention, position_tables, rotary_angle, theta_shift
 
 MODES = ("parallel", "chunkwise", "recurrent")
@@ -106,13 +107,14 @@ class MultiScaleRetention(nn.Module):
 
     def forward(
         self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state: tuple[Tensor, Tensor] | None = None,
-        kernel: str = "torch",
+        kernel: str = "torch", graphs: tuple[RetentionGraphs, int] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """x (B, T, d) -> (B, T, d), and the state after the last token for the chunkwise form.
-        kernel: chunkwise kernel ("torch": the normalised reference form; else a fused kernel, see _forward_fused)."""
+        kernel: chunkwise kernel ("torch": the normalised reference form; else a fused kernel, see _forward_fused);
+        graphs: the model's graphed retention and this layer's index (kernel "fla-graphs")."""
         tables = self._local(tables)
         if mode == "chunkwise" and kernel != "torch":
-            return self._forward_fused(x, tables, kernel, chunk_size, state)
+            return self._forward_fused(x, tables, kernel, chunk_size, state, graphs)
         B, T, _ = x.shape
         H, dt = self.n_heads, tables.cos.dtype
         q, k, v, g = self._split(x)
@@ -128,7 +130,8 @@ class MultiScaleRetention(nn.Module):
         return self._gate_and_project(o.transpose(1, 2), g), new_state  # o: (B, T, H, dv)
 
     def _forward_fused(
-        self, x: Tensor, tables: RetentionTables, kernel: str, chunk_size: int, state: tuple[Tensor, Tensor] | None
+        self, x: Tensor, tables: RetentionTables, kernel: str, chunk_size: int, state: tuple[Tensor, Tensor] | None,
+        graphs: tuple[RetentionGraphs, int] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Chunkwise form through `chunk_retention(kernel=...)`, in [B, T, H, d] end to end (no transposes).
 
@@ -150,10 +153,14 @@ class MultiScaleRetention(nn.Module):
             k = rotate(k.view(B, T, H, self.dk), tables.cos, tables.sin, scale=self.k_scale, out_dtype=dt)
             k_sum = key_sum(k, tables.log_decay, k_sum0)  # (B, H, dk)
             k = k.to(kernel_dtype)  # the fp32 keys are freed before the kernel runs
-        o, kv = chunk_retention(
-            q, k, v.view(B, T, H, self.dv), tables.log_decay, kernel=kernel,
-            chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
-        )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
+        v = v.view(B, T, H, self.dv)
+        if graphs is not None and state is None and RetentionGraphs.usable(q, k, v):  # a training step's call
+            o, kv = graphs[0](graphs[1], q, k, v, tables.log_decay), None  # (B, T, H, dv)
+        else:
+            o, kv = chunk_retention(
+                q, k, v, tables.log_decay, kernel=kernel,
+                chunk_size=chunk_size, initial_state=kv0, output_final_state=state is not None,
+            )  # o (B, T, H, dv), kv (B, H, dk, dv) fp32
         return self._gate_and_project(o, g), ((kv, k_sum) if state is not None else None)
 
     def step(
@@ -207,8 +214,9 @@ class RetNetBlock(nn.Module):
         self.ffn_norm = make_norm(cfg.norm, cfg.d_model, cfg.eps)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state=None, kernel: str = "torch"):
-        h, new_state = self.retention(self.retention_norm(x), tables, mode, chunk_size, state, kernel)
+    def forward(self, x: Tensor, tables: RetentionTables, mode: str, chunk_size: int, state=None, kernel: str = "torch",
+                graphs: tuple[RetentionGraphs, int] | None = None):
+        h, new_state = self.retention(self.retention_norm(x), tables, mode, chunk_size, state, kernel, graphs)
         x = x + h
         return x + self.ffn(self.ffn_norm(x)), new_state
 
@@ -242,6 +250,8 @@ class RetNet(nn.Module):
         # decay / rotation constants in float64 per device; kept out of the buffers so that `.to(bfloat16)`
         # cannot round gamma = 1 - 1/512 to 1 and meta construction needs no data
         self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        # kernel "fla-graphs": every layer's retention graphs, captured at the first training forward of a shape
+        self._retention_graphs: RetentionGraphs | None = None
         self.reset_parameters()
 
     # ---- parameters and constants -------------------------------------------------------------------------
@@ -310,7 +320,8 @@ class RetNet(nn.Module):
 
     @property
     def chunk_kernel(self) -> str:
-        """Resolved chunkwise kernel of the parallel side ("torch" | "fla"): training, chunkwise forward, prefill."""
+        """Resolved chunkwise kernel of the parallel side ("torch" | "fla" | "fla-graphs"): training, chunkwise
+        forward, prefill."""
         if self._chunk_kernel != "auto":
             return self._chunk_kernel
         return auto_chunk_kernel(self.device, self.embed.weight.dtype, self.cfg.head_dims)
@@ -352,8 +363,12 @@ class RetNet(nn.Module):
             tables = self._tables(torch.arange(T, device=input_ids.device), self._compute_dtype())
             x = self._embed(input_ids)  # (B, T, d)
             kernel = self.chunk_kernel if mode == "chunkwise" else "torch"
-            for layer in self.layers:
-                x, _ = layer(x, tables, mode, chunk_size, kernel=kernel)
+            if kernel == "fla-graphs" and self._retention_graphs is None:
+                self._retention_graphs = RetentionGraphs(len(self.layers))
+            graphs = self._retention_graphs if kernel == "fla-graphs" else None
+            for i, layer in enumerate(self.layers):
+                x, _ = layer(x, tables, mode, chunk_size, kernel=kernel,
+                         graphs=(graphs, i) if graphs is not None else None)
         return self.lm_head(self.norm(x))
 
     # ---- decoding -----------------------------------------------------------------------------------------

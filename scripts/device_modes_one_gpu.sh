@@ -339,3 +339,15 @@ mode_nvml-ab() {
     bench 0 ${TAG:-}table4-256-no-nvml-$i table4 --model 1.3b --seq 256 --no-nvml "${FLA_VS_CUDNN[@]}"; done
   profile 1.3b-256 --preset 1.3b --seq 256 --steps 10 --family retnet:fla transformer:sdpa-cudnn
 }
+
+# graphs: one GPU alone: the fla-graphs kernel (fla replayed from CUDA graphs, retnet/kernels/chunk_graphs.py): its
+# GPU tests, then table4 at 1.3B with fla, fla-graphs and SDPA cuDNN at T=8192 and at T=256 (the host's time per
+# step), then at 2.7B and T=8192 with the time left
+mode_graphs() {
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_chunk_graphs.py tests/test_training_gpu.py \
+    > "$W/gpu_tests.log" 2>&1; echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
+  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
+  bench 0 ${TAG:-}table4-graphs table4 --model 1.3b "${three[@]}"
+  bench 0 ${TAG:-}table4-graphs-256 table4 --model 1.3b --seq 256 "${three[@]}"
+  bench 0 ${TAG:-}table4-graphs-2.7b table4 --model 2.7b "${three[@]}"
+}

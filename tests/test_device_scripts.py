@@ -139,3 +139,12 @@ def test_the_nvml_mode_alternates_runs_with_and_without_nvml_then_profiles(tmp_p
     assert ["--no-nvml" in c for c in runs] == [False, True, False, True]
     assert all("--seq 256" in c and "--model 1.3b" in c for c in runs)
     assert any("profile_train_step.py" in c and "--steps 10" in c for c in calls)
+
+
+def test_the_graphs_mode_tests_first_then_times_the_three_kernels_at_8k_and_256(tmp_path):
+    p, calls = _run("graphs", tmp_path, ngpu=1)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "tests/test_chunk_graphs.py" in calls[0]
+    runs = [c for c in calls if c.startswith("retnet-bench")]
+    assert len(runs) == 3 and all("--kernel fla,fla-graphs,sdpa-cudnn" in c for c in runs)
+    assert "--seq 256" in runs[1] and "--model 2.7b" in runs[2]

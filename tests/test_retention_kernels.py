@@ -104,10 +104,11 @@ def test_bad_kernel_and_shapes():
 
 
 def test_availability_on_this_machine():
-    assert CHUNK_KERNELS == ("torch", "fla")
+    assert CHUNK_KERNELS == ("torch", "fla", "fla-graphs")
     assert chunk_kernel_available("torch", "cpu") == (True, "")
-    ok, reason = chunk_kernel_available("fla", "cpu")
-    assert not ok and "CUDA" in reason
+    for name in ("fla", "fla-graphs"):
+        ok, reason = chunk_kernel_available(name, "cpu")
+        assert not ok and "CUDA" in reason
     try:
         import fla.ops.simple_gla  # noqa: F401
     except Exception:

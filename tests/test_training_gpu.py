@@ -40,7 +40,7 @@ def _engine(family: str, kernel: str):
     return fwd, opt, batch, device, train_step, batch_on_device
 
 
-@pytest.mark.parametrize("family,kernel", [("retnet", "fla"), ("transformer", "sdpa-cudnn")])
+@pytest.mark.parametrize("family,kernel", [("retnet", "fla"), ("retnet", "fla-graphs"), ("transformer", "sdpa-cudnn")])
 def test_timed_training_steps_and_their_batch_copies_never_sync(family, kernel):
     from retnet_bench.suites.training.fsdp import shutdown_distributed
 

@@ -21,6 +21,9 @@ Kernels:
          (its kernels are tuned for that; `chunk_size` is ignored), keeps its per-chunk states in the input
          dtype and returns the final state in fp32. Refused (ChunkKernelUnavailable) for a call a backward can
          follow where its backward is known to be wrong: see `fla_head_dim_problem`.
+  fla-graphs  the same kernels; in the model's training step replayed from CUDA graphs, one pair per layer
+         (`retnet.kernels.chunk_graphs`: fla's host cost per call gone). A call on its own here runs as `fla`: the
+         graphs need the model's layer order.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from torch import Tensor
 
 from retnet.retention import chunkwise_retention
 
-CHUNK_KERNELS = ("torch", "fla")
+CHUNK_KERNELS = ("torch", "fla", "fla-graphs")
 FLA_CHUNK = 64  # the tile fla's chunk kernels use by default (and are tuned for)
 FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLA_INSTALL = "pip install fla-core==0.6.0"
@@ -159,7 +162,7 @@ def chunk_retention(
         raise ValueError(f"expected q, k (B, T, H, dk) and v (B, T, H, dv); got {q.shape}, {k.shape}, {v.shape}")
     if kernel == "torch":
         return _chunk_torch(q, k, v, log_gamma, scale, chunk_size, initial_state, output_final_state)
-    if kernel == "fla":
+    if kernel in ("fla", "fla-graphs"):
         return _chunk_fla(q, k, v, log_gamma, scale, initial_state, output_final_state)
     raise ValueError(f"chunk kernel {kernel!r}; expected one of {CHUNK_KERNELS}")
 

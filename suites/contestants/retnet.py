@@ -121,8 +121,9 @@ class RetNetContestant(Contestant):
             kernels=("torch", "triton"), default_kernel=_step_kernel_default, available=_step_kernel_available,
             variants=("state_dtype",), decode_gemm=True)
 @contestant(name="retnet-chunkwise", arch="retnet", role="candidate", phases=("train",),
-            description="RetNet training in the chunkwise recurrent form, retention kernel by name (torch, fla)",
-            kernels=("torch", "fla"), default_kernel=_chunk_kernel_default, available=_chunk_kernel_available,
+            description="RetNet training in the chunkwise recurrent form, retention kernel by name (torch, fla, fla-graphs:"
+                        " fla replayed from CUDA graphs)",
+            kernels=("torch", "fla", "fla-graphs"), default_kernel=_chunk_kernel_default, available=_chunk_kernel_available,
             install_hint="pip install fla-core==0.6.0 (for the fla kernel)", recipe=lambda a: _recipe(a))
 @contestant(name="retnet-parallel", arch="retnet", role="candidate", phases=("train",),
             description="RetNet training in the parallel form (T x T decay mask, plain PyTorch)")

@@ -1,7 +1,7 @@
 """What model a training point builds: a picklable recipe (it crosses the process boundary of the launcher) and
 the one function that turns it into a module whose blocks FSDP and activation checkpointing can wrap.
 
-    recipe = ModelRecipe("retnet", "1.3b", kernel="auto")            # kernel: RetNet chunk kernel (auto|torch|fla)
+    recipe = ModelRecipe("retnet", "1.3b", kernel="auto")  # kernel: RetNet chunk kernel (auto|torch|fla|fla-graphs)
     recipe = ModelRecipe("transformer", "1.3b", kernel="sdpa-flash")  # kernel: attention kernel by name
     model = build_model(recipe, device, torch.float32)               # fp32 master weights; model.layers = blocks
     logits = model_forward(model, recipe, ids, chunk_size=512)       # (B, T) -> (B, T, V)
@@ -45,6 +45,15 @@ class ModelRecipe:
             return retnet.RetNetConfig.from_name(self.preset, **self.overrides)
         return TransformerConfig.from_name(self.preset, **self.overrides)
 
+    def refuses(self, checkpointing: str, compile: str) -> str:
+        """Why this recipe cannot train with these engine settings ("" when it can): the fla-graphs kernel replays
+        its graphs in the order a plain step runs the layers (retnet.kernels.chunk_graphs), which a checkpointed
+        block's second forward breaks and torch.compile would trace through."""
+        if self.family == "retnet" and self.kernel == "fla-graphs" and (checkpointing != "none" or compile != "none"):
+            return (f"chunk kernel 'fla-graphs' needs checkpointing 'none' and compile 'none' (got {checkpointing!r}, "
+                    f"{compile!r}): its CUDA graphs replay in a plain step's layer order; use kernel 'fla'")
+        return ""
+
     def resolved_kernel(self, device: torch.device, compute_dtype: torch.dtype) -> str:
         """The kernel that will actually run (a result row records this, never "auto").
 
@@ -56,7 +65,7 @@ class ModelRecipe:
         head_dims = self.config().head_dims
         if self.kernel != "auto":
             ok, why = chunk_kernel_available(self.kernel, device, head_dims)
-            if not ok and self.kernel == "fla" and torch.device(device).type == "cuda":
+            if not ok and self.kernel != "torch" and torch.device(device).type == "cuda":
                 raise ChunkKernelUnavailable(why)  # before any rank starts: the point is skipped, with the reason
             return self.kernel
         return auto_chunk_kernel(device, compute_dtype, head_dims)

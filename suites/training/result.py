@@ -74,7 +74,7 @@ class TrainPointResult:
 def train_flops_per_token(recipe: ModelRecipe, settings: TrainSettings, kernel: str | None) -> float:
     cfg = recipe.config()
     if recipe.family == "retnet":
-        chunk = FLA_CHUNK if kernel == "fla" else settings.chunk_size
+        chunk = FLA_CHUNK if kernel in ("fla", "fla-graphs") else settings.chunk_size
         return retnet_train_flops_per_token(cfg, chunk, settings.seq_len)
     return transformer_train_flops_per_token(cfg, settings.seq_len)
 
