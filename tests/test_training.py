@@ -140,6 +140,14 @@ def test_injected_oom_becomes_an_oom_result(monkeypatch):
     assert point.status == "oom" and point.tokens_per_s is None
 
 
+def test_a_loss_that_is_not_finite_makes_an_error_result_not_a_speed():
+    """A kernel that computes garbage must not leave a tokens/s behind: an absurd learning rate blows the weights up
+    after the warm-up step, so the timed steps' loss is inf or nan."""
+    settings = dataclasses.replace(SETTINGS, lr=1e30, warmup_steps=1, steps=2)
+    (res,) = run_distributed(1, RECIPES["retnet"], settings, "cpu")
+    assert res.status == "error" and "not finite" in res.error and res.step_ms
+
+
 def test_bad_input_is_a_value_error():
     with pytest.raises(ValueError):
         check_nproc(0, "cpu")

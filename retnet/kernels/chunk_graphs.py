@@ -40,6 +40,7 @@ class RetentionGraphs:
         self.n_layers = n_layers
         self._key: tuple | None = None
         self._fns: tuple[Callable, ...] | None = None
+        self._g_gamma: Tensor | None = None  # the per-head log decay the graphs read (fp32, by address)
         self._next = 0  # the layer whose forward comes next
         self._awaiting_backward = False  # a full forward pass ran; its backward has not reached layer 0 yet
 
@@ -78,9 +79,11 @@ class RetentionGraphs:
             from retnet.kernels.chunk import ChunkKernelUnavailable
             raise ChunkKernelUnavailable(f"chunk kernel 'fla-graphs' unavailable: {why}")
         chunk_simple_gla, _ = _fla_chunk_simple_gla()
-        self._fns = None  # the old shape's graphs and their pool go before the new ones are captured
-        # fla multiplies g_gamma by 1/ln 2 in its own dtype and loads it per head: fp32 is what its kernels expect
-        g_gamma = log_gamma.detach().to(device=q.device, dtype=torch.float32).contiguous()
+        self._fns = self._g_gamma = None  # the old shape's graphs and their pool go before the new ones are captured
+        # fla multiplies g_gamma by 1/ln 2 in its own dtype and loads it per head: fp32 is what its kernels expect.
+        # Kept here: the graphs read it by address at every replay, and nothing else holds it once captured (freed,
+        # its memory reused, the decays became garbage from the second step on: the GPU parity test caught it)
+        g_gamma = self._g_gamma = log_gamma.detach().to(device=q.device, dtype=torch.float32).contiguous()
 
         def retention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             return chunk_simple_gla(q, k, v, g_gamma=g_gamma, scale=1.0)[0]

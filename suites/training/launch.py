@@ -11,6 +11,7 @@ rank blocked in a collective on a dead peer fails after `collective_timeout_s` a
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -163,6 +164,9 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
                     gpu["gpu_compute_ms"], gpu["gpu_comm_ms"], gpu["exposed_comm_ms"])
         res.losses = all_reduce_mean(torch.stack(losses)).tolist()
         res.status = "ok"
+        if not all(math.isfinite(x) for x in res.losses):  # a wrong kernel must not leave a speed behind
+            res.status = "error"
+            res.error = f"rank {rank}: training loss not finite over the timed steps ({res.losses}): not a training step"
     except Exception as exc:  # the point fails, the sweep goes on
         res.status = "oom" if is_oom(exc) else "error"
         res.error = f"rank {rank}: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
