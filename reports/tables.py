@@ -212,14 +212,15 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                     "tokens/s per GPU": row["tokens_per_s_per_gpu"],
                     "J/token": row["joules_per_token"],
                     "GPU compute % of step": _pct(row.get("gpu_compute_ms"), row["ms_median"]),
+                    "T=256 step % of step": _pct(row.get("short_step_ms"), row["ms_median"]),
                     "exposed comm ms": row.get("exposed_comm_ms"),
                     "paper memory (its GB = GiB)": paper.get("memory_gb", {}).get(flavour) if flavour else None,
                     "paper wps (8 GPUs)": paper.get("tokens_per_s", {}).get(flavour) if flavour else None})
     out.sort(key=lambda r: (size_key(r["size"]), r["impl (kernel)"], r["seq_len"]))
     frame = pd.DataFrame(out).set_index(["size", "impl (kernel)"])
     # rows from before a column, or (J/token) from runs without an energy counter: nothing to say
-    frame = frame.drop(columns=[c for c in ("alloc retries", "J/token", "GPU compute % of step", "exposed comm ms")
-                                if frame[c].isna().all()])
+    frame = frame.drop(columns=[c for c in ("alloc retries", "J/token", "GPU compute % of step", "T=256 step % of step",
+                                            "exposed comm ms") if frame[c].isna().all()])
     multi_gpu = bool((tr["gpus"] > 1).any())
     if not multi_gpu:  # one GPU throughout: per GPU is the same number, and nothing is communicated
         frame = frame.drop(columns=[c for c in ("tokens/s per GPU", "exposed comm ms") if c in frame])
@@ -230,6 +231,10 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
                  + ("; GPU compute % of step: the busiest GPU's kernels (NCCL's excluded) in one profiled step after "
                     "the timed ones, over the median step; below 100% the GPU waited for the host or a collective"
                     if "GPU compute % of step" in frame else "")
+                 + ("; T=256 step % of step: a step of the same model and engine at T=256 (the GPU has little to do "
+                    "there), over the median step; on one GPU near 100% the host's time to issue a step, not the GPU, "
+                    "sets the pace; on several it also holds the communication" if "T=256 step % of step" in frame
+                    else "")
                  + ("; exposed comm ms: NCCL kernels with no compute beside them in that step, the largest rank"
                     if "exposed comm ms" in frame else "") + f"; paper: {pv.TABLE4_SOURCE} (its "
                  "GB are GiB, as the allocator column; absolute numbers not comparable: 8 GPUs, TP)")

@@ -16,8 +16,8 @@ from typing import Any, Iterable, Mapping
 
 SCHEMA_VERSION = 3  # 2: role, n_kv_heads, state_dtype, world_size, tokens_per_s_per_gpu, mfu; 3: engine memory in GB
 # Columns added since 2 (alloc_retries, checkpointing, tensor_parallel, compile, energy_j, joules_per_token,
-# avg_power_w, decode_gemm, capacity_budget_gib, gpu_compute_ms, exposed_comm_ms) read as null in older rows: additive,
-# no new version. 3 changed only the training engine's memory unit, which readers convert (`holds_engine_gib`):
+# avg_power_w, decode_gemm, capacity_budget_gib, gpu_compute_ms, exposed_comm_ms, short_step_ms) read as null in older
+# rows: additive, no new version. 3 changed only the training engine's memory unit, which readers convert (`holds_engine_gib`):
 # `compare` mixes 2 and 3, no others.
 
 ROW_COLUMNS: tuple[str, ...] = (
@@ -27,14 +27,15 @@ ROW_COLUMNS: tuple[str, ...] = (
     "ms_per_token", "mfu", "mem_nvml_peak_gb", "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb",
     "alloc_retries", "mem_rss_peak_gb", "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token",
     "achieved_gbps", "pct_peak_bw", "energy_j", "joules_per_token", "avg_power_w", "gpu_compute_ms", "exposed_comm_ms",
-    "n_params", "capacity_budget_gib", "device", "gpu_name", "notes", "timestamp",
+    "short_step_ms", "n_params", "capacity_budget_gib", "device", "gpu_name", "notes", "timestamp",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = (
     "n_kv_heads", "batch_size", "seq_len", "chunk_size", "world_size", "tensor_parallel", "ms_median", "ms_p10",
     "ms_p90", "n_repeats", "tokens_per_s", "tokens_per_s_per_gpu", "ms_per_token", "mfu", "mem_nvml_peak_gb",
     "mem_nvml_delta_gb", "mem_torch_peak_gb", "mem_torch_reserved_gb", "alloc_retries", "mem_rss_peak_gb",
     "mem_analytic_gb", "weights_gb", "bytes_per_step", "flops_per_token", "achieved_gbps", "pct_peak_bw", "energy_j",
-    "joules_per_token", "avg_power_w", "gpu_compute_ms", "exposed_comm_ms", "n_params", "capacity_budget_gib",
+    "joules_per_token", "avg_power_w", "gpu_compute_ms", "exposed_comm_ms", "short_step_ms", "n_params",
+    "capacity_budget_gib",
 )
 
 # Environment variables that change what a run measures: env.json's `runtime_env` records them when set, the report

@@ -60,4 +60,6 @@ def test_a_one_gpu_training_point_has_its_compute_time_and_no_communication():
     assert point.status == "ok", point.error
     # the GPU computes for part of the step (the rest is the host's launches at this small size), never longer
     assert 0 < point.gpu_compute_ms <= point.ms_p90 * 1.2
+    # the same model at T=256 after them: a shorter step, never none (it runs on every GPU point)
+    assert 0 < point.short_step_ms < point.ms_p90 * 1.2
     assert point.exposed_comm_ms == 0.0 and point.ranks[0].gpu_comm_ms == 0.0

@@ -2,6 +2,7 @@
 tokens/s are totals; Table 4, its bars and the scaling figure must keep them apart and say per GPU."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -104,3 +105,15 @@ def test_table4_says_how_much_of_a_step_the_gpu_computed_and_what_communication_
     old = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 40960.0, 32.0)]
     before = {t.name: t for t in all_tables(*load_runs([write_run(tmp_path / "c", old, run_id="c")]))}
     assert "GPU compute % of step" not in before["table4_training"].df and "waited" not in before["table4_training"].note
+    assert "T=256 step % of step" not in before["table4_training"].df
+
+
+def test_table4_says_how_long_a_short_step_takes_against_the_step(tmp_path):
+    """short_step_ms (the same model at T=256) over the median step: near 100% the host sets the pace."""
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 40960.0, 32.0, gpu_compute_ms=180.0,
+                      short_step_ms=190.0),  # a 200 ms step
+            train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, 40960.0, 32.0, gpu_compute_ms=190.0)]
+    t4 = {t.name: t for t in all_tables(*load_runs([write_run(tmp_path, rows, run_id="a")]))}["table4_training"]
+    assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), "T=256 step % of step"] == pytest.approx(95.0)
+    assert math.isnan(t4.df.loc[("1.3b", "transformer (sdpa-cudnn)"), "T=256 step % of step"])  # none measured
+    assert "the host's time to issue a step" in t4.note

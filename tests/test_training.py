@@ -312,3 +312,31 @@ def test_alloc_retries_count_this_points_retries_and_the_summary_takes_the_max(m
                                                                                            alloc_retries=3)]
     point = summarize(ranks, RECIPES["retnet"], settings)
     assert point.alloc_retries == 3 and point.row_fields(settings)["alloc_retries"] == 3
+
+
+def test_a_short_step_is_the_same_model_and_engine_at_t_256(monkeypatch):
+    """short_step_ms trains 2 + 5 steps at min(256, seq_len) tokens with the point's model and optimizer, timing the
+    last 5 as the timed steps are (the engine calls it on GPUs only; here on the CPU for its bookkeeping)."""
+    from retnet_bench.suites.training import launch
+    from retnet_bench.suites.training.fsdp import init_distributed, shutdown_distributed
+    from retnet_bench.suites.training.recipe import build_model, model_forward
+
+    seen, real = [], launch.train_step
+
+    def recording(fwd, opt, batch):
+        seen.append(tuple(batch.shape))
+        return real(fwd, opt, batch)
+
+    monkeypatch.setattr(launch, "train_step", recording)
+    recipe, device = RECIPES["retnet"], torch.device("cpu")
+    settings = dataclasses.replace(SETTINGS, seq_len=300)
+    mesh = init_distributed(device, 0, 1, settings.collective_timeout_s, dist.HashStore())
+    try:
+        model = build_model(recipe, device, torch.float32, torch.float32)
+        opt = launch.prepare_for_training(model, recipe, settings, mesh, device)
+        ms = launch.short_step_ms(lambda ids: model_forward(model, recipe, ids, settings.chunk_size), opt, settings,
+                                  VOCAB, 1, 0, device)
+    finally:
+        shutdown_distributed()
+    assert ms > 0 and len(seen) == launch.SHORT_WARMUP + launch.SHORT_STEPS
+    assert {s[-1] for s in seen} == {launch.SHORT_SEQ_LEN + 1}  # ids carry one token more (the targets)

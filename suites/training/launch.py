@@ -10,10 +10,12 @@ rank blocked in a collective on a dead peer fails after `collective_timeout_s` a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -75,6 +77,7 @@ class RankResult:
     gpu_compute_ms: float | None = None
     gpu_comm_ms: float | None = None
     exposed_comm_ms: float | None = None
+    short_step_ms: float | None = None  # the same model's step at T=SHORT_SEQ_LEN after the others (`short_step_ms`)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -91,6 +94,29 @@ def _inject_fault(rank: int) -> None:
     if kind == "oom":
         raise torch.OutOfMemoryError(f"injected by {FAULT_ENV} on rank {rank}")
     raise RuntimeError(f"injected by {FAULT_ENV} on rank {rank}")
+
+
+# A few steps at this length after the timed ones: a 1.3B step there gives the GPU ~33 ms of work against ~170 ms at
+# 8k, so on one GPU its time is the host's time to issue a step (results/reference/h200/2026-11-29-probes-s16)
+SHORT_SEQ_LEN, SHORT_WARMUP, SHORT_STEPS = 256, 2, 5
+
+
+def short_step_ms(forward, optimizer: torch.optim.Optimizer, settings: TrainSettings, vocab: int, world_size: int,
+                  rank: int, device: torch.device) -> float:
+    """Median ms of SHORT_STEPS steps of this model and engine at T=SHORT_SEQ_LEN (after SHORT_WARMUP untimed ones:
+    new shapes autotune), timed as the timed steps are. What a step costs when the sequence is nearly gone: on one
+    GPU the host's issue time (launches, autograd, FSDP2's hooks) and the optimizer; on several also FSDP2's
+    communication, which does not shrink with T. Near the timed step's median: the host, not the GPU, sets the pace."""
+    short = dataclasses.replace(settings, seq_len=min(SHORT_SEQ_LEN, settings.seq_len))
+    timer = StepTimer(device)
+    for i in range(SHORT_WARMUP + SHORT_STEPS):
+        batch = batch_on_device(synthetic_batch(i, short, vocab, world_size, rank), device)
+        if i >= SHORT_WARMUP:
+            timer.start()
+        train_step(forward, optimizer, batch)
+        if i >= SHORT_WARMUP:
+            timer.stop()
+    return statistics.median(timer.elapsed_ms())
 
 
 def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainSettings, mesh: DeviceMesh,
@@ -162,6 +188,10 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
             if gpu is not None:
                 res.gpu_compute_ms, res.gpu_comm_ms, res.exposed_comm_ms = (
                     gpu["gpu_compute_ms"], gpu["gpu_comm_ms"], gpu["exposed_comm_ms"])
+            try:  # a diagnostic after the measured steps: its failure leaves their numbers standing
+                res.short_step_ms = short_step_ms(forward, optimizer, settings, vocab, world_size, rank, device)
+            except Exception:  # noqa: BLE001 - said on stderr; the column stays empty
+                traceback.print_exc(file=sys.stderr)
         res.losses = all_reduce_mean(torch.stack(losses)).tolist()
         res.status = "ok"
         if not all(math.isfinite(x) for x in res.losses):  # a wrong kernel must not leave a speed behind

@@ -39,6 +39,7 @@ class TrainPointResult:
     avg_power_w: float | None = None  # all GPUs together, over the timed window
     gpu_compute_ms: float | None = None  # max over ranks: the busiest GPU's compute in one (profiled) step
     exposed_comm_ms: float | None = None  # max over ranks: NCCL kernels with no compute beside them, same step
+    short_step_ms: float | None = None  # max over ranks: the same model's step at T=256 (launch.short_step_ms)
     n_params: int | None = None
     gpu_name: str | None = None
     device: str | None = None
@@ -66,7 +67,7 @@ class TrainPointResult:
             alloc_retries=self.alloc_retries, mem_rss_peak_gb=self.mem_rss_peak_gb, energy_j=self.energy_j,
             joules_per_token=self.joules_per_token, avg_power_w=self.avg_power_w,
             flops_per_token=self.flops_per_token, gpu_compute_ms=self.gpu_compute_ms,
-            exposed_comm_ms=self.exposed_comm_ms, n_params=self.n_params,
+            exposed_comm_ms=self.exposed_comm_ms, short_step_ms=self.short_step_ms, n_params=self.n_params,
             device=self.device, gpu_name=self.gpu_name, notes=notes,
         )
 
@@ -138,6 +139,7 @@ def summarize(ranks: list[RankResult], recipe: ModelRecipe, settings: TrainSetti
                                                            energy["avg_power_w"])
     out.gpu_compute_ms = _max(r.gpu_compute_ms for r in ranks)
     out.exposed_comm_ms = _max(r.exposed_comm_ms for r in ranks)
+    out.short_step_ms = _max(r.short_step_ms for r in ranks)
     out.losses = first.losses
     return out
 
