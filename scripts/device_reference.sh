@@ -14,6 +14,8 @@
 #   x2-host                   2 GPUs: why RetNet's per-GPU rate falls from 1 to 2 GPUs at 1.3B
 #   tp                        4+ GPUs: tensor parallelism inside FSDP2 at 6.7B and 13B
 #   fla-host, fla-dims        1 GPU: fla's host time per call; fla's backward per head-dim shape and config
+#   graphs                    1 GPU: the fla-graphs kernel's GPU tests, then table4 with it at 1.3B (8k, 256), 2.7B
+#   host-floor, nvml-ab       1 GPU: the host's time per training step (T=256); NVML reads between steps or not
 set -uo pipefail
 source "$(dirname "$0")/device_modes_one_gpu.sh"
 source "$(dirname "$0")/device_modes_multi_gpu.sh"
