@@ -141,6 +141,20 @@ mode_multi4-b() {
   bench 0 ${TAG:-}x4-table4-x1 table4 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
+# x2-graphs: nvidia-h200-x2 alone: does taking fla's host cost out of RetNet's step (the fla-graphs kernel: fla
+# replayed from CUDA graphs) bring back its per-GPU rate on two GPUs at 1.3B, where its host needs as long as its GPU
+# (session 16)? fla-graphs' GPU tests first, on one GPU; only if they pass do its rows run, beside fla and SDPA cuDNN,
+# on 1 GPU and over 2 (each row has short_step_ms, the host's time per step on one GPU)
+mode_x2-graphs() {
+  local kernels=fla,sdpa-cudnn
+  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_chunk_graphs.py \
+    > "$W/gpu_tests.log" 2>&1 && kernels=fla,fla-graphs,sdpa-cudnn
+  echo "== fla-graphs GPU tests at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log"); kernels $kernels"
+  bench 0 ${TAG:-}x2-table4-x1-graphs table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel $kernels
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
+    --kernel $kernels
+}
+
 # x2-host: nvidia-h200-x2 alone: why RetNet's per-GPU rate falls 13% from 1 to 2 GPUs at 1.3B (session 14: rank 1's
 # GPU idled about 30 ms a step, rank 0 had 28 ms of exposed communication): the link's rate at FSDP2's message sizes
 # (collectives), 1.3B over 2 ranks again, again with NCCL_PROTO=Simple should the probe find it faster, then the

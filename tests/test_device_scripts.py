@@ -20,6 +20,7 @@ case "$*" in
   *device_count*) echo "${SIM_NGPU:-4}";;
   *"-m pip"*) exit 0;;
   -) cat > /dev/null;;
+  *pytest*) echo "python3 $* PROTO=${NCCL_PROTO:-}" >> "$SIM_CALLS"; exit "${SIM_PYTEST_RC:-0}";;
   *) echo "python3 $* PROTO=${NCCL_PROTO:-}" >> "$SIM_CALLS";;
 esac
 """
@@ -148,3 +149,13 @@ def test_the_graphs_mode_tests_first_then_times_the_three_kernels_at_8k_and_256(
     runs = [c for c in calls if c.startswith("retnet-bench")]
     assert len(runs) == 3 and all("--kernel fla,fla-graphs,sdpa-cudnn" in c for c in runs)
     assert "--seq 256" in runs[1] and "--model 2.7b" in runs[2]
+
+
+@pytest.mark.parametrize("tests_rc, kernels", [("0", "fla,fla-graphs,sdpa-cudnn"), ("1", "fla,sdpa-cudnn")])
+def test_the_x2_graphs_mode_times_the_graphed_kernel_only_after_its_gpu_tests_pass(tmp_path, tests_rc, kernels):
+    p, calls = _run("x2-graphs", tmp_path, ngpu=2, extra_env={"SIM_PYTEST_RC": tests_rc})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "tests/test_chunk_graphs.py" in calls[0]
+    runs = [c for c in calls if c.startswith("retnet-bench")]
+    assert [("--nproc 2" in c, "CVD=0,1" in c) for c in runs] == [(False, False), (True, True)]
+    assert all(f"--kernel {kernels} " in c for c in runs)
