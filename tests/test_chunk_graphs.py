@@ -80,7 +80,7 @@ def test_a_new_shape_is_captured_again_at_layer_0_only():
         g(1, *_inputs(32), lam)
 
 
-def test_a_checkpointed_block_is_refused_by_the_engine_and_the_scenario():
+def test_the_recipe_refuses_the_graphed_kernel_with_checkpointing_or_compile():
     from retnet_bench.suites.training.recipe import ModelRecipe
 
     recipe = ModelRecipe("retnet", "tiny", kernel="fla-graphs")

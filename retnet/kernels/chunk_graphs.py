@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from retnet.kernels.chunk import chunk_kernel_available, _fla_chunk_simple_gla
+from retnet.kernels.chunk import ChunkKernelUnavailable, _fla_chunk_simple_gla, chunk_kernel_available
 
 
 class GraphOrderError(RuntimeError):
@@ -76,7 +76,6 @@ class RetentionGraphs:
         """Capture every layer's forward and backward graph for this shape (random static inputs, never zeros)."""
         ok, why = chunk_kernel_available("fla", q.device, (q.shape[-1], v.shape[-1]))
         if not ok:
-            from retnet.kernels.chunk import ChunkKernelUnavailable
             raise ChunkKernelUnavailable(f"chunk kernel 'fla-graphs' unavailable: {why}")
         chunk_simple_gla, _ = _fla_chunk_simple_gla()
         self._fns = self._g_gamma = None  # the old shape's graphs and their pool go before the new ones are captured
