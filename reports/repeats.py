@@ -18,7 +18,7 @@ from .tables import Table
 _POINT = ["suite", "gpu_name", "model", "world_size", "variant", "seq_len", "batch_size", "dtype"]
 # What makes a side the same contestant across runs (a Transformer's KV heads, RetNet's state precision)
 _SIDE = ["impl", "kernel", "n_kv_heads", "state_dtype"]
-_VALUES = ["tokens_per_s", "ms_p10", "ms_p90", "timestamp"]
+_VALUES = ["tokens_per_s", "ms_p10", "ms_p90", "short_step_ms", "timestamp"]
 # One line of the table per run of: a point, and the contestant on each side
 _PAIR_KEY = _POINT + [f"{c}_retnet" for c in _SIDE] + [f"{c}_base" for c in _SIDE]
 
@@ -89,8 +89,14 @@ def training_repeats(df: pd.DataFrame, envs: dict[str, dict], main_runs: set[str
                         "RetNet ms p10-p90": _spread(r["ms_p10_retnet"], r["ms_p90_retnet"]),
                         "Transformer tokens/s": r["tokens_per_s_base"],
                         "Transformer ms p10-p90": _spread(r["ms_p10_base"], r["ms_p90_base"]),
-                        "RetNet / Transformer": round(r["ratio"], 3)})
+                        "RetNet / Transformer": round(r["ratio"], 3),
+                        "RetNet T=256 step ms": r["short_step_ms_retnet"],
+                        "Transformer T=256 step ms": r["short_step_ms_base"]})
     frame = pd.DataFrame(out).set_index(["point", "pair", "run"])
+    short = ["RetNet T=256 step ms", "Transformer T=256 step ms"]
+    has_short = frame[short].notna().any().any()
+    if not has_short:  # runs from before the column
+        frame = frame.drop(columns=short)
     rows = df[df["run_id"].isin(pairs["run_id"].unique())]
     return Table("training_repeats", "Training: one point in several runs (RetNet / Transformer per run)", frame,
                  run_meta(rows, envs),
@@ -98,5 +104,7 @@ def training_repeats(df: pd.DataFrame, envs: dict[str, dict], main_runs: set[str
                  "run's steps, not between runs; runs with one machine (boot) id ran on one machine without a restart "
                  "(runs written before the id existed have none); 'read by': Table 4, the figures and the claims read "
                  "the report's runs (each contestant's latest among them), a run given with --repeats-from only this "
-                 "table; the runs should share one method (the training loop changed in session 11). Range per "
-                 "point: " + "; ".join(ranges))
+                 "table; the runs should share one method (the training loop changed in session 11)"
+                 + ("; T=256 step ms: the same model and engine at T=256 after the timed steps, where the GPU has "
+                    "little to do: on one GPU the host's time to issue a step, so it tells a slow host from a slow "
+                    "GPU" if has_short else "") + ". Range per point: " + "; ".join(ranges))

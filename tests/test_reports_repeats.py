@@ -41,6 +41,19 @@ def test_one_line_per_run_with_its_own_ratio_and_the_range(tmp_path):
     # the latest-run loader keeps only run c: the table needs every run's rows
     latest, _ = load_runs(runs)
     assert training_repeats(latest, envs) is None
+    assert "RetNet T=256 step ms" not in frame and "T=256 step ms:" not in table.note  # runs from before the column
+
+
+def test_each_run_shows_its_host_time_per_step_where_the_rows_have_it(tmp_path):
+    """short_step_ms per side and run: a slow RetNet draw beside a slow host (its T=256 step near the 8k step)."""
+    runs = [_run(tmp_path, "a", 46000, 45000, "2025-01-02T03:00:00+00:00", short_step_ms=110.0),
+            _run(tmp_path, "b", 39000, 45000, "2025-01-02T04:00:00+00:00", short_step_ms=205.0)]
+    df, envs = load_runs(runs, latest=False)
+    table = training_repeats(df, envs)
+    frame = table.df.reset_index()
+    assert list(frame["RetNet T=256 step ms"]) == [110.0, 205.0]
+    assert list(frame["Transformer T=256 step ms"]) == [110.0, 205.0]
+    assert "tells a slow host from a slow GPU" in table.note
 
 
 def test_a_point_in_one_run_only_and_steps_without_an_optimizer_are_left_out(tmp_path):
