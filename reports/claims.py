@@ -24,7 +24,8 @@ some recomputation), the settings named in `conditions`; framing 1 and the memor
 Point choice: the paper's point (6.7b, 8192 tokens, batch 8) when measured; otherwise the closest measured point
 (largest model, length nearest 8192, batch nearest 8), with `matches_paper` False and the difference named in
 `conditions`. Per-size training claims never substitute another size. Rows not under the paper's conditions (not
-a CUDA device, or not a paper preset 1.3b/2.7b/6.7b/13b) give "not applicable", never a verdict.
+a CUDA device, or not a paper preset 1.3b/2.7b/6.7b/13b; training shorter than the paper's 8192 tokens) give "not
+applicable", never a verdict.
 
 Memory claims carry both measures (claims_select.MEMORY_MEASURE_WHY): the verdict uses the allocator peak.
 
@@ -118,6 +119,17 @@ def _row(claim: pv.Claim, framing: str, measured: float = float("nan"), conditio
             "matches_paper": matches and not not_applicable, "memory_measure": measure,
             "memory_allocator_x": alloc_x, "memory_device_x": device_x, "band_low": band[0], "band_high": band[1],
             "verdict_within_band": crosses}
+
+
+def _shorter_than_paper(seq_len: float) -> str:
+    """Why a training point shorter than the paper's gets no verdict ("" when it is not): the sequence-dependent work,
+    where retention and attention differ, shrinks with it, and the host's and the optimizer's time remain (at T=256
+    a 1.3B step is mostly the host's: results/reference/h200/2026-11-29-probes-s16). Longer points keep a verdict,
+    with the length named in the conditions."""
+    if seq_len >= pv.PAPER_TRAIN_SEQ_LEN:
+        return ""
+    return (f"len {int(seq_len)} is shorter than the paper's {pv.PAPER_TRAIN_SEQ_LEN}: its step is mostly the host's and "
+            "the optimizer's time, not the sequence's")
 
 
 def _conditions(point: dict, r: pd.Series, paper: dict, extra: str = "") -> tuple[str, bool]:
@@ -337,7 +349,7 @@ def _train_claims(df: pd.DataFrame, roster: Roster) -> list[dict]:
             cond, matches = _conditions({"model": c.model, **{k: v for k, v in point.items() if k != "world_size"}},
                                         r, {"seq_len": pv.PAPER_TRAIN_SEQ_LEN})
             cond = f"{cond}; {_train_scale(r, b)}{_settings_note(r, b)}"
-            na = cs.not_applicable([r, b], "table4")
+            na = cs.not_applicable([r, b], "table4") or _shorter_than_paper(point["seq_len"])
             if c.metric == "memory":
                 mem = cs.memory_ratios(r, b)
                 out.append(_row(c, framing, mem[0], cond, cs.baseline_label(b), float("nan"), matches, mem, na))

@@ -204,7 +204,8 @@ def table4(df: pd.DataFrame, envs: dict[str, dict]) -> Table | None:
     out = []
     for _, row in tr.iterrows():
         flavour = _paper_flavour(row["impl"], row["kernel"], roster)
-        paper = pv.TABLE4.get(row["model"], {})
+        # the paper's numbers beside rows of its setting only (a T=256 row, the host's time per step, is not one)
+        paper = pv.TABLE4.get(row["model"], {}) if int(row["seq_len"]) == pv.PAPER_TRAIN_SEQ_LEN else {}
         out.append({"size": row["model"], "impl (kernel)": row["impl_kernel"], "seq_len": int(row["seq_len"]),
                     "batch": int(row["batch_size"]), "allocator GiB": row["mem_alloc_gib"],
                     "device GB": row["mem_gb"], "alloc retries": row.get("alloc_retries"),

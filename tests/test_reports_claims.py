@@ -356,6 +356,22 @@ def test_training_claims_state_world_size_and_per_gpu_numbers(tmp_path):
     assert one.verdict == "partly"
 
 
+def test_a_training_point_shorter_than_the_papers_gets_no_verdict_and_a_longer_one_does(tmp_path):
+    """At T=256 a step is mostly the host's time (session 16's host-floor runs): not the paper's claim. At 16k the
+    claim keeps its verdict, with the length named."""
+    def rows(seq, retnet, base):
+        return [train_row("1.3b", "retnet-chunkwise", "fla", 1, seq, retnet, 30.0, role="candidate"),
+                train_row("1.3b", "transformer", "flash-attn", 1, seq, base, 30.0, role="baseline", n_kv_heads=16)]
+
+    short, _ = _claims(tmp_path / "short", rows(256, 1700.0, 2100.0))
+    row = short[("train_throughput_vs_flash_1.3b", FRAMING_STRONGEST)]
+    assert row.verdict == "not applicable" and "shorter than the paper's 8192" in row.conditions
+    assert math.isnan(row.measured_value)
+    longer, _ = _claims(tmp_path / "long", rows(16384, 50000.0, 40000.0))
+    row = longer[("train_throughput_vs_flash_1.3b", FRAMING_STRONGEST)]
+    assert row.verdict == "holds" and "len 16384" in row.conditions
+
+
 def test_a_training_claim_made_at_the_memory_limit_says_so(tmp_path):
     """A step with cudaMalloc retries includes allocator stalls (6.7B on one H200: RetNet 24, the Transformer 0):
     the claim states both counts beside its ratio; without retries it says nothing of the kind."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -199,6 +200,18 @@ def test_table4_shows_allocator_retries_when_rows_have_them(tmp_path):
     t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df
     assert t4.loc[("6.7b", "retnet-chunkwise (fla)"), "alloc retries"] == 2
     assert t4.loc[("6.7b", "transformer (flash-attn)"), "allocator GiB"] == pytest.approx(110.7e9 / 2**30)
+
+
+def test_table4_puts_the_papers_numbers_beside_rows_of_its_setting_only(tmp_path):
+    """The paper's memory and tokens/s are for T=8192: a row at T=256 (the host's time per step) gets none."""
+    from reports_fixtures import train_row
+
+    rows = [train_row("1.3b", "retnet-chunkwise", "fla", 1, seq, 40000.0 if seq == 8192 else 1700.0, 30.0)
+            for seq in (8192, 256)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    t4 = {t.name: t for t in all_tables(df, envs)}["table4_training"].df.reset_index().set_index("seq_len")
+    assert t4.loc[8192, "paper memory (its GB = GiB)"] == pytest.approx(34.5)
+    assert pd.isna(t4.loc[256, "paper memory (its GB = GiB)"]) and pd.isna(t4.loc[256, "paper wps (8 GPUs)"])
 
 
 def test_table4_says_which_rows_timed_no_optimizer_step(tmp_path):
