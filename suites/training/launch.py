@@ -22,6 +22,7 @@ import time
 import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -101,22 +102,36 @@ def _inject_fault(rank: int) -> None:
 SHORT_SEQ_LEN, SHORT_WARMUP, SHORT_STEPS = 256, 2, 5
 
 
+def train_steps(forward, optimizer: torch.optim.Optimizer, settings: TrainSettings, vocab: int, world_size: int,
+                rank: int, device: torch.device, before_timed: Callable[[], None] | None = None,
+                after_each: Callable[[], None] | None = None) -> tuple[list[float], list[torch.Tensor]]:
+    """settings.warmup_steps untimed then settings.steps timed optimizer steps on synthetic batches: (the timed steps'
+    ms, every step's loss as a device tensor). No host sync inside the loop: the host may run steps ahead of the GPU,
+    as in training; one sync at the end (StepTimer). `before_timed` runs right before the first timed step,
+    `after_each` after every step, both outside the timed region."""
+    timer, losses = StepTimer(device), []
+    for step in range(settings.warmup_steps + settings.steps):
+        batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)  # (A, B, T + 1)
+        if step == settings.warmup_steps and before_timed is not None:
+            before_timed()
+        timer.start()
+        losses.append(train_step(forward, optimizer, batch))
+        timer.stop()
+        if after_each is not None:
+            after_each()
+    return timer.elapsed_ms()[settings.warmup_steps:], losses
+
+
 def short_step_ms(forward, optimizer: torch.optim.Optimizer, settings: TrainSettings, vocab: int, world_size: int,
                   rank: int, device: torch.device) -> float:
     """Median ms of SHORT_STEPS steps of this model and engine at T=SHORT_SEQ_LEN (after SHORT_WARMUP untimed ones:
-    new shapes autotune), timed as the timed steps are. What a step costs when the sequence is nearly gone: on one
-    GPU the host's issue time (launches, autograd, FSDP2's hooks) and the optimizer; on several also FSDP2's
-    communication, which does not shrink with T. Near the timed step's median: the host, not the GPU, sets the pace."""
-    short = dataclasses.replace(settings, seq_len=min(SHORT_SEQ_LEN, settings.seq_len))
-    timer = StepTimer(device)
-    for i in range(SHORT_WARMUP + SHORT_STEPS):
-        batch = batch_on_device(synthetic_batch(i, short, vocab, world_size, rank), device)
-        if i >= SHORT_WARMUP:
-            timer.start()
-        train_step(forward, optimizer, batch)
-        if i >= SHORT_WARMUP:
-            timer.stop()
-    return statistics.median(timer.elapsed_ms())
+    new shapes autotune), timed as the timed steps are (`train_steps`). What a step costs when the sequence is nearly
+    gone: on one GPU the host's issue time (launches, autograd, FSDP2's hooks) and the optimizer; on several also
+    FSDP2's communication, which does not shrink with T. Near the timed step's median: the host, not the GPU, sets
+    the pace."""
+    short = dataclasses.replace(settings, seq_len=min(SHORT_SEQ_LEN, settings.seq_len), warmup_steps=SHORT_WARMUP,
+                                steps=SHORT_STEPS)
+    return statistics.median(train_steps(forward, optimizer, short, vocab, world_size, rank, device)[0])
 
 
 def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainSettings, mesh: DeviceMesh,
@@ -162,19 +177,12 @@ def run_rank(recipe: ModelRecipe, settings: TrainSettings, device_type: str, ran
             torch.cuda.reset_peak_memory_stats(device)
         retries = AllocRetries(device)
         _inject_fault(rank)
-        timer, losses = StepTimer(device), []
         forward = lambda ids: model_forward(model, recipe, ids, settings.chunk_size)  # noqa: E731
-        for step in range(settings.warmup_steps + settings.steps):
-            # (A, B, T + 1); no host sync inside the loop: the host may run steps ahead of the GPU, as in training
-            batch = batch_on_device(synthetic_batch(step, settings, vocab, world_size, rank), device)
-            if step == settings.warmup_steps:  # right before the first timed step; it synchronises (warm-up is out)
-                energy.start(device)
-            timer.start()
-            losses.append(train_step(forward, optimizer, batch))
-            timer.stop()
-            if nvml is not None:  # outside the timed region: a polling thread would slow the step it measures
-                nvml.read()
-        res.step_ms = timer.elapsed_ms()[settings.warmup_steps:]  # the final synchronize of the timed steps
+        # the energy window opens right before the first timed step (it synchronises: warm-up is out); NVML is read
+        # between steps, outside the timed region (a polling thread would slow the step it measures)
+        res.step_ms, losses = train_steps(forward, optimizer, settings, vocab, world_size, rank, device,
+                                          before_timed=lambda: energy.start(device),
+                                          after_each=nvml.read if nvml is not None else None)
         energy.stop()  # the window holds the timed steps and what lies between them (batch copies, NVML reads)
         if energy.joules is not None:
             res.energy_j, res.energy_wall_s = energy.joules, energy.wall_s
