@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import retnet
-from retnet.kernels.chunk import chunk_retention
+from retnet.kernels.chunk import ChunkKernelUnavailable, chunk_retention
 from retnet.kernels.chunk_graphs import GraphOrderError, RetentionGraphs
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: CUDA graphs of fla's kernels")
@@ -84,10 +84,12 @@ def test_the_recipe_refuses_the_graphed_kernel_with_checkpointing_or_compile():
     from retnet_bench.suites.training.recipe import ModelRecipe
 
     recipe = ModelRecipe("retnet", "tiny", kernel="fla-graphs")
-    assert recipe.refuses("none", "none") == ""
-    assert "checkpointing 'none'" in recipe.refuses("every-8", "none")
-    assert "compile 'none'" in recipe.refuses("none", "blocks")
-    assert ModelRecipe("retnet", "tiny", kernel="fla").refuses("full", "blocks") == ""
+    recipe.check_engine_settings("none", "none")  # no exception: it trains
+    with pytest.raises(ChunkKernelUnavailable, match="checkpointing 'none'"):
+        recipe.check_engine_settings("every-8", "none")
+    with pytest.raises(ChunkKernelUnavailable, match="compile 'none'"):
+        recipe.check_engine_settings("none", "blocks")
+    ModelRecipe("retnet", "tiny", kernel="fla").check_engine_settings("full", "blocks")
 
 
 def test_the_model_takes_the_kernel_by_name_and_a_forward_without_grad_runs_eagerly(monkeypatch):

@@ -31,9 +31,7 @@ def run_engine(ctx: Context, g: Group, p: Point, args: BuildArgs) -> list[dict]:
                              seed=args.seed, nvml_sampling=bool(ctx.memory and ctx.memory.sampler))
     recipe = g.spec.recipe(args)
     recipe.resolved_kernel(ctx.device, settings.torch_compute_dtype)  # a kernel refused here raises before any rank
-    if why := recipe.refuses(settings.checkpointing, settings.compile):  # so does a kernel-setting pair: skipped
-        from retnet.kernels import ChunkKernelUnavailable
-        raise ChunkKernelUnavailable(why)
+    recipe.check_engine_settings(settings.checkpointing, settings.compile)  # so does a kernel-setting pair
     point = run_point(g.world_size, recipe, settings, device_type=ctx.device.type)
     fields = point.row_fields(settings)
     # the row keeps the plan's identity (its resume key): batch is the micro-batch per rank, as the suite names it

@@ -30,8 +30,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
-from retnet.kernels import ChunkKernelUnavailable
-
 from ..trackers import AllocRetries, EnergyTracker, energy_counter
 from ..transfer import batch_on_device
 from .fsdp import all_reduce_mean, init_distributed, rank_device, set_nccl_env, shard_model, shutdown_distributed
@@ -140,8 +138,7 @@ def prepare_for_training(model: nn.Module, recipe: ModelRecipe, settings: TrainS
     trains it, in torchtitan's order: tensor parallel over mesh["tp"] (tp > 1), then checkpointing, then
     torch.compile per block (compile="blocks"), then FSDP2 over the replicas; returns AdamW over the shards. Every
     rank and the diagnostic scripts go through it, so a profile or a census measures what the suites time."""
-    if why := recipe.refuses(settings.checkpointing, settings.compile):
-        raise ChunkKernelUnavailable(why)
+    recipe.check_engine_settings(settings.checkpointing, settings.compile)
     if settings.tp > 1:
         apply_tensor_parallel(model, recipe, mesh["tp"])
     apply_checkpointing(model, settings.checkpointing)

@@ -45,14 +45,14 @@ class ModelRecipe:
             return retnet.RetNetConfig.from_name(self.preset, **self.overrides)
         return TransformerConfig.from_name(self.preset, **self.overrides)
 
-    def refuses(self, checkpointing: str, compile: str) -> str:
-        """Why this recipe cannot train with these engine settings ("" when it can): the fla-graphs kernel replays
-        its graphs in the order a plain step runs the layers (retnet.kernels.chunk_graphs), which a checkpointed
-        block's second forward breaks and torch.compile would trace through."""
+    def check_engine_settings(self, checkpointing: str, compile: str) -> None:
+        """ChunkKernelUnavailable (a `skipped` point) where this recipe cannot train with these engine settings: the
+        fla-graphs kernel replays its graphs in the order a plain step runs the layers (retnet.kernels.chunk_graphs),
+        which a checkpointed block's second forward breaks and torch.compile would trace through."""
         if self.family == "retnet" and self.kernel == "fla-graphs" and (checkpointing != "none" or compile != "none"):
-            return (f"chunk kernel 'fla-graphs' needs checkpointing 'none' and compile 'none' (got {checkpointing!r}, "
-                    f"{compile!r}): its CUDA graphs replay in a plain step's layer order; use kernel 'fla'")
-        return ""
+            raise ChunkKernelUnavailable(
+                f"chunk kernel 'fla-graphs' needs checkpointing 'none' and compile 'none' (got {checkpointing!r}, "
+                f"{compile!r}): its CUDA graphs replay in a plain step's layer order; use kernel 'fla'")
 
     def resolved_kernel(self, device: torch.device, compute_dtype: torch.dtype) -> str:
         """The kernel that will actually run (a result row records this, never "auto").
