@@ -6,9 +6,11 @@ retention calls are RetNet's largest host cost. This times the retention part of
 fla's chunk_simple_gla at the 1.3B head dims (H 8, dk 256, dv 512, bf16, B 1), forward in layer order then one
 backward through all of them, as a step runs them, two ways:
 
-  eager    fla.ops.simple_gla.chunk_simple_gla, as the model calls it
-  graphed  the same function per layer through torch.cuda.make_graphed_callables (one forward and one backward
-           graph per layer, one shared memory pool, captured in the order a step replays them)
+  eager    `chunk_retention(kernel="fla")`, as the model calls fla
+  graphed  `RetentionGraphs`, the fla-graphs kernel (retnet/kernels/chunk_graphs.py: the same kernels through
+           torch.cuda.make_graphed_callables, one forward and one backward graph per layer, one shared memory pool,
+           captured in the order a step replays them). Session 16's run (tree 8ff96bc) called
+           make_graphed_callables here directly, before the kernel existed
 
 at T=256 (the GPU idles: wall time per step is host time) and T=8192 (GPU time). Checks first that the graphed
 outputs and gradients equal the eager ones on the same inputs. Prints a line per (variant, T); writes
@@ -28,24 +30,23 @@ L, B, H, DK, DV, STEPS = 24, 1, 8, 256, 512, 20
 
 
 def main() -> None:
-    from fla.ops.simple_gla import chunk_simple_gla
+    from retnet.kernels.chunk import chunk_retention
+    from retnet.kernels.chunk_graphs import RetentionGraphs
 
     dev = torch.device("cuda")
-    g_gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float32, device=dev)))
+    log_gamma = torch.log1p(-torch.pow(2.0, -5.0 - torch.arange(H, dtype=torch.float32, device=dev)))
 
     def layer(q, k, v):
-        return chunk_simple_gla(q, k, v, g_gamma=g_gamma, scale=1.0)[0]
+        return chunk_retention(q, k, v, log_gamma, kernel="fla")[0]
 
     results = []
     for T in (256, 8192):
-        def inputs():
-            mk = lambda d: (torch.randn(B, T, H, d, device=dev, dtype=torch.bfloat16) * 0.1).requires_grad_()  # noqa: E731
-            return [(mk(DK), mk(DK), mk(DV)) for _ in range(L)]
-
-        xs = inputs()
+        mk = lambda d: (torch.randn(B, T, H, d, device=dev, dtype=torch.bfloat16) * 0.1).requires_grad_()  # noqa: E731
+        xs = [(mk(DK), mk(DK), mk(DV)) for _ in range(L)]
         dos = [torch.randn(B, T, H, DV, device=dev, dtype=torch.bfloat16) for _ in range(L)]
-        graphed = torch.cuda.make_graphed_callables(tuple(layer for _ in range(L)), tuple(inputs()))
-        variants = {"eager": [layer] * L, "graphed": list(graphed)}
+        graphs = RetentionGraphs(L)  # captured at its first layer-0 call
+        variants = {"eager": [layer] * L,
+                    "graphed": [lambda q, k, v, i=i: graphs(i, q, k, v, log_gamma) for i in range(L)]}
 
         def step(fns):
             outs = [fn(*x) for fn, x in zip(fns, xs)]
@@ -87,7 +88,7 @@ def main() -> None:
             results.append(r)
             print(f"{name:8s} T={T:5d}: host {r['host_ms']:8.3f} ms per step ({r['host_ms_per_layer']:.4f} per layer),"
                   f" events {r['event_ms']:8.3f} ms; graphed vs eager rel. error {err:.2e}", flush=True)
-        del graphed, variants, xs, dos
+        del graphs, variants, xs, dos
         torch.cuda.empty_cache()
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
