@@ -147,9 +147,14 @@ mode_multi4-b() {
 # on 1 GPU and over 2 (each row has short_step_ms, the host's time per step on one GPU)
 mode_x2-graphs() {
   local kernels=fla,sdpa-cudnn
-  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_chunk_graphs.py \
-    > "$W/gpu_tests.log" 2>&1 && kernels=fla,fla-graphs,sdpa-cudnn
+  # its tests on GPU 0 (~180 s in session 16's call 4, fla's autotuning included), the engine's on GPU 1 meanwhile
+  ( CUDA_VISIBLE_DEVICES=1 timeout 240 python3 -m pytest -v -p no:cacheprovider --timeout 200 -rfE \
+      tests/test_gpu_time.py tests/test_training_gpu.py > "$W/gpu_tests_engine.log" 2>&1
+    echo "== engine GPU tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests_engine.log")" ) &
+  CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -v -p no:cacheprovider --timeout 200 -rfE \
+    tests/test_chunk_graphs.py > "$W/gpu_tests.log" 2>&1 && kernels=fla,fla-graphs,sdpa-cudnn
   echo "== fla-graphs GPU tests at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log"); kernels $kernels"
+  wait
   bench 0 ${TAG:-}x2-table4-x1-graphs table4 --model 1.3b --impl retnet-chunkwise,transformer --kernel $kernels
   bench 0,1 ${TAG:-}x2-table4-x2-graphs table4 --nproc 2 --model 1.3b --impl retnet-chunkwise,transformer \
     --kernel $kernels
