@@ -173,3 +173,13 @@ mode_x2-host() {
   FLA_DISABLE_BACKEND_DISPATCH=1 bench 0,1 ${TAG:-}x2-table4-x2-nodispatch table4 --nproc 2 --model 1.3b \
     --impl retnet-chunkwise --kernel fla
 }
+
+# x2-sweep: nvidia-h200-x2, after x2-graphs on a lease of the same session: 2.7B and 6.7B on 1 GPU and over 2, on
+# one lease (session 14's 2-GPU rows and session 15's 1-GPU rows came from different hosts, and the host decides
+# much at 1.3B: session 16), then 1.3B on 1 and 2 again as time allows (a second draw of x2-graphs' scaling)
+mode_x2-sweep() {
+  bench 0 ${TAG:-}x2-table4-x1-sweep table4 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-sweep table4 --nproc 2 --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}x2-table4-x1-again table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
+}
