@@ -183,3 +183,13 @@ mode_x2-sweep() {
   bench 0 ${TAG:-}x2-table4-x1-again table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
   bench 0,1 ${TAG:-}x2-table4-x2-again table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
 }
+
+# x2-graphs-host: nvidia-h200-x2: RetNet's 1.3B rate over 2 ranks moved from lease to lease in session 17 (43.5k and
+# 38.3k tokens/s per GPU, the Transformer 42.7k and 43.8k): fla, fla-graphs and SDPA cuDNN over 2 ranks, then the
+# 2-rank step profiled with every rank's host side, then the three again (a second draw on the same lease)
+mode_x2-graphs-host() {
+  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-1 table4 --nproc 2 --model 1.3b "${three[@]}"
+  profile x2-host --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla retnet:fla-graphs transformer:sdpa-cudnn
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-2 table4 --nproc 2 --model 1.3b "${three[@]}"
+}

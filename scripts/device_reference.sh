@@ -14,6 +14,7 @@
 #   x2-host                   2 GPUs: why RetNet's per-GPU rate falls from 1 to 2 GPUs at 1.3B
 #   x2-graphs                 2 GPUs: the same with fla replayed from CUDA graphs (its GPU tests first)
 #   x2-sweep                  2 GPUs: 2.7B and 6.7B on 1 and 2 GPUs of one lease, then 1.3B again
+#   x2-graphs-host            2 GPUs: 1.3B over 2 ranks with fla, fla-graphs, SDPA cuDNN; the 2-rank host profile
 #   tp                        4+ GPUs: tensor parallelism inside FSDP2 at 6.7B and 13B
 #   fla-host, fla-dims        1 GPU: fla's host time per call; fla's backward per head-dim shape and config
 #   graphs                    1 GPU: the fla-graphs kernel's GPU tests, then table4 with it at 1.3B (8k, 256), 2.7B
