@@ -193,3 +193,11 @@ mode_x2-graphs-host() {
   profile x2-host --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla retnet:fla-graphs transformer:sdpa-cudnn
   bench 0,1 ${TAG:-}x2-table4-x2-graphs-2 table4 --nproc 2 --model 1.3b "${three[@]}"
 }
+
+# x2-graphs-scaling: nvidia-h200-x2, after x2-graphs-host on its lease: 1.3B with fla, fla-graphs and SDPA cuDNN on 1
+# GPU, then over 2 ranks (one more draw of each side's 1 -> 2 scaling on one lease)
+mode_x2-graphs-scaling() {
+  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
+  bench 0 ${TAG:-}x2-table4-x1-graphs-3 table4 --model 1.3b "${three[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-3 table4 --nproc 2 --model 1.3b "${three[@]}"
+}

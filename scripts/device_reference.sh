@@ -15,6 +15,7 @@
 #   x2-graphs                 2 GPUs: the same with fla replayed from CUDA graphs (its GPU tests first)
 #   x2-sweep                  2 GPUs: 2.7B and 6.7B on 1 and 2 GPUs of one lease, then 1.3B again
 #   x2-graphs-host            2 GPUs: 1.3B over 2 ranks with fla, fla-graphs, SDPA cuDNN; the 2-rank host profile
+#   x2-graphs-scaling         2 GPUs: 1.3B with fla, fla-graphs, SDPA cuDNN on 1 GPU and over 2
 #   tp                        4+ GPUs: tensor parallelism inside FSDP2 at 6.7B and 13B
 #   fla-host, fla-dims        1 GPU: fla's host time per call; fla's backward per head-dim shape and config
 #   graphs                    1 GPU: the fla-graphs kernel's GPU tests, then table4 with it at 1.3B (8k, 256), 2.7B
