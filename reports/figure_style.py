@@ -31,12 +31,13 @@ SUBJECT_COLOUR = "#c0392b"
 # Colour families, chosen by what the runs' contestants tables say (contestants.Roster), never by name; the shade
 # within a family is the contestant's rank among the family members that share a phase with it, in table order.
 FAMILIES = {
-    "ours candidate": (SUBJECT_COLOUR, "#8e1b10", "#e0443a"),          # the subject: strong reds
+    "ours candidate": (SUBJECT_COLOUR, "#e67e22", "#922b21"),          # the subject: red, then orange, dark red
     "official candidate": ("#e8a49c", "#d9b08c", "#c9a27e", "#e6c07b"),  # official RetNet peers: muted warm tones
     "paper pipeline": ("#555555", "#9a9a9a", "#777777"),                # the paper's cat-grown cache: greys
     "official baseline": ("#8c6d5a", "#a08c6d", "#6d5a4a"),              # other official baselines: browns
 }
-# our own baselines: a family per contestant (blues first), a shade per kernel (the contestant's kernels sorted);
+# our own baselines: a family per contestant (blues first), a shade per kernel (the contestant's kernels, most rows
+# first; our own candidates likewise, within their reds);
 # neighbouring shades alternate dark and light, so that two kernels of one contestant never look alike
 BASELINE_FAMILIES = (("#2c5d9e", "#86b0e6", "#14305a", "#5b8ad0", "#a9c8ef"),
                      ("#4b4f9e", "#7b80c8", "#a3a7e0", "#2e3170"),
@@ -81,7 +82,8 @@ class Palette:
         return family(c), c
 
     def _kernel_shade(self, label: str, shades: tuple[str, ...]) -> str:
-        """The shade of a label's kernel among its contestant's kernels (sorted), so kernels of one contestant differ."""
+        """The shade of a label's kernel among its contestant's kernels (most rows first), so kernels of one contestant
+        differ."""
         impl, kernel = parse_label(label)
         kernels = self.kernels.get(impl, [])
         return shades[(kernels.index(kernel) if kernel in kernels else 0) % len(shades)]
@@ -98,6 +100,10 @@ class Palette:
         if fam == "ours baseline":
             return self._kernel_shade(label, BASELINE_FAMILIES[rank % len(BASELINE_FAMILIES)])
         shades = FAMILIES[fam]
+        if fam == "ours candidate":  # a contestant's kernels differ too (fla and fla-graphs in one training figure)
+            impl, kernel = parse_label(label)
+            kernels = self.kernels.get(impl, [])
+            rank += kernels.index(kernel) if kernel in kernels else 0
         return shades[rank % len(shades)]
 
     def is_subject(self, label: str) -> bool:
@@ -117,8 +123,9 @@ def palette(df: pd.DataFrame, envs: dict[str, dict] | None) -> Palette:
     """The palette of a report's rows: the runs' contestants tables (`roster_of`) and each impl's kernels."""
     kernels: dict[str, list[str]] = {}
     if len(df):
-        for impl, g in df.groupby("impl"):
-            kernels[str(impl)] = sorted(str(k) for k in g["kernel"].dropna().unique())
+        for impl, g in df.groupby("impl"):  # most rows first: a contestant's main kernel gets its first shade
+            counts = g["kernel"].dropna().astype(str).value_counts()
+            kernels[str(impl)] = sorted(counts.index, key=lambda k: (-counts[k], k))
     return Palette(roster_of(df, envs), kernels)
 
 

@@ -157,22 +157,36 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                            size=(4.5 * len(models) + 2.6, 4.4))
     for ax, m in zip(axes, models):
         here = rows[rows["model"] == m]
+        labels: list[tuple[float, float, str, str]] = []  # (world size, per GPU, efficiency text, colour)
         for lab in pal.order(here["label"]):
             g = here[here["label"] == lab].groupby("world_size", as_index=False)["per_gpu"].median()
             g = g.sort_values("world_size")
             ax.plot(g["world_size"], g["per_gpu"], "-o", color=pal.colour(lab), label=lab)
             ax.plot(g["world_size"], [g["per_gpu"].iloc[0]] * len(g), ":", color=pal.colour(lab), lw=1,
                     label="ideal (linear scaling: per-GPU rate kept)")
-            for ws, v in zip(g["world_size"].iloc[1:], g["per_gpu"].iloc[1:]):  # scaling efficiency, as #14 asks
-                ax.annotate(f"{v / g['per_gpu'].iloc[0]:.0%}", (ws, v), textcoords="offset points", xytext=(-8, -14),
-                            ha="right", fontsize=8, color=pal.colour(lab))
+            labels += [(ws, v, f"{v / g['per_gpu'].iloc[0]:.0%}", pal.colour(lab))  # scaling efficiency (#14)
+                       for ws, v in zip(g["world_size"].iloc[1:], g["per_gpu"].iloc[1:])]
         log2_ticks(ax, here["world_size"])
-        ax.set_ylim(0, 1.08 * float(here["per_gpu"].max()))  # room above the ideal lines
+        top = 1.08 * float(here["per_gpu"].max())  # room above the ideal lines
+        ax.set_ylim(0, top)
+        _efficiency_labels(ax, labels, gap=0.055 * top)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("GPUs (world size)")
     axes[0].set_ylabel("tokens/s per GPU")
     legend_outside(fig, axes, pal)
     return fig
+
+
+def _efficiency_labels(ax, labels: list[tuple[float, float, str, str]], gap: float) -> None:
+    """Each contestant's % label under its point; where two points of one world size are closer than `gap`, the
+    lower labels move down, in the points' order, so that no two labels overlap."""
+    for ws in sorted({ws for ws, *_ in labels}):
+        y_prev = float("inf")
+        for _, v, text, colour in sorted((x for x in labels if x[0] == ws), key=lambda x: -x[1]):
+            y = min(v, y_prev - gap)
+            ax.annotate(text, (ws, y), textcoords="offset points", xytext=(-8, -14), ha="right", fontsize=8,
+                        color=colour)
+            y_prev = y
 
 
 def fig_training_vs_length(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:

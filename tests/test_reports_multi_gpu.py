@@ -117,3 +117,27 @@ def test_table4_says_how_long_a_short_step_takes_against_the_step(tmp_path):
     assert t4.df.loc[("1.3b", "retnet-chunkwise (fla)"), "T=256 step % of step"] == pytest.approx(95.0)
     assert math.isnan(t4.df.loc[("1.3b", "transformer (sdpa-cudnn)"), "T=256 step % of step"])  # none measured
     assert "the host's time to issue a step" in t4.note
+
+
+def test_two_kernels_of_retnet_scale_in_two_colours_and_their_labels_do_not_overlap(tmp_path):
+    """fla and fla-graphs at one and two GPUs (session 17's report drew both in the subject's red, and the %
+    labels of close points over each other): each kernel its own colour, the kernel with the most rows keeping the
+    subject's red, and the labels of one world size at least the figure's gap apart."""
+    from retnet_bench.reports.figure_style import SUBJECT_COLOUR
+
+    rows = []
+    for kernel, one, two in (("fla", 45000.0, 43500.0), ("fla-graphs", 45100.0, 43600.0)):
+        rows += [train_row("1.3b", "retnet-chunkwise", kernel, 1, 8192, one, 32.0),
+                 train_row("1.3b", "retnet-chunkwise", kernel, 1, 8192, 2 * two, 25.0, world_size=2,
+                           tokens_per_s_per_gpu=two)]
+    rows += [train_row("2.7b", "retnet-chunkwise", "fla", 1, 8192, 23800.0, 56.0),  # fla: the most rows
+             train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, 44900.0, 30.0),
+             train_row("1.3b", "transformer", "sdpa-cudnn", 1, 8192, 2 * 43400.0, 23.0, world_size=2,
+                       tokens_per_s_per_gpu=43400.0)]
+    df, envs = load_runs([write_run(tmp_path, rows)])
+    ax = F.build_figures(df, envs)[0]["scaling"].axes[0]
+    colours = {ln.get_label(): ln.get_color() for ln in ax.get_lines() if not ln.get_label().startswith("ideal")}
+    assert colours["retnet-chunkwise (fla)"] == SUBJECT_COLOUR
+    assert len(set(colours.values())) == 3, colours
+    ys = sorted(t.xy[1] for t in ax.texts)
+    assert len(ys) == 3 and min(b - a for a, b in zip(ys, ys[1:])) >= 0.05 * ax.get_ylim()[1] - 1e-6, ys
