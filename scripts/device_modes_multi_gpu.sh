@@ -121,12 +121,15 @@ mode_multi2-b() {
   profile x2 --preset 1.3b --seq 8192 --nproc 2 --family retnet:fla transformer:sdpa-cudnn
 }
 
-# multi4-a: nvidia-h200-x4, first call (~450 s on a fresh machine, from session 14's 2-GPU timings): 1.3B on 1, 2
-# and 4 ranks, each alone (per-GPU scaling 1 -> 2 -> 4, issue #14's >= 90% target), then 2.7B and 6.7B over 4
+# multi4-a: nvidia-h200-x4, first call (~500 s on a fresh machine, from session 17's 2-GPU timings): 1.3B on 1, 2
+# and 4 ranks, each alone (per-GPU scaling 1 -> 2 -> 4, issue #14's >= 90% target), with fla-graphs beside fla (over
+# 2 ranks fla's host work made 2 of 4 draws on one lease host-bound, 81-85% of one GPU's rate; fla-graphs' were 96-98%:
+# session 17), then 2.7B and 6.7B over 4
 mode_multi4-a() {
-  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b "${FLA_VS_CUDNN[@]}"
-  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b "${FLA_VS_CUDNN[@]}"
-  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b "${FLA_VS_CUDNN[@]}"
+  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
+  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b "${three[@]}"
+  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b "${three[@]}"
+  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b "${three[@]}"
   bench $ALL ${TAG:-}x4-table4-x4 table4 --nproc $NGPU --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
