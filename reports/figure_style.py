@@ -200,7 +200,7 @@ def legend_outside(fig: Figure, axes, pal: Palette, title: str = "contestant (im
             handles.setdefault(lab, h)
     labels = [lab for lab in pal.order([k for k in handles if not k.startswith(("T=", "model weights", "ideal",
                                                                               "measured copy", FASTEST_SETTING,
-                                                                              FWD_BWD_LABEL))])]
+                                                                              FWD_BWD_LABEL, "every run"))])]
     extra = [k for k in handles if k not in labels]
     # below the axes: outside the data, and clear of the (wrapped) title whatever its length; as many columns as
     # the longest label lets fit in the figure's width (a wide legend is cut at both edges, not wrapped)

@@ -241,12 +241,18 @@ FIGURES = {
 HEADLINE = ("fig6b_throughput_vs_length", "fig6a_memory_vs_length", "capacity")  # shown right under the summary
 
 
-def build_figures(df: pd.DataFrame, envs: dict[str, dict]) -> tuple[dict[str, Figure], dict[str, str]]:
-    """All figures that have data, and a note per skipped one."""
+# figures that also draw every run of a point (`every`: load_runs(..., latest=False)), not only the latest
+EVERY_RUN_FIGURES = {"scaling"}
+
+
+def build_figures(df: pd.DataFrame, envs: dict[str, dict], every: pd.DataFrame | None = None
+                  ) -> tuple[dict[str, Figure], dict[str, str]]:
+    """All figures that have data, and a note per skipped one. `every`: the rows of every run given, repeats included,
+    for the figures that show how a point moved between runs."""
     built, skipped = {}, {}
     for name, builder in FIGURES.items():
         try:
-            built[name] = builder(df, envs)
+            built[name] = builder(df, envs, every) if name in EVERY_RUN_FIGURES else builder(df, envs)
         except FigureSkipped as e:
             skipped[name] = str(e)
     return built, skipped

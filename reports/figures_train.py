@@ -140,8 +140,12 @@ def fig_capacity(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     return fig
 
 
-def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
-    """Training tokens/s per GPU vs world size (GPUs), with the ideal (linear scaling: flat per GPU) line."""
+EVERY_RUN_LABEL = "every run of the point (lines: the latest)"
+
+
+def fig_scaling(df: pd.DataFrame, envs: dict[str, dict], every: pd.DataFrame | None = None) -> Figure:
+    """Training tokens/s per GPU vs world size (GPUs), with the ideal (linear scaling: flat per GPU) line; where a
+    point was measured in several runs (`every`: every run's rows), each run is a small hollow dot beside it."""
     pal = palette(df, envs)
     rows = rows_of(df, "train")
     if rows.empty or not (rows["world_size"].fillna(1) > 1).any():
@@ -166,8 +170,17 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
                     label="ideal (linear scaling: per-GPU rate kept)")
             labels += [(ws, v, f"{v / g['per_gpu'].iloc[0]:.0%}", pal.colour(lab))  # scaling efficiency (#14)
                        for ws, v in zip(g["world_size"].iloc[1:], g["per_gpu"].iloc[1:])]
+        draws = _every_run(every, rows, m)
+        repeated = draws.groupby("label")["world_size"].agg(lambda w: w.duplicated().any())
+        if repeated.any():  # one neutral legend entry for the dots of every contestant
+            ax.scatter([], [], s=14, facecolors="none", edgecolors="0.4", label=EVERY_RUN_LABEL)
+        for i, lab in enumerate(pal.order(here["label"])):  # right of the points (the % labels are left of them),
+            if repeated.get(lab, False):  # a small x offset per contestant keeps its dots apart
+                d = draws[draws["label"] == lab]
+                ax.scatter(d["world_size"] * 2 ** (0.04 * (i + 1)), d["per_gpu"], s=14, facecolors="none",
+                           edgecolors=pal.colour(lab), linewidths=0.9, zorder=3, label="_nolegend_")
         log2_ticks(ax, here["world_size"])
-        top = 1.08 * float(here["per_gpu"].max())  # room above the ideal lines
+        top = 1.08 * float(max(here["per_gpu"].max(), draws["per_gpu"].max() if len(draws) else 0))
         ax.set_ylim(0, top)
         _efficiency_labels(ax, labels, gap=0.055 * top)
         ax.set_title(m, fontsize=9)
@@ -175,6 +188,18 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict]) -> Figure:
     axes[0].set_ylabel("tokens/s per GPU")
     legend_outside(fig, axes, pal)
     return fig
+
+
+def _every_run(every: pd.DataFrame | None, shown: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Every run's per-GPU rate of the contestants and world sizes the figure shows for one model (empty without
+    `every`)."""
+    if every is None or every.empty:
+        return pd.DataFrame(columns=["label", "world_size", "per_gpu"])
+    rows = rows_of(every, "train")
+    rows = rows[rows["model"] == model].assign(world_size=rows["world_size"].fillna(1),
+                                               per_gpu=rows["tokens_per_s_per_gpu"])
+    keep = shown.loc[shown["model"] == model, ["label", "world_size"]].drop_duplicates()
+    return rows.merge(keep, on=["label", "world_size"])[["label", "world_size", "per_gpu"]]
 
 
 def _efficiency_labels(ax, labels: list[tuple[float, float, str, str]], gap: float) -> None:

@@ -125,7 +125,7 @@ def build_blocks(run_dirs: list[Path], out_dir: Path, repeat_dirs: list[Path] = 
                                  latest=False)
     repeats = training_repeats(every, every_env, main_runs=set(envs))  # every run's rows, not the latest only
     tables = all_tables(df, envs) + ([repeats] if repeats is not None else [])
-    figures, skipped = build_figures(df, envs)
+    figures, skipped = build_figures(df, envs, every)
     summary = summary_frame(claims)
     blocks = [Block("h1", _title(df)), Block("h2", "Verdict summary")]
     if len(summary):

@@ -141,3 +141,29 @@ def test_two_kernels_of_retnet_scale_in_two_colours_and_their_labels_do_not_over
     assert len(set(colours.values())) == 3, colours
     ys = sorted(t.xy[1] for t in ax.texts)
     assert len(ys) == 3 and min(b - a for a, b in zip(ys, ys[1:])) >= 0.05 * ax.get_ylim()[1] - 1e-6, ys
+
+
+def test_the_scaling_figure_shows_every_run_of_a_point_beside_the_latest(tmp_path):
+    """Two runs of RetNet over two GPUs (a slow and a normal draw, as in session 17): the line takes the latest run,
+    and each run is a dot at that world size, so the spread between runs is in the figure; one run alone gets none."""
+    from retnet_bench.reports.figures_train import EVERY_RUN_LABEL
+
+    one = [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 45000.0, 32.0)]
+    draw = lambda per_gpu, hour: [train_row("1.3b", "retnet-chunkwise", "fla", 1, 8192, 2 * per_gpu, 25.0,  # noqa
+                                            world_size=2, tokens_per_s_per_gpu=per_gpu,
+                                            timestamp=f"2025-01-02T{hour}:00:00+00:00")]
+    runs = [write_run(tmp_path, one, run_id="x1"), write_run(tmp_path, draw(38000.0, 10), run_id="x2-a"),
+            write_run(tmp_path, draw(44000.0, 11), run_id="x2-b")]
+
+    def scaling_axes(dirs):
+        df, envs = load_runs(dirs)
+        return F.build_figures(df, envs, load_runs(dirs, latest=False)[0])[0]["scaling"].axes[0]
+
+    ax = scaling_axes(runs)
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "retnet-chunkwise (fla)")
+    assert list(line.get_ydata()) == [45000.0, 44000.0]  # the latest run
+    dots = sorted(y for c in ax.collections if c.get_label() == "_nolegend_" for _, y in c.get_offsets())
+    assert dots == [38000.0, 44000.0, 45000.0]  # its one-GPU point too: every run of the contestant
+    assert EVERY_RUN_LABEL in [c.get_label() for c in ax.collections]
+    single = scaling_axes(runs[:1] + runs[2:])
+    assert not [c for c in single.collections if c.get_label() in ("_nolegend_", EVERY_RUN_LABEL)]
