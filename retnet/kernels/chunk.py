@@ -39,6 +39,7 @@ from torch import Tensor
 from retnet.retention import chunkwise_retention
 
 CHUNK_KERNELS = ("torch", "fla", "fla-graphs")
+FLA_KERNELS = ("fla", "fla-graphs")  # the kernels that run fla's chunk kernels (fla-graphs: replayed from graphs)
 FLA_CHUNK = 64  # the tile fla's chunk kernels use by default (and are tuned for)
 FLA_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 _FLA_INSTALL = "pip install fla-core==0.6.0"
@@ -162,7 +163,7 @@ def chunk_retention(
         raise ValueError(f"expected q, k (B, T, H, dk) and v (B, T, H, dv); got {q.shape}, {k.shape}, {v.shape}")
     if kernel == "torch":
         return _chunk_torch(q, k, v, log_gamma, scale, chunk_size, initial_state, output_final_state)
-    if kernel in ("fla", "fla-graphs"):
+    if kernel in FLA_KERNELS:
         return _chunk_fla(q, k, v, log_gamma, scale, initial_state, output_final_state)
     raise ValueError(f"chunk kernel {kernel!r}; expected one of {CHUNK_KERNELS}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from retnet.kernels.chunk import FLA_CHUNK  # fla tiles by 64 tokens whatever chunk_size says
+from retnet.kernels.chunk import FLA_CHUNK, FLA_KERNELS  # fla tiles by 64 tokens whatever chunk_size says
 
 from ..contract import ENGINE_NOTES_PREFIX
 from ..trackers import energy_columns
@@ -75,7 +75,7 @@ class TrainPointResult:
 def train_flops_per_token(recipe: ModelRecipe, settings: TrainSettings, kernel: str | None) -> float:
     cfg = recipe.config()
     if recipe.family == "retnet":
-        chunk = FLA_CHUNK if kernel in ("fla", "fla-graphs") else settings.chunk_size
+        chunk = FLA_CHUNK if kernel in FLA_KERNELS else settings.chunk_size
         return retnet_train_flops_per_token(cfg, chunk, settings.seq_len)
     return transformer_train_flops_per_token(cfg, settings.seq_len)
 
