@@ -126,10 +126,9 @@ mode_multi2-b() {
 # 2 ranks fla's host work made 2 of 4 draws on one lease host-bound, 81-85% of one GPU's rate; fla-graphs' were 96-98%:
 # session 17), then 2.7B and 6.7B over 4
 mode_multi4-a() {
-  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
-  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b "${three[@]}"
-  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b "${three[@]}"
-  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b "${three[@]}"
+  bench 0 ${TAG:-}x4-table4-x1-scaling table4 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x4-table4-x2-scaling table4 --nproc 2 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
+  bench $ALL ${TAG:-}x4-table4-x4-scaling table4 --nproc $NGPU --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
   bench $ALL ${TAG:-}x4-table4-x4 table4 --nproc $NGPU --model 2.7b,6.7b "${FLA_VS_CUDNN[@]}"
 }
 
@@ -191,16 +190,14 @@ mode_x2-sweep() {
 # 38.3k tokens/s per GPU, the Transformer 42.7k and 43.8k): fla, fla-graphs and SDPA cuDNN over 2 ranks, then the
 # 2-rank step profiled with every rank's host side, then the three again (a second draw on the same lease)
 mode_x2-graphs-host() {
-  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
-  bench 0,1 ${TAG:-}x2-table4-x2-graphs-1 table4 --nproc 2 --model 1.3b "${three[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-1 table4 --nproc 2 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
   profile x2-host --preset 1.3b --seq 8192 --nproc 2 --host --family retnet:fla retnet:fla-graphs transformer:sdpa-cudnn
-  bench 0,1 ${TAG:-}x2-table4-x2-graphs-2 table4 --nproc 2 --model 1.3b "${three[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-2 table4 --nproc 2 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
 }
 
 # x2-graphs-scaling: nvidia-h200-x2, after x2-graphs-host on its lease: 1.3B with fla, fla-graphs and SDPA cuDNN on 1
 # GPU, then over 2 ranks (one more draw of each side's 1 -> 2 scaling on one lease)
 mode_x2-graphs-scaling() {
-  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
-  bench 0 ${TAG:-}x2-table4-x1-graphs-3 table4 --model 1.3b "${three[@]}"
-  bench 0,1 ${TAG:-}x2-table4-x2-graphs-3 table4 --nproc 2 --model 1.3b "${three[@]}"
+  bench 0 ${TAG:-}x2-table4-x1-graphs-3 table4 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
+  bench 0,1 ${TAG:-}x2-table4-x2-graphs-3 table4 --nproc 2 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
 }

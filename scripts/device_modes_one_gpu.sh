@@ -346,8 +346,7 @@ mode_nvml-ab() {
 mode_graphs() {
   timeout 200 python3 -m pytest -q -p no:cacheprovider -rfE tests/test_chunk_graphs.py tests/test_training_gpu.py \
     > "$W/gpu_tests.log" 2>&1; echo "== gpu tests rc=$? at $((SECONDS - T0))s: $(tail -1 "$W/gpu_tests.log")"
-  local three=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)
-  bench 0 ${TAG:-}table4-graphs table4 --model 1.3b "${three[@]}"
-  bench 0 ${TAG:-}table4-graphs-256 table4 --model 1.3b --seq 256 "${three[@]}"
-  bench 0 ${TAG:-}table4-graphs-2.7b table4 --model 2.7b "${three[@]}"
+  bench 0 ${TAG:-}table4-graphs table4 --model 1.3b "${GRAPHS_FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}table4-graphs-256 table4 --model 1.3b --seq 256 "${GRAPHS_FLA_VS_CUDNN[@]}"
+  bench 0 ${TAG:-}table4-graphs-2.7b table4 --model 2.7b "${GRAPHS_FLA_VS_CUDNN[@]}"
 }

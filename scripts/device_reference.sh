@@ -46,6 +46,8 @@ TESTS="tests/test_retention_kernels.py tests/test_retnet_prefill.py tests/test_r
   tests/test_peers.py tests/test_retnet_torchscale.py"  # tests/test_fla_head_dims.py: its own mode, fla-dims
 FLA_VS_CUDNN=(--impl retnet-chunkwise,transformer --kernel fla,sdpa-cudnn)  # each side's fastest kernel that needs
 # no install of its own (FlashAttention-4 does: the modes that use it say so)
+GRAPHS_FLA_VS_CUDNN=(--impl retnet-chunkwise,transformer --kernel fla,fla-graphs,sdpa-cudnn)  # and fla replayed from
+# CUDA graphs (opt-in: suites/definitions/table4.toml)
 # profile NAME ARGS...: scripts/profile_train_step.py ARGS into $W/profile-NAME with the time left, unless 90 s or less
 # remain (a profile cut short writes nothing; what a mode runs after it may still fit)
 profile() { local name=$1; shift
