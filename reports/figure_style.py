@@ -81,12 +81,15 @@ class Palette:
         c = self.roster.get(parse_label(label)[0])
         return family(c), c
 
-    def _kernel_shade(self, label: str, shades: tuple[str, ...]) -> str:
-        """The shade of a label's kernel among its contestant's kernels (most rows first), so kernels of one contestant
-        differ."""
+    def _kernel_index(self, label: str) -> int:
+        """A label's kernel's place among its contestant's kernels (most rows first; 0 if unknown)."""
         impl, kernel = parse_label(label)
         kernels = self.kernels.get(impl, [])
-        return shades[(kernels.index(kernel) if kernel in kernels else 0) % len(shades)]
+        return kernels.index(kernel) if kernel in kernels else 0
+
+    def _kernel_shade(self, label: str, shades: tuple[str, ...]) -> str:
+        """The shade of a label's kernel among its contestant's kernels, so kernels of one contestant differ."""
+        return shades[self._kernel_index(label) % len(shades)]
 
     def colour(self, label: str) -> str:
         if "KV heads" in label:
@@ -101,9 +104,7 @@ class Palette:
             return self._kernel_shade(label, BASELINE_FAMILIES[rank % len(BASELINE_FAMILIES)])
         shades = FAMILIES[fam]
         if fam == "ours candidate":  # a contestant's kernels differ too (fla and fla-graphs in one training figure)
-            impl, kernel = parse_label(label)
-            kernels = self.kernels.get(impl, [])
-            rank += kernels.index(kernel) if kernel in kernels else 0
+            rank += self._kernel_index(label)
         return shades[rank % len(shades)]
 
     def is_subject(self, label: str) -> bool:

@@ -156,6 +156,7 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict], every: pd.DataFrame | N
     if rows.empty:
         raise _skip("Scaling: no contestant measured at two or more world sizes")
     models = sorted(rows["model"].unique(), key=size_key)
+    every_run = _every_run(every, rows)
     fig, axes = new_figure("Training scaling: tokens/s per GPU vs GPUs (labels: % of the fewest GPUs' rate)",
                            figure_meta(rows, envs), ncols=len(models),
                            size=(4.5 * len(models) + 2.6, 4.4))
@@ -170,7 +171,7 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict], every: pd.DataFrame | N
                     label="ideal (linear scaling: per-GPU rate kept)")
             labels += [(ws, v, f"{v / g['per_gpu'].iloc[0]:.0%}", pal.colour(lab))  # scaling efficiency (#14)
                        for ws, v in zip(g["world_size"].iloc[1:], g["per_gpu"].iloc[1:])]
-        draws = _every_run(every, rows, m)
+        draws = every_run[every_run["model"] == m]
         repeated = draws.groupby("label")["world_size"].agg(lambda w: w.duplicated().any())
         if repeated.any():  # one neutral legend entry for the dots of every contestant
             ax.scatter([], [], s=14, facecolors="none", edgecolors="0.4", label=EVERY_RUN_LABEL)
@@ -190,16 +191,15 @@ def fig_scaling(df: pd.DataFrame, envs: dict[str, dict], every: pd.DataFrame | N
     return fig
 
 
-def _every_run(every: pd.DataFrame | None, shown: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Every run's per-GPU rate of the contestants and world sizes the figure shows for one model (empty without
-    `every`)."""
+def _every_run(every: pd.DataFrame | None, shown: pd.DataFrame) -> pd.DataFrame:
+    """Every run's per-GPU rate at the (model, contestant, world size) points the figure shows (`shown`: the scaling
+    rows; empty without `every`)."""
+    cols = ["model", "label", "world_size", "per_gpu"]
     if every is None or every.empty:
-        return pd.DataFrame(columns=["label", "world_size", "per_gpu"])
-    rows = rows_of(every, "train")
-    rows = rows[rows["model"] == model].assign(world_size=rows["world_size"].fillna(1),
-                                               per_gpu=rows["tokens_per_s_per_gpu"])
-    keep = shown.loc[shown["model"] == model, ["label", "world_size"]].drop_duplicates()
-    return rows.merge(keep, on=["label", "world_size"])[["label", "world_size", "per_gpu"]]
+        return pd.DataFrame(columns=cols)
+    rows = rows_of(every, "train")  # world_size is filled by the loader (load.normalise_rows)
+    rows = rows.assign(per_gpu=rows["tokens_per_s_per_gpu"])
+    return rows.merge(shown[cols[:3]].drop_duplicates(), on=cols[:3])[cols]
 
 
 def _efficiency_labels(ax, labels: list[tuple[float, float, str, str]], gap: float) -> None:
